@@ -1,0 +1,1 @@
+"""Converters from the PyTorch networks to deployment formats (ONNX, TFLite, Core ML)."""

@@ -1,0 +1,1 @@
+"""On-device latency and parity harness (numpy, pillow and one runtime only)."""

@@ -1,0 +1,51 @@
+"""The one source of truth for every constant shared by training, export, SDK and bench.
+
+Exporters copy these values into each bundle's manifest; the SDK reads the manifest,
+never this module, so a bundle stays self-describing on a device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Input normalisation of every RetinaFace-family network here: BGR order, mean
+# subtracted, no scaling (the published checkpoints were trained this way).
+MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
+CHANNEL_ORDER = "BGR"
+
+DEFAULT_INPUT_SIZE = 640  # square, pixels; must be divisible by the largest stride
+
+# Network outputs, in this order everywhere (torch forward, ONNX, TFLite, Core ML).
+OUTPUT_NAMES: tuple[str, str, str] = ("loc", "conf", "landmarks")
+OUTPUT_WIDTHS: dict[str, int] = {"loc": 4, "conf": 2, "landmarks": 10}
+NUM_LANDMARKS = 5  # left eye, right eye, nose, left mouth corner, right mouth corner
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Anchor ("prior") layout of RetinaFace: per level, anchors of each min size."""
+
+    min_sizes: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+    steps: tuple[int, ...] = (8, 16, 32)
+    variances: tuple[float, float] = (0.1, 0.2)
+    clip: bool = False
+
+    @property
+    def anchors_per_location(self) -> int:
+        return len(self.min_sizes[0])
+
+
+PRIORS = PriorConfig()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Post-processing thresholds: score filter first, then NMS, then top-k."""
+
+    score: float = 0.5
+    nms_iou: float = 0.4
+    top_k: int = 750  # detections kept after NMS
+
+
+DEPLOY_THRESHOLDS = Thresholds()
+# The WIDER FACE protocol of the paper: low confidence floor, NMS 0.4, no top-k cap.
+WIDER_EVAL_THRESHOLDS = Thresholds(score=0.02, nms_iou=0.4, top_k=0)

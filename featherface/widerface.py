@@ -1,0 +1,262 @@
+"""Official WIDER FACE validation protocol (Easy/Medium/Hard AP), a vectorised NumPy port
+of the widely used Python evaluator (Pytorch_Retinaface ``widerface_evaluate/evaluation.py``)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SETTINGS: tuple[str, str, str] = ("easy", "medium", "hard")
+Key = tuple[str, str]  # (event, image name without extension)
+
+
+@dataclass(frozen=True)
+class GTImage:
+    """One validation image: faces as xywh pixels and, per setting, the faces that count.
+
+    ``keep[setting]`` holds 0-based indices into ``boxes``; every other face is
+    "ignored" for that setting (a detection on it is neither a hit nor a false positive).
+    """
+
+    event: str
+    name: str
+    boxes: np.ndarray  # [K, 4] x, y, w, h (float64)
+    keep: Mapping[str, np.ndarray]  # setting -> int64 indices into boxes
+
+    def __post_init__(self) -> None:
+        boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        keep = {s: np.asarray(self.keep.get(s, ()), dtype=np.int64).reshape(-1) for s in SETTINGS}
+        for s, idx in keep.items():
+            if idx.size and (idx.min() < 0 or idx.max() >= len(boxes)):
+                raise ValueError(f"{self.event}/{self.name}: {s} keep index out of range")
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "keep", keep)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """All ground-truth images, keyed by (event, name) in the official file order."""
+
+    images: Mapping[Key, GTImage]
+
+    @classmethod
+    def from_images(cls, images: Iterable[GTImage]) -> GroundTruth:
+        return cls({(im.event, im.name): im for im in images})
+
+    @property
+    def events(self) -> list[str]:
+        return list(dict.fromkeys(event for event, _ in self.images))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _cells(mat_field: np.ndarray) -> list[np.ndarray]:
+    """MATLAB cell array (N x 1 object array) -> list of its contents."""
+    return [cell[0] for cell in mat_field]
+
+
+def load_ground_truth(gt_dir: Path) -> GroundTruth:
+    """Read the official ``wider_{face,easy,medium,hard}_val.mat`` files.
+
+    The easy/medium/hard ``gt_list`` cells are 1-based MATLAB indices; they are stored
+    0-based here.
+    """
+    from scipy.io import loadmat  # scipy only needed when reading the official files
+
+    gt_dir = Path(gt_dir)
+    face = loadmat(gt_dir / "wider_face_val.mat")
+    keep_lists = {s: _cells(loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"]) for s in SETTINGS}
+    images = []
+    for i, (event, files, boxes) in enumerate(
+        zip(_cells(face["event_list"]), _cells(face["file_list"]), _cells(face["face_bbx_list"]))
+    ):
+        for j in range(len(files)):
+            keep = {s: keep_lists[s][i][j][0].astype(np.int64).reshape(-1) - 1 for s in SETTINGS}
+            images.append(GTImage(str(event[0]), str(files[j][0][0]), boxes[j][0], keep))
+    return GroundTruth.from_images(images)
+
+
+# --------------------------------------------------------------------------- prediction files
+
+
+def write_predictions(
+    pred_dir: Path, event: str, name: str, boxes_xyxy_pixels: np.ndarray, scores: np.ndarray
+) -> Path:
+    """Write ``<pred_dir>/<event>/<name>.txt`` in the standard WIDER layout, atomically.
+
+    Lines: image name, face count, then ``x y w h score`` per face, highest score first
+    (the evaluators assume that order). Boxes follow the original RetinaFace
+    ``test_widerface.py`` exactly: ``x = int(x1); y = int(y1); w = int(x2) - int(x1);
+    h = int(y2) - int(y1)`` -- each corner truncated toward zero, no ``+ 1`` -- so that our
+    files score like the published ones (the evaluator's ``+ 1`` areas then apply).
+    """
+    boxes = np.asarray(boxes_xyxy_pixels, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    order = np.argsort(-scores, kind="stable")
+    ints = np.trunc(boxes[order]).astype(np.int64)  # Python int(): truncation toward zero
+    lines = [name, str(len(ints))]
+    for (x1, y1, x2, y2), s in zip(ints.tolist(), scores[order].tolist()):
+        lines.append(f"{x1} {y1} {x2 - x1} {y2 - y1} {s!r}")
+    out = Path(pred_dir) / event / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, out)  # a reader never sees a half-written file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def read_prediction_file(path: Path) -> tuple[str, np.ndarray]:
+    """One prediction file -> (image name, [K, 5] x, y, w, h, score)."""
+    lines = Path(path).read_text().splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path}: expected an image name and a face count")
+    name = lines[0].strip().split("/")[-1].removesuffix(".jpg")
+    rows = [[float(v) for v in line.split()[:5]] for line in lines[2:] if line.strip()]
+    if len(rows) != int(lines[1]):
+        raise ValueError(f"{path}: header says {int(lines[1])} faces, file holds {len(rows)}")
+    return name, np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def read_predictions(pred_dir: Path) -> dict[Key, np.ndarray]:
+    """Read every ``<event>/<name>.txt`` under ``pred_dir`` -> {(event, name): [K, 5]}."""
+    preds: dict[Key, np.ndarray] = {}
+    for path in sorted(Path(pred_dir).glob("*/*.txt")):
+        name, boxes = read_prediction_file(path)
+        preds[(path.parent.name, name)] = boxes
+    return preds
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def bbox_overlaps(boxes: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """IoU [N, K] of x1y1x2y2 boxes with the inclusive-pixel ``+ 1`` convention of the
+    official (Fast R-CNN) ``bbox_overlaps``; pairs that do not intersect get 0."""
+    b, q = boxes[:, None, :], query[None, :, :]
+    iw = np.minimum(b[..., 2], q[..., 2]) - np.maximum(b[..., 0], q[..., 0]) + 1
+    ih = np.minimum(b[..., 3], q[..., 3]) - np.maximum(b[..., 1], q[..., 1]) + 1
+    area_b = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    area_q = (query[:, 2] - query[:, 0] + 1) * (query[:, 3] - query[:, 1] + 1)
+    hit = (iw > 0) & (ih > 0)
+    inter = iw * ih
+    union = area_b[:, None] + area_q[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=hit)
+
+
+def norm_scores(predictions: Mapping[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+    """Min-max normalise scores over all given images, as the official ``norm_score``.
+
+    Like the official code the range starts as min 1, max 0 (so scores in [0, 1] map to
+    [0, 1] by their true min and max). Returns copies. When every score is equal the
+    official code divides by zero (NaN scores, AP 0); here they all become 1 instead.
+    """
+    preds = {k: np.asarray(v, dtype=np.float64).reshape(-1, 5).copy() for k, v in predictions.items()}
+    all_scores = np.concatenate([v[:, 4] for v in preds.values()] + [np.empty(0)])
+    lo = min(1.0, float(all_scores.min())) if all_scores.size else 1.0
+    hi = max(0.0, float(all_scores.max())) if all_scores.size else 0.0
+    for v in preds.values():
+        v[:, 4] = (v[:, 4] - lo) / (hi - lo) if hi > lo else 1.0
+    return preds
+
+
+def image_eval(
+    pred: np.ndarray, gt: np.ndarray, keep: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of score-sorted predictions [N, 5] xywh+s to faces [K, 4] xywh.
+
+    Each prediction takes its highest-IoU face (kept or not, matched before or not).
+    Returns per prediction the running count of distinct kept faces found so far
+    (``pred_recall``) and ``proposal`` = 1, or -1 when it hit an ignored face (so it
+    is not counted as a false positive).
+    """
+    p = pred[:, :4].copy()
+    g = gt.copy()
+    p[:, 2:] += p[:, :2]  # xywh -> x1y1x2y2 as the official code: x2 = x + w
+    g[:, 2:] += g[:, :2]
+    overlaps = bbox_overlaps(p, g)
+    best = overlaps.argmax(axis=1)
+    matched = overlaps[np.arange(len(p)), best] >= iou_threshold
+    is_kept = np.zeros(len(g), dtype=bool)
+    is_kept[keep] = True
+    proposal = np.where(matched & ~is_kept[best], -1.0, 1.0)
+    hits = np.flatnonzero(matched & is_kept[best])
+    first_hit = np.zeros(len(p))
+    first_hit[hits[np.unique(best[hits], return_index=True)[1]]] = 1  # first hit per face
+    return np.cumsum(first_hit), proposal
+
+
+def img_pr_info(
+    thresh_num: int, scores: np.ndarray, proposal: np.ndarray, pred_recall: np.ndarray
+) -> np.ndarray:
+    """[thresh_num, 2] (proposals counted, faces recalled) at thresholds 1 - (t+1)/n.
+
+    ``scores`` must be sorted descending, as the official code assumes.
+    """
+    thresholds = 1 - (np.arange(thresh_num) + 1) / thresh_num
+    n_above = len(scores) - np.searchsorted(scores[::-1], thresholds, side="left")
+    cum_prop = np.concatenate(([0.0], np.cumsum(proposal == 1)))
+    cum_recall = np.concatenate(([0.0], pred_recall))
+    return np.stack([cum_prop[n_above], cum_recall[n_above]], axis=1)
+
+
+def voc_ap(rec: np.ndarray, prec: np.ndarray) -> float:
+    """Area under the PR curve after taking the precision envelope (VOC style)."""
+    mrec = np.concatenate(([0.0], rec, [1.0]))
+    mpre = np.concatenate(([0.0], prec, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def evaluate(
+    predictions: Mapping[Key, np.ndarray],
+    gt: GroundTruth,
+    iou_threshold: float = 0.5,
+    thresh_num: int = 1000,
+) -> dict:
+    """Easy/Medium/Hard AP over exactly the images in ``predictions``.
+
+    ``predictions[(event, name)]`` is [K, 5] x, y, w, h, score (K may be 0). Ground-truth
+    images without an entry are skipped entirely (our validation set is a subset); an
+    entry with no boxes still counts its faces as missed. As in the official code, an
+    image without ground-truth faces contributes nothing, not even false positives.
+    Returns {"easy": ap, "medium": ap, "hard": ap, "images": n, "faces": {setting: n}}.
+    """
+    unknown = sorted(set(predictions) - set(gt.images))
+    if unknown:
+        shown = ", ".join(f"{e}/{n}" for e, n in unknown[:5])
+        raise ValueError(f"{len(unknown)} predicted images are not in the ground truth: {shown}")
+    preds = norm_scores(predictions)
+    curves = {s: np.zeros((thresh_num, 2)) for s in SETTINGS}
+    faces = dict.fromkeys(SETTINGS, 0)
+    for key, image in gt.images.items():
+        if key not in preds:
+            continue
+        pred = preds[key]
+        pred = pred[np.argsort(-pred[:, 4], kind="stable")]
+        for s in SETTINGS:
+            faces[s] += len(image.keep[s])
+            if len(image.boxes) == 0 or len(pred) == 0:
+                continue
+            recall, proposal = image_eval(pred, image.boxes, image.keep[s], iou_threshold)
+            curves[s] += img_pr_info(thresh_num, pred[:, 4], proposal, recall)
+    result: dict = {}
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 at empty thresholds, as official
+        for s in SETTINGS:
+            found, proposed = curves[s][:, 1], curves[s][:, 0]
+            result[s] = voc_ap(found / faces[s], found / proposed) if faces[s] else float("nan")
+    result["images"] = sum(key in preds for key in gt.images)
+    result["faces"] = faces
+    return result

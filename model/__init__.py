@@ -1,0 +1,1 @@
+"""The networks: reusable layers, variant configs, a registry and one checkpoint loader."""

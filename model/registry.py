@@ -1,0 +1,77 @@
+"""Registry of network variants: a name maps to a constructor and where its weights live.
+
+Adding a variant is adding an entry here (timm-style), not copying a class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch.nn as nn
+
+from .featherface_v1 import FeatherFaceV1, FeatherFaceV1Config
+from .retinaface import RetinaFaceMNet
+from .v2_ultra import FeatherFaceV2Ultra
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_WEIGHTS = REPO_ROOT.parent / "shared" / "weights"
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    build: Callable[[], nn.Module]
+    description: str
+    # Where `--weights` defaults to: a file shipped in the package, else a public
+    # checkpoint from ../shared (absent on a user's fresh clone).
+    default_weights: tuple[Path, ...] = ()
+
+    def find_default_weights(self) -> Path | None:
+        return next((p for p in self.default_weights if p.is_file()), None)
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "v1", FeatherFaceV1,
+            "published FeatherFace V1: CBAM x6, BiFPN 3 cells @64, DCN-SSH, shuffle block",
+            (SHARED_WEIGHTS / "featherface_v1_paper.pth",),
+        ),
+        Variant(
+            "v1-489k",
+            lambda: FeatherFaceV1(FeatherFaceV1Config(channels=56, bifpn_cells=2, cbam=False, conv_shuffle=False)),
+            "FeatherFace V1 variant: BiFPN 2 cells @56, no CBAM, DCN-SSH, parameter-free shuffle",
+            (SHARED_WEIGHTS / "featherface_v1_489k.pth",),
+        ),
+        Variant(
+            "retinaface-mnet025", RetinaFaceMNet,
+            "RetinaFace-MobileNet0.25 baseline: FPN @64 + SSH with plain convs",
+            (SHARED_WEIGHTS / "retinaface_mnet025.pth",),
+        ),
+        Variant(
+            "v2-ultra", FeatherFaceV2Ultra,
+            "FeatherFace V2 Ultra (ours): shared backbone, light shared CBAM, light BiFPN @32, grouped SSH, shared heads",
+            (EMBEDDED_WEIGHTS / "v2_ultra.pth",),
+        ),
+    )
+}
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; expected one of: {', '.join(VARIANTS)}") from None
+
+
+def create_model(name: str, weights: str | Path | None = None) -> nn.Module:
+    """Build a variant in eval mode, loading `weights` strictly when given."""
+    from .checkpoint import load_weights
+
+    model = get_variant(name).build()
+    if weights is not None:
+        load_weights(model, weights, arch=name)
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Post-training quantization (INT8 TFLite, compressed Core ML)."""

@@ -1,0 +1,1 @@
+"""On-device SDK: numpy, pillow and one runtime only (no torch, no tensorflow)."""

@@ -1,0 +1,228 @@
+"""The WIDER FACE evaluator reproduces the official protocol, on hand-built and real data."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featherface.widerface import (
+    SETTINGS,
+    GroundTruth,
+    GTImage,
+    bbox_overlaps,
+    evaluate,
+    load_ground_truth,
+    norm_scores,
+    read_predictions,
+    write_predictions,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+WIDER = SHARED / "data" / "widerface"
+
+
+def _image(name: str, boxes, keep=None, event: str = "0--Parade") -> GTImage:
+    """A test image whose faces all count in every setting unless ``keep`` says otherwise."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    if keep is None:
+        keep = {s: np.arange(len(boxes)) for s in SETTINGS}
+    return GTImage(event, name, boxes, keep)
+
+
+def _with_scores(boxes, scores) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    return np.column_stack([boxes, np.broadcast_to(scores, len(boxes))])
+
+
+FOUR_FACES = [[0, 0, 10, 10], [100, 0, 20, 20], [0, 100, 30, 30], [100, 100, 40, 40]]
+
+
+@pytest.fixture(scope="module")
+def wider_dir() -> Path:
+    if not WIDER.is_dir():
+        reason = f"WIDER FACE data not found at {WIDER} (the ../shared folder beside the repo)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return WIDER
+
+
+@pytest.fixture(scope="module")
+def official_gt(wider_dir: Path) -> GroundTruth:
+    return load_ground_truth(wider_dir / "ground_truth")
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def test_perfect_predictions_give_ap_one_on_every_setting():
+    gt = GroundTruth.from_images(
+        [
+            _image("a", FOUR_FACES),
+            _image("b", FOUR_FACES[:2], keep={"easy": [0], "medium": [0], "hard": [0, 1]}),
+        ]
+    )
+    preds = {k: _with_scores(im.boxes, 1.0) for k, im in gt.images.items()}
+    result = evaluate(preds, gt)
+    assert [result[s] for s in SETTINGS] == [1.0, 1.0, 1.0]
+    assert result["images"] == 2
+    assert result["faces"] == {"easy": 5, "medium": 5, "hard": 6}
+
+
+def test_dropping_half_the_faces_halves_ap():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
+    # Two of four faces found, no false positive: precision 1 up to recall 1/2.
+    result = evaluate({("0--Parade", "a"): _with_scores(FOUR_FACES[:2], [0.9, 0.8])}, gt)
+    assert [result[s] for s in SETTINGS] == pytest.approx([0.5] * 3)
+
+
+def test_false_positive_between_hits_gives_hand_computed_ap():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
+    boxes = [FOUR_FACES[0], [300, 300, 10, 10], FOUR_FACES[1]]  # hit, false positive, hit
+    result = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5, 0.0])}, gt)
+    # recall 1/4 at precision 1, then recall 2/4 at precision 2/3: AP = 1/4 + 1/4 * 2/3.
+    assert result["easy"] == pytest.approx(0.25 + 0.25 * 2 / 3)
+
+
+def test_iou_uses_inclusive_pixel_plus_one_areas():
+    # x1y1x2y2 (0,0,9,9) and (5,0,14,9): 10x10 boxes overlapping on 5x10 pixels.
+    iou = bbox_overlaps(np.array([[0.0, 0, 9, 9]]), np.array([[5.0, 0, 14, 9], [20.0, 20, 30, 30]]))
+    np.testing.assert_allclose(iou, [[50 / 150, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "shift, expected_ap",
+    [
+        (3, 1.0),  # xywh (0,0,10,10) becomes x2 = 10, area 11*11: IoU 88/154 = 0.57 -> a hit
+        (4, 0.5),  # IoU 77/165 = 0.47 < 0.5 -> a false positive, the face is missed
+    ],
+)
+def test_jittered_box_below_iou_half_is_a_false_positive(shift: int, expected_ap: float):
+    faces = [[0, 0, 10, 10], [100, 0, 10, 10]]
+    gt = GroundTruth.from_images([_image("a", faces)])
+    boxes = [faces[0], [100 + shift, 0, 10, 10]]
+    result = evaluate({("0--Parade", "a"): _with_scores(boxes, [0.9, 0.8])}, gt)
+    # With the miss: precision 1 at recall 1/2, then the false positive adds no recall.
+    assert result["hard"] == pytest.approx(expected_ap)
+
+
+def test_detection_of_ignored_face_is_not_a_false_positive():
+    boxes = FOUR_FACES[:2]
+    keep = {"easy": [1], "medium": [0, 1], "hard": [0, 1]}  # face 0 ignored in easy only
+    gt = GroundTruth.from_images([_image("a", boxes, keep)])
+    # The ignored face is detected first (score 1), the kept one second: still AP 1.
+    result = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5])}, gt)
+    assert result["easy"] == 1.0
+    assert result["faces"]["easy"] == 1
+    # Once the face is gone from the ground truth, the same detection is a false positive.
+    gt_without = GroundTruth.from_images([_image("a", boxes[1:])])
+    result = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5])}, gt_without)
+    assert result["easy"] == pytest.approx(0.5)
+
+
+def test_only_images_with_predictions_are_evaluated():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES), _image("b", FOUR_FACES[:1])])
+    only_a = {("0--Parade", "a"): _with_scores(FOUR_FACES, 1.0)}
+    result = evaluate(only_a, gt)
+    assert result["easy"] == 1.0 and result["images"] == 1
+    assert result["faces"]["easy"] == 4
+    # An image given with no detections is evaluated: its face counts as missed.
+    result = evaluate({**only_a, ("0--Parade", "b"): np.zeros((0, 5))}, gt)
+    assert result["images"] == 2 and result["faces"]["easy"] == 5
+    assert result["easy"] == pytest.approx(0.8)
+
+
+def test_predictions_for_unknown_image_raise_naming_it():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
+    with pytest.raises(ValueError, match="9--Press/nope"):
+        evaluate({("9--Press", "nope"): _with_scores(FOUR_FACES, 1.0)}, gt)
+
+
+def test_scores_are_min_max_normalised_over_all_images():
+    box = [[0, 0, 1, 1]]
+    preds = {("e", "a"): _with_scores(box * 2, [0.2, 0.6]), ("e", "b"): _with_scores(box, 0.4)}
+    out = norm_scores(preds)
+    np.testing.assert_allclose(out[("e", "a")][:, 4], [0.0, 1.0])
+    np.testing.assert_allclose(out[("e", "b")][:, 4], [0.5])
+    assert preds[("e", "a")][0, 4] == 0.2  # inputs untouched
+    # As the official code, the range starts at [min 1, max 0]: scores above 1 keep min 1.
+    above_one = norm_scores({("e", "a"): _with_scores(box * 2, [2.0, 4.0])})
+    np.testing.assert_allclose(above_one[("e", "a")][:, 4], [1 / 3, 1])
+    # All scores equal: the official code divides by zero; here they all rank at 1.
+    equal = norm_scores({("e", "a"): _with_scores(box * 2, 0.7)})
+    np.testing.assert_array_equal(equal[("e", "a")][:, 4], 1.0)
+
+
+def test_ap_does_not_depend_on_score_scale_or_file_order():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
+    boxes = [FOUR_FACES[0], [300, 300, 10, 10], FOUR_FACES[1], FOUR_FACES[2]]
+    scores = np.array([0.9, 0.7, 0.5, 0.3])
+    base = evaluate({("0--Parade", "a"): _with_scores(boxes, scores)}, gt)
+    scaled = evaluate({("0--Parade", "a"): _with_scores(boxes, scores / 10)}, gt)
+    shuffled = evaluate({("0--Parade", "a"): _with_scores(boxes, scores)[[3, 1, 0, 2]]}, gt)
+    for s in SETTINGS:
+        assert scaled[s] == pytest.approx(base[s]) and shuffled[s] == base[s]
+
+
+def test_write_read_round_trip_truncates_corners_like_original_script(tmp_path: Path):
+    xyxy = np.array([[10.7, 20.2, 50.9, 80.99], [-3.5, 4.0, 9.99, 12.5]])
+    scores = np.array([0.25, 0.875])
+    path = write_predictions(tmp_path, "0--Parade", "0_Parade_x_1", xyxy, scores)
+    assert path == tmp_path / "0--Parade" / "0_Parade_x_1.txt"
+    assert path.read_text().splitlines()[:2] == ["0_Parade_x_1", "2"]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    preds = read_predictions(tmp_path)
+    assert list(preds) == [("0--Parade", "0_Parade_x_1")]
+    # Highest score first; x = int(x1), w = int(x2) - int(x1) (int() truncates toward zero).
+    expected = [[-3, 4, 12, 8, 0.875], [10, 20, 40, 60, 0.25]]
+    np.testing.assert_array_equal(preds[("0--Parade", "0_Parade_x_1")], expected)
+
+
+def test_read_rejects_truncated_file(tmp_path: Path):
+    (tmp_path / "0--Parade").mkdir()
+    (tmp_path / "0--Parade" / "a.txt").write_text("a\n3\n1 2 3 4 0.5\n")
+    with pytest.raises(ValueError, match="header says 3"):
+        read_predictions(tmp_path)
+
+
+# --------------------------------------------------------------------------- official files
+
+
+@pytest.mark.shared
+def test_official_mat_files_hold_all_3226_validation_images_in_61_events(official_gt: GroundTruth):
+    assert len(official_gt) == 3226
+    assert len(official_gt.events) == 61
+    faces = {s: sum(len(im.keep[s]) for im in official_gt.images.values()) for s in SETTINGS}
+    all_faces = sum(len(im.boxes) for im in official_gt.images.values())
+    assert faces["easy"] < faces["medium"] < faces["hard"] <= all_faces
+
+
+@pytest.mark.shared
+def test_subset_images_and_boxes_match_the_official_ground_truth(wider_dir: Path, official_gt: GroundTruth):
+    images = sorted((wider_dir / "WIDER_val" / "images").glob("*/*.jpg"))
+    assert len(images) == 315
+    missing = [p for p in images if (p.parent.name, p.stem) not in official_gt.images]
+    assert not missing
+    lines = (wider_dir / "wider_face_split" / "wider_face_val_bbx_gt.txt").read_text().split("\n")
+    i = 0
+    while i < len(lines) and lines[i].strip():
+        event, name = lines[i].strip().removesuffix(".jpg").split("/")
+        n = int(lines[i + 1])
+        boxes = np.array([line.split()[:4] for line in lines[i + 2 : i + 2 + n]], dtype=float).reshape(-1, 4)
+        np.testing.assert_array_equal(boxes, official_gt.images[(event, name)].boxes)
+        i += 2 + max(n, 1)  # an image without faces still has one all-zero line
+
+
+@pytest.mark.shared
+def test_ground_truth_as_predictions_scores_ap_one_on_real_subset(wider_dir: Path, official_gt: GroundTruth):
+    subset = [(p.parent.name, p.stem) for p in (wider_dir / "WIDER_val" / "images").glob("*/*.jpg")]
+    preds = {k: _with_scores(official_gt.images[k].boxes, 1.0) for k in subset}
+    start = time.perf_counter()
+    result = evaluate(preds, official_gt)
+    assert time.perf_counter() - start < 5.0
+    assert [result[s] for s in SETTINGS] == [1.0, 1.0, 1.0]
+    assert result["images"] == 315
+    assert 0 < result["faces"]["easy"] < result["faces"]["medium"] < result["faces"]["hard"]
