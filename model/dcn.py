@@ -15,24 +15,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _tap_grid(
-    out_h: int, out_w: int, kernel: int, stride: int, padding: int, dilation: int,
-    like: torch.Tensor,
-) -> torch.Tensor:
-    """Undeformed sampling positions, [out_h * out_w * kernel**2, 2] as (y, x).
+def _tap_positions(
+    out_h: int, out_w: int, kernel: int, stride: int, padding: int, dilation: int, like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Undeformed sampling positions as three small broadcastable pieces:
+    y = row_y [1, Ho, 1, 1] + tap_y [1, 1, Wo*K, 1], x = col_x [1, 1, Wo*K, 1].
 
-    Rows are ordered (row, col, tap) to match the channel-last offsets.
+    Kept separate (not one [Ho*Wo*K, 2] grid) so that exporters cannot constant-fold
+    them into a large per-layer table: that alone tripled the ONNX file of v1-489k.
     """
-    ys = torch.arange(out_h, dtype=like.dtype, device=like.device) * stride - padding
-    xs = torch.arange(out_w, dtype=like.dtype, device=like.device) * stride - padding
-    taps = torch.arange(kernel, dtype=like.dtype, device=like.device) * dilation
-    tap_y = taps.reshape(kernel, 1).expand(kernel, kernel).reshape(1, 1, kernel * kernel)
-    tap_x = taps.reshape(1, kernel).expand(kernel, kernel).reshape(1, 1, kernel * kernel)
-    grid_y = ys.reshape(out_h, 1, 1) + tap_y  # [H, 1, K]
-    grid_x = xs.reshape(1, out_w, 1) + tap_x  # [1, W, K]
-    grid_y = grid_y.expand(out_h, out_w, kernel * kernel)
-    grid_x = grid_x.expand(out_h, out_w, kernel * kernel)
-    return torch.stack((grid_y, grid_x), dim=-1).reshape(-1, 2)
+    taps = kernel * kernel
+    arange = lambda n: torch.arange(n, dtype=like.dtype, device=like.device)  # noqa: E731
+    tap_row = (arange(kernel) * dilation).reshape(kernel, 1).expand(kernel, kernel).reshape(1, taps)
+    tap_col = (arange(kernel) * dilation).reshape(1, kernel).expand(kernel, kernel).reshape(1, taps)
+    row_y = (arange(out_h) * stride - padding).reshape(1, out_h, 1, 1)
+    tap_y = tap_row.expand(out_w, taps).reshape(1, 1, out_w * taps, 1)
+    col_x = ((arange(out_w) * stride - padding).reshape(out_w, 1) + tap_col).reshape(1, 1, out_w * taps, 1)
+    return row_y, tap_y, col_x
 
 
 def deform_conv2d(
@@ -55,10 +54,11 @@ def deform_conv2d(
     taps = k * k
     out_h, out_w = offset.shape[2], offset.shape[3]
 
-    # Channel-last sampling positions, one row per (n, y, x, tap).
-    offset_yx = offset.permute(0, 2, 3, 1).reshape(n, out_h * out_w * taps, 2)
-    pos = offset_yx + _tap_grid(out_h, out_w, k, stride, padding, dilation, x)
-    pos_y, pos_x = pos[..., 0], pos[..., 1]  # [N, L]
+    # Channel-last sampling positions, one per (n, y, x, tap): [N, Ho, Wo*K, 1] each.
+    offset_yx = offset.permute(0, 2, 3, 1).reshape(n, out_h, out_w * taps, 2)
+    row_y, tap_y, col_x = _tap_positions(out_h, out_w, k, stride, padding, dilation, x)
+    pos_y = offset_yx[..., 0:1] + row_y + tap_y
+    pos_x = offset_yx[..., 1:2] + col_x
     y0, x0 = torch.floor(pos_y), torch.floor(pos_x)
     frac_y, frac_x = pos_y - y0, pos_x - x0
 
@@ -70,7 +70,7 @@ def deform_conv2d(
     def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
         row = torch.clamp(yy, -1.0, float(h)) + 1.0
         col = torch.clamp(xx, -1.0, float(w)) + 1.0
-        index = (row * (w + 2) + col).to(torch.int64) + batch_base
+        index = (row * (w + 2) + col).to(torch.int64).reshape(n, -1) + batch_base
         return table[index.reshape(-1)]  # [N*L, C]
 
     modulation = mask.permute(0, 2, 3, 1).reshape(n * out_h * out_w * taps, 1)

@@ -14,8 +14,9 @@ from .featherface_v1 import FeatherFaceV1, FeatherFaceV1Config
 from .retinaface import RetinaFaceMNet
 from .v2_ultra import FeatherFaceV2Ultra
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_WEIGHTS = REPO_ROOT.parent / "shared" / "weights"
+from featherface.paths import SHARED
+
+SHARED_WEIGHTS = SHARED / "weights"
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 

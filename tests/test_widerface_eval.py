@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared
 
 from featherface.widerface import (
     SETTINGS,
@@ -20,8 +21,6 @@ from featherface.widerface import (
     write_predictions,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WIDER = SHARED / "data" / "widerface"
 
 
 def _image(name: str, boxes, keep=None, event: str = "0--Parade") -> GTImage:
@@ -42,12 +41,7 @@ FOUR_FACES = [[0, 0, 10, 10], [100, 0, 20, 20], [0, 100, 30, 30], [100, 100, 40,
 
 @pytest.fixture(scope="module")
 def wider_dir() -> Path:
-    if not WIDER.is_dir():
-        reason = f"WIDER FACE data not found at {WIDER} (the ../shared folder beside the repo)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return WIDER
+    return require_shared("data/widerface")
 
 
 @pytest.fixture(scope="module")

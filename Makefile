@@ -1,0 +1,28 @@
+# Two entry points (see README): `make build` (main job) and `make test`.
+# Both create or refresh .venv at the repository root; nothing is installed by hand.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: build test venv clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to the local CPU wheel (torch==2.13.0 in pyproject): any other
+	# spec would pull gigabytes of CUDA packages.
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Until the converters land (issue 4), the main job describes every registered network.
+build: $(STAMP)
+	for arch in v1 v1-489k retinaface-mnet025 v2-ultra; do $(BIN)/featherface info --arch $$arch || exit 1; done
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf dist build *.egg-info

@@ -1,0 +1,275 @@
+"""Build verified bundles: export every file of a target, check each against PyTorch on
+real face images, and move the bundle into place only when every file passed."""
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from featherface.atomic import staging_directory, write_text_atomic
+from featherface.config import (
+    DEPLOY_THRESHOLDS,
+    GOLDEN_IMAGES,
+    OUTPUT_NAMES,
+    PARITY_IMAGES,
+    PARITY_THRESHOLDS,
+    PRIORS,
+    Thresholds,
+)
+from featherface.sdk.box_coding import make_priors
+from featherface.sdk.faces import postprocess_arrays
+from featherface.sdk.image_io import load_image
+from featherface.sdk.preprocess import preprocess
+
+from . import manifest as mf
+from .parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
+
+TARGETS = ("onnx", "pi4", "a14")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+Progress = Callable[[str], None]
+
+
+class BuildError(RuntimeError):
+    """A build that cannot produce a verified bundle; the message says which file and why."""
+
+
+@dataclass
+class ModelFile:
+    path: Path
+    format: str  # onnx | tflite | coreml
+    precision: str  # fp32 | fp16 | w8 | int8
+    seconds: float
+    image_input: bool = False
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class ParitySet:
+    """Real preprocessed images and PyTorch's outputs and detections on them."""
+
+    names: list[str]
+    inputs: np.ndarray  # [N, 3, S, S] float32, BGR minus mean
+    letterboxes: list
+    reference: dict[str, np.ndarray]  # output name -> [N, A, w]
+    detections: list[Detections]
+    float32_noise: dict[str, float]  # max |torch FP32 - torch FP64| per output
+
+
+def find_images(directory: Path, count: int) -> list[Path]:
+    """`count` images spread evenly over the sorted images below `directory` (deterministic)."""
+    if not directory.is_dir():
+        raise BuildError(f"image directory not found: {directory}")
+    images = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise BuildError(f"no images (*.jpg, *.png, ...) found below {directory}")
+    picks = np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)
+    return [images[i] for i in sorted(set(picks))]
+
+
+def detections_of(outputs: dict[str, np.ndarray], index: int, letterbox, priors: np.ndarray, size: int) -> Detections:
+    """Detections down to the robust floor (score threshold - margin), in image pixels."""
+    floor = Thresholds(score=DEPLOY_THRESHOLDS.score - ROBUST_MARGIN, nms_iou=DEPLOY_THRESHOLDS.nms_iou, top_k=DEPLOY_THRESHOLDS.top_k)
+    boxes, scores, landmarks = postprocess_arrays(
+        outputs["loc"][index], outputs["conf"][index], outputs["landmarks"][index],
+        priors, letterbox, size, size, floor, PRIORS.variances,
+    )
+    return Detections(boxes, scores, landmarks)
+
+
+def make_parity_set(model: nn.Module, image_paths: list[Path], size: int) -> ParitySet:
+    inputs, letterboxes = [], []
+    for path in image_paths:
+        batch, letterbox = preprocess(load_image(path), size)
+        inputs.append(batch[0])
+        letterboxes.append(letterbox)
+    stacked = np.stack(inputs).astype(np.float32)
+    reference = _run_torch(model, stacked)
+    exact = _run_torch(copy.deepcopy(model).double(), stacked.astype(np.float64))
+    noise = {name: float(np.abs(reference[name] - exact[name]).max()) for name in OUTPUT_NAMES}
+    priors = make_priors(size, size)
+    detections = [detections_of(reference, i, lb, priors, size) for i, lb in enumerate(letterboxes)]
+    return ParitySet([p.name for p in image_paths], stacked, letterboxes, reference, detections, noise)
+
+
+def _run_torch(model: nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    with torch.no_grad():
+        outputs = [model(torch.from_numpy(inputs[i : i + 1])) for i in range(len(inputs))]
+    return {name: np.concatenate([o[k].numpy() for o in outputs]) for k, name in enumerate(OUTPUT_NAMES)}
+
+
+# ---------------------------------------------------------------- running final files
+
+
+def map_outputs(raw: dict[str, np.ndarray], anchors: int) -> dict[str, str]:
+    """Our output name -> the file's tensor name, by shape ([..., anchors, width]).
+
+    Converters may rename and reorder outputs; the widths 4 / 2 / 10 tell them apart.
+    """
+    from featherface.config import OUTPUT_WIDTHS
+
+    mapping = {}
+    for name in OUTPUT_NAMES:
+        candidates = [k for k, v in raw.items() if v.shape[-2:] == (anchors, OUTPUT_WIDTHS[name])]
+        if len(candidates) != 1:
+            shapes = {k: v.shape for k, v in raw.items()}
+            raise BuildError(f"cannot identify output {name!r} by shape among {shapes}")
+        mapping[name] = candidates[0]
+    return mapping
+
+
+def run_model_file(model_file: ModelFile, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw outputs of a final file on NCHW float inputs (BGR minus mean)."""
+    from featherface.config import MEAN_BGR
+    from featherface.sdk.runtimes import open_runtime
+
+    if model_file.format == "coreml" and platform.system() != "Darwin":
+        from .mil_eval import run_mlpackage
+
+        name = "image" if model_file.image_input else "input"
+        feed = inputs + np.asarray(MEAN_BGR, np.float32).reshape(1, 3, 1, 1) if model_file.image_input else inputs
+        results = [run_mlpackage(model_file.path, {name: feed[i : i + 1]}) for i in range(len(feed))]
+        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+    runtime = open_runtime(model_file.path)
+    batch = inputs.transpose(0, 2, 3, 1) if runtime.input_layout == "NHWC" else inputs
+    return runtime.run(np.ascontiguousarray(batch))
+
+
+def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> dict:
+    """Parity record of one final file against PyTorch (tensor and detection level)."""
+    raw = run_model_file(model_file, parity.inputs)
+    output_map = map_outputs(raw, mf.anchor_count(size))
+    outputs = {name: raw[tensor] for name, tensor in output_map.items()}
+    thresholds = PARITY_THRESHOLDS[model_file.precision]
+    errors = tensor_errors(parity.reference, outputs)
+    priors = make_priors(size, size)
+    detections = [detections_of(outputs, i, lb, priors, size) for i, lb in enumerate(parity.letterboxes)]
+    agreement = detection_agreement(parity.detections, detections, DEPLOY_THRESHOLDS.score)
+    status, reasons = verdict(errors, agreement, thresholds, parity.float32_noise)
+    return {
+        "status": status,
+        "reasons": reasons,
+        "thresholds": thresholds.__dict__,
+        "error_bounds": {name: error_bound(thresholds, parity.float32_noise[name]) for name in OUTPUT_NAMES},
+        "torch_fp32_vs_fp64": parity.float32_noise,
+        "tensor": errors,
+        "detections": agreement,
+        "images": parity.names,
+        "conversion_seconds": round(model_file.seconds, 1),
+        "output_map": output_map,
+    }
+
+
+# ---------------------------------------------------------------- exporters per target
+
+
+def _timed(step: Callable[[], Path | dict]) -> tuple[Path | dict, float]:
+    start = time.perf_counter()
+    result = step()
+    return result, time.perf_counter() - start
+
+
+def export_target(target: str, model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress) -> list[ModelFile]:
+    from .onnx_export import export_onnx
+
+    if target == "onnx":
+        progress("exporting ONNX (dynamic batch)")
+        path, seconds = _timed(lambda: export_onnx(model, stage / "model.onnx", size, metadata=metadata))
+        return [ModelFile(path, "onnx", "fp32", seconds)]
+    if target == "pi4":
+        from .tflite_export import convert_tflite
+
+        with tempfile.TemporaryDirectory(prefix="featherface-onnx-") as scratch:
+            progress("exporting ONNX for onnx2tf")
+            onnx_path, onnx_seconds = _timed(lambda: export_onnx(model, Path(scratch) / "model.onnx", size, dynamic_batch=False, metadata=metadata))
+            progress("converting ONNX -> TFLite FP32/FP16 with onnx2tf")
+            files, seconds = _timed(lambda: convert_tflite(onnx_path, stage, size))
+        return [ModelFile(path, "tflite", precision, (onnx_seconds + seconds) / len(files)) for precision, path in files.items()]
+    if target == "a14":
+        from .coreml_export import compress_weights_int8, convert_coreml
+
+        made = []
+        for precision in ("fp32", "fp16"):
+            progress(f"converting to Core ML {precision.upper()}")
+            path, seconds = _timed(lambda: convert_coreml(model, stage / f"model_{precision}.mlpackage", size, precision=precision, metadata=metadata))
+            made.append(ModelFile(path, "coreml", precision, seconds))
+        progress("converting to Core ML FP16 with image input")
+        path, seconds = _timed(lambda: convert_coreml(model, stage / "model_image_fp16.mlpackage", size, precision="fp16", image_input=True, metadata=metadata))
+        made.append(ModelFile(path, "coreml", "fp16", seconds, image_input=True))
+        progress("compressing Core ML weights to INT8 (weight-only)")
+        path, seconds = _timed(lambda: compress_weights_int8(stage / "model_fp16.mlpackage", stage / "model_w8.mlpackage"))
+        made.append(ModelFile(path, "coreml", "w8", seconds))
+        return made
+    raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+
+
+PREFERRED = {"onnx": "model.onnx", "pi4": "model_fp32.tflite", "a14": "model_fp16.mlpackage"}
+LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """One build at a time per output directory: a second one fails clearly."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildError(f"another build is writing to {out_dir}; wait for it or choose another --out") from None
+        yield
+
+
+def build_bundle(
+    target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
+    size: int, out_dir: Path, progress: Progress,
+) -> dict:
+    """Build one target's bundle into `out_dir/target`; returns its manifest."""
+    bundle_dir = out_dir / target
+    failure_report = out_dir / f"{target}.parity-failed.json"
+    manifest = mf.new_manifest(target, arch, checkpoint, size, LAYOUT[target])
+    with staging_directory(bundle_dir) as stage:
+        files = export_target(target, model, stage, size, mf.embedded_metadata(manifest), progress)
+        for model_file in files:
+            progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")
+            model_file.record = check_file(model_file, parity, size)
+        failed = [f for f in files if f.record["status"] != "pass"]
+        if failed:
+            write_text_atomic(failure_report, json.dumps({f.path.name: f.record for f in files}, indent=2))
+            lines = [f"  {f.path.name}: " + "; ".join(f.record["reasons"]) for f in failed]
+            raise BuildError(f"{target}: parity failed, no bundle written (details: {failure_report}):\n" + "\n".join(lines))
+        for model_file in files:
+            entry = mf.file_entry(model_file.path, model_file.format, model_file.precision, model_file.record.pop("output_map"),
+                                  {"name": "image", "type": "image", "channel_order": "BGR", "bias": [-m for m in manifest["input"]["mean"]]} if model_file.image_input else None)
+            entry["parity"] = model_file.record
+            manifest["files"].append(entry)
+        golden = GOLDEN_IMAGES
+        np.savez_compressed(stage / "golden.npz", input=parity.inputs[:golden], names=np.array(parity.names[:golden]),
+                            **{name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
+        manifest["golden"] = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
+        manifest["preferred_file"] = PREFERRED[target]
+        from .report import write_parity_report
+
+        write_parity_report(stage, manifest)
+        mf.write_manifest(stage, manifest)
+    failure_report.unlink(missing_ok=True)
+    return manifest
+
+
+def print_table(manifest: dict, stream=sys.stdout) -> None:
+    from .report import summary_rows
+
+    print(f"\n{manifest['target']}: {manifest['arch']} @ {manifest['input']['height']}", file=stream)
+    for row in summary_rows(manifest):
+        print("  " + row, file=stream)

@@ -1,0 +1,116 @@
+"""The bundle manifest: the single source of truth the SDK and the bench read on a device."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from featherface import __version__
+from featherface.atomic import write_text_atomic
+from featherface.config import (
+    CHANNEL_ORDER,
+    DEPLOY_THRESHOLDS,
+    INPUT_NAME,
+    MANIFEST_VERSION,
+    MEAN_BGR,
+    OUTPUT_NAMES,
+    OUTPUT_WIDTHS,
+    PRIORS,
+)
+
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxsim", "onnx2tf", "tensorflow-cpu", "coremltools", "ai-edge-litert", "numpy")
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 of a file, or of a directory (an .mlpackage) over its sorted files' names and bytes."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def size_of(path: str | Path) -> int:
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"featherface": __version__}
+    for tool in TOOLS:
+        try:
+            versions[tool] = importlib.metadata.version(tool)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def anchor_count(input_size: int) -> int:
+    """Anchors of a square input: ceil(size / step)^2 cells per level, times anchors per cell."""
+    return sum(math.ceil(input_size / step) ** 2 * len(sizes) for step, sizes in zip(PRIORS.steps, PRIORS.min_sizes))
+
+
+def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: int, layout: str) -> dict:
+    anchors = anchor_count(input_size)
+    return {
+        "format_version": MANIFEST_VERSION,
+        "target": target,
+        "arch": arch,
+        "checkpoint": {"name": checkpoint.name, "sha256": sha256_of(checkpoint)} if checkpoint else None,
+        "input": {
+            "name": INPUT_NAME,
+            "height": input_size,
+            "width": input_size,
+            "layout": layout,
+            "dtype": "float32",
+            "channel_order": CHANNEL_ORDER,
+            "mean": list(MEAN_BGR),
+            "scale": 1.0,
+            "resize": "letterbox, top-left, longer side to the input size, padding = mean colour",
+        },
+        "priors": {**asdict(PRIORS), "min_sizes": [list(s) for s in PRIORS.min_sizes], "steps": list(PRIORS.steps), "variances": list(PRIORS.variances)},
+        "outputs": [{"name": name, "shape": [1, anchors, OUTPUT_WIDTHS[name]]} for name in OUTPUT_NAMES],
+        "thresholds": asdict(DEPLOY_THRESHOLDS),
+        "tools": tool_versions(),
+        "files": [],
+        "preferred_file": None,
+        "golden": None,
+    }
+
+
+def file_entry(path: Path, fmt: str, precision: str, output_map: dict[str, str], input_map: dict | None = None) -> dict:
+    entry = {
+        "file": path.name,
+        "format": fmt,
+        "precision": precision,
+        "sha256": sha256_of(path),
+        "size_bytes": size_of(path),
+        "output_map": output_map,
+    }
+    if input_map:
+        entry["input"] = input_map
+    return entry
+
+
+def write_manifest(bundle_dir: Path, manifest: dict) -> Path:
+    return write_text_atomic(bundle_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+def embedded_metadata(manifest: dict) -> dict[str, str]:
+    """The essentials that travel inside each model file (ONNX metadata_props, Core ML
+    user_defined_metadata), so a file separated from its bundle still says what it is."""
+    return {
+        "featherface.arch": manifest["arch"],
+        "featherface.input": json.dumps(manifest["input"]),
+        "featherface.priors": json.dumps(manifest["priors"]),
+        "featherface.outputs": json.dumps(manifest["outputs"]),
+        "featherface.version": manifest["tools"]["featherface"],
+    }

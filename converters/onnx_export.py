@@ -1,0 +1,51 @@
+"""PyTorch -> ONNX: opset 17, dynamic batch (optionally dynamic height/width), simplified
+with onnxslim, checked with onnx.checker, with the bundle's metadata embedded."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from featherface.atomic import atomic_path
+from featherface.config import INPUT_NAME, ONNX_OPSET, OUTPUT_NAMES
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: int,
+    *,
+    dynamic_batch: bool = True,
+    dynamic_hw: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    import onnx
+    import onnxslim
+
+    model = model.eval()
+    example = torch.zeros(1, 3, input_size, input_size)
+    input_axes: dict[int, str] = {}
+    if dynamic_batch:
+        input_axes[0] = "batch"
+    if dynamic_hw:
+        input_axes.update({2: "height", 3: "width"})
+    output_axes = {name: ({0: "batch"} if dynamic_batch else {}) | ({1: "anchors"} if dynamic_hw else {}) for name in OUTPUT_NAMES}
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # Tracing warns about Python ints computed from shapes (static "same" padding);
+        # with a fixed input size they are constants, which the parity check confirms.
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: the dynamo exporter needs onnxscript and gains nothing here.
+        torch.onnx.export(
+            model, (example,), str(tmp), opset_version=ONNX_OPSET, dynamo=False,
+            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            dynamic_axes={INPUT_NAME: input_axes, **output_axes} if input_axes else None,
+            do_constant_folding=True,
+        )
+        graph = onnxslim.slim(onnx.load(str(tmp)))
+        for key, value in (metadata or {}).items():
+            graph.metadata_props.add(key=key, value=str(value))
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.save(graph, str(tmp))
+    return Path(path)

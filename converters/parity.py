@@ -1,0 +1,132 @@
+"""Parity of a converted file with PyTorch: tensor errors and detection agreement.
+
+Pure functions over NumPy arrays; running the files is the caller's business. The
+verdict uses the thresholds of featherface.config.PARITY_THRESHOLDS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featherface.config import FLOAT32_NOISE_FACTOR, OUTPUT_NAMES, ParityThresholds
+from featherface.sdk.box_coding import iou_matrix
+
+# A face near the score threshold flips with the tiniest change; the robust agreement
+# asks only that clear faces (threshold + margin) survive at (threshold - margin).
+ROBUST_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One image's detections in model-input pixels."""
+
+    boxes: np.ndarray  # [K, 4] x1, y1, x2, y2
+    scores: np.ndarray  # [K]
+    landmarks: np.ndarray  # [K, 10] x, y pairs
+
+
+def tensor_errors(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per output: max and mean absolute error and cosine similarity, over all images."""
+    errors = {}
+    for name in OUTPUT_NAMES:
+        ref = reference[name].astype(np.float64).ravel()
+        cand = candidate[name].astype(np.float64).ravel()
+        if ref.shape != cand.shape:
+            raise ValueError(f"output {name!r}: shape {candidate[name].shape} differs from PyTorch's {reference[name].shape}")
+        diff = np.abs(ref - cand)
+        finite = bool(np.isfinite(cand).all())
+        denom = np.linalg.norm(ref) * np.linalg.norm(cand)
+        errors[name] = {
+            "max_abs_error": float(diff.max()) if finite else float("inf"),
+            "mean_abs_error": float(diff.mean()) if finite else float("inf"),
+            "cosine": float(ref @ cand / denom) if finite and denom > 0 else 0.0,
+            "finite": finite,
+        }
+    return errors
+
+
+def match_detections(reference: Detections, candidate: Detections, iou_threshold: float) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching, candidates in descending score: (ref, cand, IoU) triples."""
+    if len(reference.boxes) == 0 or len(candidate.boxes) == 0:
+        return []
+    ious = iou_matrix(reference.boxes, candidate.boxes)
+    taken = np.zeros(len(reference.boxes), dtype=bool)
+    pairs = []
+    for c in np.argsort(-candidate.scores, kind="stable"):
+        column = np.where(taken, -1.0, ious[:, c])
+        r = int(column.argmax())
+        if column[r] >= iou_threshold:
+            taken[r] = True
+            pairs.append((r, int(c), float(column[r])))
+    return pairs
+
+
+def _subset(d: Detections, keep: np.ndarray) -> Detections:
+    return Detections(d.boxes[keep], d.scores[keep], d.landmarks[keep])
+
+
+def detection_agreement(
+    reference: list[Detections], candidate: list[Detections], score_threshold: float, iou_threshold: float = 0.5
+) -> dict[str, float | int]:
+    """Recall and precision of the candidate's faces against the reference's, over images.
+
+    Both lists hold detections above a floor of `score_threshold - ROBUST_MARGIN`; the
+    plain figures use faces above `score_threshold`, the robust recall asks faces above
+    `score_threshold + ROBUST_MARGIN` in the reference to appear above the floor.
+    """
+    matched = ref_total = cand_total = robust_found = robust_total = 0
+    ious: list[float] = []
+    landmark_errors: list[float] = []
+    for ref, cand in zip(reference, candidate, strict=True):
+        ref_plain = _subset(ref, ref.scores > score_threshold)
+        cand_plain = _subset(cand, cand.scores > score_threshold)
+        pairs = match_detections(ref_plain, cand_plain, iou_threshold)
+        matched += len(pairs)
+        ref_total += len(ref_plain.scores)
+        cand_total += len(cand_plain.scores)
+        for r, c, iou in pairs:
+            ious.append(iou)
+            box = ref_plain.boxes[r]
+            size = np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
+            points = np.linalg.norm((ref_plain.landmarks[r] - cand_plain.landmarks[c]).reshape(5, 2), axis=1)
+            landmark_errors.append(float(points.mean() / size))
+        clear = _subset(ref, ref.scores > score_threshold + ROBUST_MARGIN)
+        robust_found += len(match_detections(clear, cand, iou_threshold))
+        robust_total += len(clear.scores)
+    return {
+        "reference_faces": ref_total,
+        "candidate_faces": cand_total,
+        "matched": matched,
+        "recall": matched / ref_total if ref_total else 1.0,
+        "precision": matched / cand_total if cand_total else 1.0,
+        "robust_recall": robust_found / robust_total if robust_total else 1.0,
+        "mean_iou": float(np.mean(ious)) if ious else 1.0,
+        "landmark_error": float(np.mean(landmark_errors)) if landmark_errors else 0.0,
+    }
+
+
+def error_bound(thresholds: ParityThresholds, float32_noise: float) -> float | None:
+    """The max abs error allowed on an output whose PyTorch FP32 noise is `float32_noise`."""
+    if thresholds.abs_tolerance is None:
+        return None
+    return max(thresholds.abs_tolerance, FLOAT32_NOISE_FACTOR * float32_noise)
+
+
+def verdict(
+    errors: dict[str, dict[str, float]], agreement: dict[str, float | int], thresholds: ParityThresholds,
+    float32_noise: dict[str, float],
+) -> tuple[str, list[str]]:
+    """("pass" | "fail", reasons): every failed bar, named with its figure."""
+    reasons = []
+    for name, figures in errors.items():
+        bound = error_bound(thresholds, float32_noise[name])
+        if not figures["finite"]:
+            reasons.append(f"{name} has non-finite values (overflow?)")
+        elif bound is not None and figures["max_abs_error"] > bound:
+            reasons.append(f"{name} max abs error {figures['max_abs_error']:.2e} > {bound:.2e}")
+    if agreement["recall"] < thresholds.min_recall:
+        reasons.append(f"detection recall {agreement['recall']:.3f} < {thresholds.min_recall}")
+    if agreement["precision"] < thresholds.min_precision:
+        reasons.append(f"detection precision {agreement['precision']:.3f} < {thresholds.min_precision}")
+    return ("fail" if reasons else "pass"), reasons

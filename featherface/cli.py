@@ -1,0 +1,216 @@
+"""The `featherface` command: thin argument parsing over the library; heavy imports are lazy.
+
+Every failure the user can cause ends as one `featherface: error: ...` line on stderr and
+exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .config import DEFAULT_INPUT_SIZE, PARITY_IMAGES, PRIORS
+
+
+class UsageError(Exception):
+    """Bad input named by the user (file, option value); reported without a traceback."""
+
+
+def input_size(text: str) -> int:
+    """argparse type: a square input size divisible by the largest prior step."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    stride = max(PRIORS.steps)
+    if value <= 0 or value % stride:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of {stride}, got {value}")
+    return value
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .model.checkpoint import load_backbone_weights, load_weights
+    from .model.profile import describe
+    from .model.registry import get_variant
+
+    variant = get_variant(args.arch)
+    model = variant.build()
+    weights = args.weights or variant.find_default_weights()
+    if weights is not None:
+        load_weights(model, weights, arch=args.arch)
+    if args.backbone_weights:
+        load_backbone_weights(model, args.backbone_weights)
+    info = {
+        "arch": args.arch,
+        "description": variant.description,
+        **describe(model, args.input_size),
+        "weights": str(weights) if weights else None,
+        "weights_loaded": weights is not None,
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{info['arch']}: {info['description']}")
+    print(f"  parameters        {info['params']:>13,}  (true count)")
+    print(f"  parameters (thop) {info['params_thop_style']:>13,}  (paper's way: no DCN main weights, no BiFPN fusion scalars)")
+    print(f"  MACs @{args.input_size:<4}        {info['macs']:>13,}  (thop-style {info['macs_thop_style']:,})")
+    for name, count in info["components"].items():
+        print(f"    {name:<15} {count:>13,}")
+    print(f"  weights           {info['weights'] or 'none (random initialisation)'}")
+    return 0
+
+
+def _load_model(args: argparse.Namespace):
+    """The network of `--arch` with `--weights` (default: the variant's default weights)."""
+    from .model.checkpoint import load_weights
+    from .model.registry import get_variant
+
+    variant = get_variant(args.arch)
+    weights = Path(args.weights) if args.weights else variant.find_default_weights()
+    if weights is None:
+        raise UsageError(f"--arch {args.arch} has no default weights here; pass --weights PATH")
+    model = variant.build()
+    load_weights(model, weights, arch=args.arch)
+    return model.eval(), weights
+
+
+def _progress(prefix: str) -> Callable[[str], None]:
+    start = time.perf_counter()
+    return lambda message: print(f"[{time.perf_counter() - start:6.1f}s] {prefix}: {message}", file=sys.stderr, flush=True)
+
+
+def _parity_set(args: argparse.Namespace, model):
+    from .converters.build import find_images, make_parity_set
+    from .paths import default_parity_images
+
+    images = Path(args.images) if args.images else default_parity_images()
+    if images is None:
+        raise UsageError("no parity images: pass --images DIR (real face photos)")
+    return make_parity_set(model, find_images(images, PARITY_IMAGES), args.input_size)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .converters.build import TARGETS, build_bundle, output_lock, print_table
+
+    model, weights = _load_model(args)
+    targets = TARGETS if args.target == "all" else (args.target,)
+    out = Path(args.out)
+    manifests = []
+    with output_lock(out):
+        parity = _parity_set(args, model)
+        for target in targets:
+            manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target)))
+    for manifest in manifests:
+        print_table(manifest, sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps({"out": str(out), "bundles": manifests}))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .converters.build import BuildError, check_file, export_target, output_lock
+    from .converters.manifest import embedded_metadata, new_manifest
+    from .atomic import staging_directory
+
+    model, weights = _load_model(args)
+    target = {"onnx": "onnx", "tflite": "pi4", "coreml": "a14"}[args.format]
+    out = Path(args.out)
+    with output_lock(out):
+        parity = _parity_set(args, model)
+        metadata = embedded_metadata(new_manifest(target, args.arch, weights, args.input_size, "NCHW"))
+        scratch = out / f".convert-{args.format}"
+        with staging_directory(scratch) as stage:
+            files = export_target(target, model, stage, args.input_size, metadata, _progress(args.format))
+            wanted = {"onnx": {"fp32"}, "tflite": {"fp16"} if args.fp16 else {"fp32"}, "coreml": {"fp16"} if args.fp16 else {"fp32"}}[args.format]
+            files = [f for f in files if f.precision in wanted and not f.image_input]
+            for model_file in files:
+                record = check_file(model_file, parity, args.input_size)
+                if record["status"] != "pass":
+                    raise BuildError(f"{model_file.path.name}: parity failed: " + "; ".join(record["reasons"]))
+                detections = record["detections"]
+                final = out / model_file.path.name
+                if final.is_dir():
+                    shutil.rmtree(final)
+                os.replace(model_file.path, final)
+                print(f"{final}  parity pass: max error {max(t['max_abs_error'] for t in record['tensor'].values()):.2e}, "
+                      f"recall {detections['recall']:.3f}, precision {detections['precision']:.3f}")
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model_names import ARCH_NAMES
+
+    parser = argparse.ArgumentParser(
+        prog="featherface",
+        description="Convert, verify and run FeatherFace face detectors on phones and small boards.",
+    )
+    parser.add_argument("--version", action="version", version=f"featherface {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    info = commands.add_parser(
+        "info", help="parameter counts, MACs and per-component sizes of a network",
+        description="Print parameters (true and thop-style), MACs and per-component parameter "
+        "counts of a registered network, optionally with its weights loaded strictly.",
+    )
+    info.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
+    info.add_argument("--weights", help="checkpoint to load strictly (default: the variant's default weights when present)")
+    info.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights to load into the backbone")
+    info.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square input size for MACs (default %(default)s)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(run=_cmd_info)
+
+    def model_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
+        command.add_argument("--weights", help="checkpoint, loaded strictly (default: the variant's default weights)")
+        command.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square input size (default %(default)s)")
+        command.add_argument("--images", help="real face images for the parity check (default: ../shared WIDER_val images)")
+        command.add_argument("--out", required=True, help="output directory")
+
+    convert = commands.add_parser(
+        "convert", help="convert a network to one format (parity-checked file, no bundle)",
+        description="Export one format and check the file against PyTorch on real images; the file "
+        "is written to --out only when it passes.",
+    )
+    convert.add_argument("format", choices=("onnx", "tflite", "coreml"), help="output format")
+    model_options(convert)
+    convert.add_argument("--fp16", action="store_true", help="FP16 instead of FP32 (tflite, coreml)")
+    convert.set_defaults(run=_cmd_convert)
+
+    build = commands.add_parser(
+        "build", help="build verified deployment bundles (onnx, pi4, a14 or all)",
+        description="Build one bundle per target under --out: model files, manifest.json, golden "
+        "vectors and a parity report. A bundle is moved into place only when every file passed.",
+    )
+    build.add_argument("--target", required=True, choices=("onnx", "pi4", "a14", "all"), help="deployment target")
+    model_options(build)
+    build.add_argument("--json", action="store_true", help="print the manifests as one JSON object (tables go to stderr)")
+    build.set_defaults(run=_cmd_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (UsageError, ValueError, OSError, RuntimeError) as err:
+        # CheckpointError and ImageError are ValueErrors, BuildError and ConversionError
+        # RuntimeErrors: their messages name the input and what was expected.
+        print(f"featherface: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featherface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

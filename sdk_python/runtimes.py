@@ -1,0 +1,147 @@
+"""One small interface over the inference runtimes: LiteRT, ONNX Runtime, Core ML, torch.
+
+The runtime follows from the model file's format. Each returns raw outputs by the file's
+own tensor names; mapping them to `loc` / `conf` / `landmarks` is the manifest's job.
+Heavy runtimes are imported only when a file of their format is opened.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime a model file needs is not installed or cannot run on this machine."""
+
+
+class Runtime(Protocol):
+    input_layout: str  # "NCHW" or "NHWC"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one float32 batch; returns outputs by the file's tensor names."""
+
+
+def runtime_name_for(path: str | Path) -> str:
+    suffix = Path(path).suffix
+    names = {".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml", ".pth": "torch", ".pt": "torch"}
+    if suffix not in names:
+        raise ValueError(f"unknown model file type {suffix!r} for {path}; expected one of {', '.join(names)}")
+    return names[suffix]
+
+
+def _litert_interpreter_class():
+    """LiteRT's interpreter, falling back to tflite-runtime, then tensorflow.lite."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+        return tf.lite.Interpreter
+    except ImportError:
+        raise RuntimeUnavailable(
+            "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)"
+        ) from None
+
+
+class LiteRTRuntime:
+    input_layout = "NHWC"
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        interpreter_class = _litert_interpreter_class()
+        self.interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        (self.input,) = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        self.input_layout = "NHWC" if int(self.input["shape"][-1]) == 3 else "NCHW"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        results: list[dict[str, np.ndarray]] = []
+        # Converted files have a static batch of one: run images one at a time.
+        for image in batch:
+            self.interpreter.set_tensor(self.input["index"], _quantize(image[None], self.input))
+            self.interpreter.invoke()
+            results.append({o["name"]: _dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self.outputs})
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input to the tensor's dtype (identity for float tensors)."""
+    if detail["dtype"] == np.float32:
+        return x.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32, copy=False)
+    scale, zero_point = detail["quantization"]
+    return ((x.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class OnnxRuntime:
+    input_layout = "NCHW"
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_layout = "NHWC" if self.session.get_inputs()[0].shape[-1] == 3 else "NCHW"
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {self.input_name: batch.astype(np.float32, copy=False)})
+        return dict(zip(self.output_names, values))
+
+
+class CoreMLRuntime:
+    input_layout = "NCHW"
+
+    def __init__(self, path: str | Path, num_threads: int | None = None, compute_units: str = "ALL") -> None:
+        if platform.system() != "Darwin":
+            raise RuntimeUnavailable(
+                f"Core ML runs only on macOS/iOS; to check {Path(path).name} here use the "
+                "bundle's other formats (onnx, tflite) or the build's Core ML evaluator"
+            )
+        try:
+            import coremltools as ct
+        except ImportError:
+            raise RuntimeUnavailable("coremltools is not installed: pip install coremltools") from None
+        self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+        self.input_name = self.model.get_spec().description.input[0].name
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        results = [self.model.predict({self.input_name: image[None]}) for image in batch]
+        return {name: np.concatenate([np.asarray(r[name], np.float32) for r in results]) for name in results[0]}
+
+
+def open_runtime(path: str | Path, runtime: str | None = None, num_threads: int | None = None) -> Runtime:
+    """Open a model file with the runtime its format needs (or the one named)."""
+    name = runtime or runtime_name_for(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if name == "litert":
+        return LiteRTRuntime(path, num_threads)
+    if name == "onnxruntime":
+        return OnnxRuntime(path, num_threads)
+    if name == "coreml":
+        return CoreMLRuntime(path, num_threads)
+    raise RuntimeUnavailable(f"runtime {name!r} cannot open {path}")
