@@ -193,7 +193,7 @@ def export_target(target: str, model: nn.Module, stage: Path, size: int, metadat
 
         with tempfile.TemporaryDirectory(prefix="featherface-onnx-") as scratch:
             progress("exporting ONNX for onnx2tf")
-            onnx_path, onnx_seconds = _timed(lambda: export_onnx(model, Path(scratch) / "model.onnx", size, dynamic_batch=False, metadata=metadata))
+            onnx_path, onnx_seconds = _timed(lambda: export_onnx(model, Path(scratch) / "model.onnx", size, dynamic_batch=False, simplify=False, metadata=metadata))
             progress("converting ONNX -> TFLite FP32/FP16 with onnx2tf")
             files, seconds = _timed(lambda: convert_tflite(onnx_path, stage, size))
         return [ModelFile(path, "tflite", precision, (onnx_seconds + seconds) / len(files)) for precision, path in files.items()]

@@ -154,8 +154,12 @@ _MIL_DTYPES = {
 # ---------------------------------------------------------------------------------
 @_op("reshape")
 def _reshape(x, shape):
-    """A 0 in `shape` copies the input's dimension; one -1 is inferred."""
-    shape = [x.shape[i] if s == 0 else int(s) for i, s in enumerate(np.asarray(shape))]
+    """One -1 is inferred. A 0 copies the input dimension at the same position
+    counted from the right (iOS17; iOS15 allows 0 only at equal ranks), or is 1
+    when there is none."""
+    shape = [int(s) for s in np.asarray(shape)]
+    offset = x.ndim - len(shape)
+    shape = [(x.shape[i + offset] if i + offset >= 0 else 1) if s == 0 else s for i, s in enumerate(shape)]
     return np.reshape(x, shape)
 
 
@@ -389,10 +393,10 @@ def _conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilati
 def _pool_pads(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
     """Explicit pads for pooling, with ceil_mode's extra windows added *after*.
 
-    Output size (coremltools' type inference): floor((in + pad - k) / s) + 1, or
+    Output size (as coremltools' type inference): floor((in + pad - k) / s) + 1, or
     with ceil_mode ceil(...) + 1, dropping a last window that would start in the
-    trailing padding. The ceil extension is returned separately, as it never
-    counts towards an average.
+    trailing padding (when there is padding). The ceil extension is returned
+    separately, as it never counts towards an average.
     """
     kernel = [int(k) for k in kernel_sizes]
     strides = [int(s) for s in strides]
@@ -402,7 +406,7 @@ def _pool_pads(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
         padded = size + before + after
         if ceil_mode:
             out = math.ceil((padded - k) / s) + 1
-            if (out - 1) * s >= size + before:
+            if before + after > 0 and (out - 1) * s >= size + (before + after) / 2:
                 out -= 1
         else:
             out = (padded - k) // s + 1

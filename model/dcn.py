@@ -15,23 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def _tap_positions(
-    out_h: int, out_w: int, kernel: int, stride: int, padding: int, dilation: int, like: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Undeformed sampling positions as three small broadcastable pieces:
-    y = row_y [1, Ho, 1, 1] + tap_y [1, 1, Wo*K, 1], x = col_x [1, 1, Wo*K, 1].
-
-    Kept separate (not one [Ho*Wo*K, 2] grid) so that exporters cannot constant-fold
-    them into a large per-layer table: that alone tripled the ONNX file of v1-489k.
-    """
+def _tap_offsets(out_w: int, kernel: int, stride: int, padding: int, dilation: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Undeformed positions within one output row: tap_y and col_x, each [1, Wo*K]."""
     taps = kernel * kernel
-    arange = lambda n: torch.arange(n, dtype=like.dtype, device=like.device)  # noqa: E731
-    tap_row = (arange(kernel) * dilation).reshape(kernel, 1).expand(kernel, kernel).reshape(1, taps)
-    tap_col = (arange(kernel) * dilation).reshape(1, kernel).expand(kernel, kernel).reshape(1, taps)
-    row_y = (arange(out_h) * stride - padding).reshape(1, out_h, 1, 1)
-    tap_y = tap_row.expand(out_w, taps).reshape(1, 1, out_w * taps, 1)
-    col_x = ((arange(out_w) * stride - padding).reshape(out_w, 1) + tap_col).reshape(1, 1, out_w * taps, 1)
-    return row_y, tap_y, col_x
+    steps = torch.arange(kernel, dtype=like.dtype, device=like.device) * dilation
+    tap_row = steps.reshape(kernel, 1).expand(kernel, kernel).reshape(1, taps)
+    tap_col = steps.reshape(1, kernel).expand(kernel, kernel).reshape(1, taps)
+    cols = torch.arange(out_w, dtype=like.dtype, device=like.device) * stride - padding
+    return tap_row.expand(out_w, taps).reshape(1, -1), (cols.reshape(out_w, 1) + tap_col).reshape(1, -1)
 
 
 def deform_conv2d(
@@ -54,23 +45,28 @@ def deform_conv2d(
     taps = k * k
     out_h, out_w = offset.shape[2], offset.shape[3]
 
-    # Channel-last sampling positions, one per (n, y, x, tap): [N, Ho, Wo*K, 1] each.
-    offset_yx = offset.permute(0, 2, 3, 1).reshape(n, out_h, out_w * taps, 2)
-    row_y, tap_y, col_x = _tap_positions(out_h, out_w, k, stride, padding, dilation, x)
-    pos_y = offset_yx[..., 0:1] + row_y + tap_y
-    pos_x = offset_yx[..., 1:2] + col_x
+    # Sampling positions as 2-D [N*Ho, Wo*K] tables (rows: image and output row; columns:
+    # output column and tap). Every DCN tensor stays 2-D: onnx2tf's NCHW->NHWC layout
+    # inference misreads 4-D tensors that are not images, and the undeformed positions
+    # stay small broadcast pieces that no exporter folds into a per-layer constant table.
+    offset_yx = offset.permute(0, 2, 3, 1).reshape(-1, 2)
+    rows = torch.arange(n * out_h, device=x.device).reshape(-1, 1)
+    row_y = ((rows % out_h) * stride - padding).to(x.dtype)
+    tap_y, col_x = _tap_offsets(out_w, k, stride, padding, dilation, x)
+    pos_y = offset_yx[:, 0:1].reshape(n * out_h, out_w * taps) + row_y + tap_y
+    pos_x = offset_yx[:, 1:2].reshape(n * out_h, out_w * taps) + col_x
     y0, x0 = torch.floor(pos_y), torch.floor(pos_x)
     frac_y, frac_x = pos_y - y0, pos_x - x0
 
     # Table of the input with a one-pixel zero border: any corner outside the map is
     # clamped onto that border and so reads zero, exactly like torchvision.
     table = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(n * (h + 2) * (w + 2), c)
-    batch_base = (torch.arange(n, device=x.device) * ((h + 2) * (w + 2))).reshape(n, 1)
+    batch_base = (rows // out_h) * ((h + 2) * (w + 2))  # first table row of each image
 
     def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
         row = torch.clamp(yy, -1.0, float(h)) + 1.0
         col = torch.clamp(xx, -1.0, float(w)) + 1.0
-        index = (row * (w + 2) + col).to(torch.int64).reshape(n, -1) + batch_base
+        index = (row * (w + 2) + col).to(torch.int64) + batch_base
         return table[index.reshape(-1)]  # [N*L, C]
 
     modulation = mask.permute(0, 2, 3, 1).reshape(n * out_h * out_w * taps, 1)
