@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch is pinned to the local CPU wheel (torch==2.13.0 in pyproject): any other
 	# spec would pull gigabytes of CUDA packages.
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# onnx2tf imports tf_keras, whose metadata asks for `tensorflow` (not -cpu).
+	$(BIN)/python -m pip install --quiet --no-deps "tf-keras==2.21.0"
 	touch $(STAMP)
 
 venv: $(STAMP)

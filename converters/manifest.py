@@ -1,7 +1,6 @@
 """The bundle manifest: the single source of truth the SDK and the bench read on a device."""
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from featherface import __version__
 from featherface.atomic import write_text_atomic
+from featherface.sdk.bundle import sha256_of
 from featherface.config import (
     CHANNEL_ORDER,
     DEPLOY_THRESHOLDS,
@@ -22,20 +22,6 @@ from featherface.config import (
 )
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxsim", "onnx2tf", "tensorflow-cpu", "coremltools", "ai-edge-litert", "numpy")
-
-
-def sha256_of(path: str | Path) -> str:
-    """sha256 of a file, or of a directory (an .mlpackage) over its sorted files' names and bytes."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def size_of(path: str | Path) -> int:

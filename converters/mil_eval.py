@@ -24,10 +24,10 @@ expect differences of a few fp16 ulps, not bit-exactness.
 Image inputs (``ct.ImageType``)
 -------------------------------
 An image input is passed as an ``H x W x 3`` array already in the model's colour
-layout (BGR for a BGR model, as OpenCV gives it; ``H x W`` for grayscale), with
-8-bit pixel values, or as a PIL image (RGB, reordered when the model is BGR). It
-is fed to the program as the ``1 x C x H x W`` float tensor the Core ML runtime
-builds; the ``scale``/``bias`` preprocessing is part of the saved MIL program
+layout (BGR for a BGR model, as OpenCV gives it; ``H x W`` for grayscale), or as
+the ``1 x C x H x W`` array itself, with 8-bit pixel values, or as a PIL image
+(RGB, reordered when the model is BGR). It is fed to the program as the
+``1 x C x H x W`` float tensor the Core ML runtime builds; the ``scale``/``bias`` preprocessing is part of the saved MIL program
 (``mul``/``add`` ops in fp32 before the fp16 cast), so it is evaluated like any op.
 """
 from __future__ import annotations
@@ -668,24 +668,28 @@ def _narrow(value, var, op):
 
 
 def _image_to_tensor(image, image_type, shape) -> np.ndarray:
-    """An H x W x C image in the model's colour layout -> [1, C, H, W] float32 pixels."""
+    """An image in the model's colour layout -> the [1, C, H, W] float32 pixels the
+    runtime feeds: H x W x C (H x W for grayscale, 1 x H x W x C), or already
+    [1, C, H, W] (the program input's own shape)."""
     layout = image_type.ColorSpace.Name(image_type.colorSpace)  # GRAYSCALE, RGB, BGR, ...
     if hasattr(image, "convert"):  # PIL image: RGB or L
         image = np.asarray(image.convert("L" if layout.startswith("GRAYSCALE") else "RGB"))
         if layout == "BGR":
             image = image[..., ::-1]
     array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3:
-        raise ValueError(f"image input: expected H x W x C, got shape {array.shape}")
+    if shape is None or array.shape != shape:
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim == 4 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim != 3:
+            raise ValueError(f"image input: expected H x W x C, got shape {array.shape}")
+        array = array.transpose(2, 0, 1)[None]
     if not layout.endswith("FLOAT16") and (
         np.any(array < 0) or np.any(array > 255) or np.any(array != np.round(array))
     ):
         raise ValueError("image input: pixels must be 8-bit values (0..255)")
-    tensor = np.ascontiguousarray(array.transpose(2, 0, 1)[None].astype(np.float32))
+    tensor = np.ascontiguousarray(array, dtype=np.float32)
     if shape is not None and tensor.shape != shape:
         raise ValueError(f"image input ({layout}): got {tensor.shape[1:]} as C x H x W, expected {shape[1:]}")
     return tensor

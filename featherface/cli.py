@@ -144,6 +144,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .sdk.detect_command import run_detect
+
+    return run_detect(args.bundle, args.inputs, as_json=args.json, out_dir=args.out, score=args.score,
+                      file=args.file, runtime=args.runtime, threads=args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model_names import ARCH_NAMES
 
@@ -193,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(build)
     build.add_argument("--json", action="store_true", help="print the manifests as one JSON object (tables go to stderr)")
     build.set_defaults(run=_cmd_build)
+
+    detect = commands.add_parser(
+        "detect", help="detect faces with a bundle in images, folders or videos",
+        description="Run a bundle's model over images, folders (recursively) or video files. With "
+        "--json, one JSON object per image or frame on stdout; a summary goes to stderr. A bad "
+        "file is reported and skipped; the exit status is 1 when any input failed.",
+    )
+    detect.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder or video file")
+    detect.add_argument("--bundle", required=True, help="bundle directory (has manifest.json)")
+    detect.add_argument("--json", action="store_true", help="print one JSON object per image or frame")
+    detect.add_argument("--out", help="write annotated images into this folder")
+    detect.add_argument("--score", type=float, default=None, help="score threshold (default: the bundle's, 0.5)")
+    detect.add_argument("--file", help="model file of the bundle (default: its preferred one)")
+    detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml"), help="force a runtime")
+    detect.add_argument("--threads", type=int, default=None, help="inference threads")
+    detect.set_defaults(run=_cmd_detect)
     return parser
 
 

@@ -64,10 +64,14 @@ def deform_conv2d(
     batch_base = (rows // out_h) * ((h + 2) * (w + 2))  # first table row of each image
 
     def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        row = torch.clamp(yy, -1.0, float(h)) + 1.0
-        col = torch.clamp(xx, -1.0, float(w)) + 1.0
-        index = (row * (w + 2) + col).to(torch.int64) + batch_base
-        return table[index.reshape(-1)]  # [N*L, C]
+        # Clamp in float (exact: the values are integers), then index in integers: an
+        # FP16 program (Core ML's default) cannot hold row numbers above 2048 exactly.
+        row = (torch.clamp(yy, -1.0, float(h)) + 1.0).to(torch.int64)
+        col = (torch.clamp(xx, -1.0, float(w)) + 1.0).to(torch.int64)
+        index = row * (w + 2) + col + batch_base
+        # Gather with the 2-D index as it is: reshaping an integer tensor makes Core ML's
+        # FP16 pass round-trip it through fp16. Only the float result is flattened.
+        return table[index].reshape(-1, c)  # [N*L, C]
 
     modulation = mask.permute(0, 2, 3, 1).reshape(n * out_h * out_w * taps, 1)
     wy1, wx1 = frac_y.reshape(-1, 1), frac_x.reshape(-1, 1)

@@ -175,6 +175,9 @@ def test_image_input_applies_the_saved_preprocessing(packages):
     assert max(errors.values()) < 1e-6, errors
     swapped = _max_errors(run_mlpackage(packages["image_fp32"], {"image": image[..., ::-1]}), want)
     assert max(swapped.values()) > 1e-5, swapped
+    # The [1, 3, H, W] pixel tensor itself is accepted too (converters/build.py feeds it).
+    nchw = run_mlpackage(packages["image_fp32"], {"image": image.transpose(2, 0, 1)[None]})
+    assert all(np.array_equal(nchw[n], got[n]) for n in HEADS)
     with pytest.raises(ValueError, match="8-bit"):
         run_mlpackage(packages["image_fp32"], {"image": image + 0.5})
 
@@ -202,10 +205,7 @@ def test_fp16_overflow_shows_as_inf_like_on_device(tmp_path):
 
 @pytest.mark.parametrize("size", [
     40,  # the zero-bordered sampling table has 42 * 42 = 1764 rows
-    pytest.param(48, marks=pytest.mark.xfail(strict=True, reason=(
-        "known bug: model/dcn.py computes gather row indices in float; under FP16 compute "
-        "precision rows above 2048 (50 * 50 = 2500 here; 82 * 82 at 640x640 input) are not "
-        "representable and neighbouring pixels are read"))),
+    48,  # 50 * 50 = 2500 rows: above 2048, not representable in fp16 (indices must be integers)
 ])
 def test_fp16_deformable_conv_reads_the_right_pixels(tmp_path, size):
     torch.manual_seed(0)

@@ -1,0 +1,84 @@
+"""Read and verify a bundle's manifest: a bundle is untrusted input on a device.
+
+Refused: an unknown format version or field, a file path that leaves the bundle (`..`,
+absolute, or a symlink pointing out), a missing file, and a file whose sha256 differs
+from the manifest's (tampered or truncated).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+SUPPORTED_VERSIONS = (1,)
+MANIFEST_FIELDS = {
+    "format_version", "target", "arch", "checkpoint", "input", "priors", "outputs",
+    "thresholds", "tools", "files", "preferred_file", "golden",
+}
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be trusted or used; the message names the file and the problem."""
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a directory (an .mlpackage) over its sorted files' names and bytes.
+
+    Must agree with featherface.converters.manifest.sha256_of, which wrote the manifest.
+    """
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle_dir: str | Path) -> dict:
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir} is not a bundle: no manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise BundleError(f"{path}: format_version {version!r} is not supported (this SDK reads {SUPPORTED_VERSIONS})")
+    unknown = sorted(set(manifest) - MANIFEST_FIELDS)
+    if unknown:
+        raise BundleError(f"{path}: unknown fields {unknown}; refusing a manifest this SDK does not understand")
+    missing = sorted(MANIFEST_FIELDS - set(manifest))
+    if missing:
+        raise BundleError(f"{path}: missing fields {missing}")
+    return manifest
+
+
+def resolve_in_bundle(bundle_dir: Path, name: str) -> Path:
+    """Path of `name` inside the bundle; refuses anything that would leave it."""
+    root = bundle_dir.resolve()
+    candidate = bundle_dir / name
+    if Path(name).is_absolute() or ".." in Path(name).parts or candidate.resolve().parent != root:
+        raise BundleError(f"{bundle_dir}: file {name!r} leaves the bundle directory")
+    if not candidate.exists():
+        raise BundleError(f"{bundle_dir}: file {name} listed in the manifest is missing")
+    return candidate
+
+
+def verified_file(bundle_dir: str | Path, manifest: dict, name: str | None = None) -> tuple[Path, dict]:
+    """The model file `name` (default: the manifest's preferred one), its sha256 checked."""
+    bundle_dir = Path(bundle_dir)
+    name = name or manifest["preferred_file"]
+    entries = {entry["file"]: entry for entry in manifest["files"]}
+    if name not in entries:
+        raise BundleError(f"{bundle_dir}: no model file {name!r}; the bundle has {', '.join(entries)}")
+    path = resolve_in_bundle(bundle_dir, name)
+    if sha256_of(path) != entries[name]["sha256"]:
+        raise BundleError(f"{path}: sha256 differs from the manifest (modified or truncated file); refusing to load it")
+    return path, entries[name]

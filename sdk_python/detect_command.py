@@ -1,0 +1,70 @@
+"""`featherface detect`: run a bundle over images, folders or videos; print JSON lines,
+write annotated images, summarise on stderr. A bad file is reported and skipped."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .annotate import save_annotated
+from .detector import Detector
+from .faces import Face
+from .image_io import ImageError, load_image
+from .sources import SourceError, expand_inputs
+
+
+def face_json(face: Face) -> dict:
+    """A face for JSON output: pixels to 0.01, score to 1e-4."""
+    return {
+        "box": [round(v, 2) for v in face.box],
+        "score": round(face.score, 4),
+        "landmarks": [[round(x, 2), round(y, 2)] for x, y in face.landmarks],
+    }
+
+
+def _annotated_name(frame_name: str, used: set[str]) -> str:
+    stem = Path(frame_name.split("#", 1)[0]).stem
+    if "#frame=" in frame_name:
+        stem += f"_frame{int(frame_name.rsplit('=', 1)[1]):06d}"
+    name, k = f"{stem}.jpg", 2
+    while name in used:
+        name, k = f"{stem}_{k}.jpg", k + 1
+    used.add(name)
+    return name
+
+
+def run_detect(
+    bundle: str, inputs: list[str], *, as_json: bool = False, out_dir: str | None = None,
+    score: float | None = None, file: str | None = None, runtime: str | None = None, threads: int | None = None,
+) -> int:
+    detector = Detector.load(bundle, runtime=runtime, num_threads=threads, file=file)
+    failures: list[str] = []
+    images = faces_total = 0
+    used_names: set[str] = set()
+    start = time.perf_counter()
+    for text in inputs:
+        try:
+            for frame in expand_inputs([text]):
+                try:
+                    rgb = load_image(frame.path if frame.path is not None else frame.rgb)
+                except ImageError as err:
+                    failures.append(str(err))
+                    print(f"featherface: skipped: {err}", file=sys.stderr)
+                    continue
+                faces = detector.detect(rgb, score_threshold=score)
+                images += 1
+                faces_total += len(faces)
+                if as_json:
+                    print(json.dumps({"image": frame.name, "faces": [face_json(f) for f in faces]}), flush=True)
+                if out_dir:
+                    save_annotated(rgb, faces, Path(out_dir) / _annotated_name(frame.name, used_names))
+        except SourceError as err:
+            failures.append(str(err))
+            print(f"featherface: skipped: {err}", file=sys.stderr)
+    elapsed = time.perf_counter() - start
+    per_image = f", {1000 * elapsed / images:.1f} ms per image" if images else ""
+    print(f"{images} images, {faces_total} faces, {len(failures)} failed ({detector.model_file}{per_image})", file=sys.stderr)
+    for failure in failures:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return 1 if failures or not images else 0

@@ -1,0 +1,124 @@
+"""`Detector`: the same face-detection API over every bundle format and runtime.
+
+Everything the pipeline needs (input size and layout, mean, priors, variances, output
+mapping, default thresholds) comes from the bundle's manifest, never from defaults here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from featherface.config import PriorConfig, Thresholds
+
+from .box_coding import make_priors
+from .bundle import read_manifest, verified_file
+from .faces import Face, faces_from_arrays, postprocess_arrays
+from .image_io import ImageSource, load_image
+from .preprocess import Letterbox, preprocess
+from .runtimes import Runtime, open_runtime
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the pipeline around a model file needs, as read from a manifest."""
+
+    input_size: int
+    mean_bgr: tuple[float, float, float]
+    priors: PriorConfig
+    thresholds: Thresholds
+    output_map: dict[str, str]  # our output name -> the file's tensor name
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, entry: dict) -> "ModelSpec":
+        if manifest["input"]["height"] != manifest["input"]["width"]:
+            raise ValueError("only square inputs are supported")
+        p = manifest["priors"]
+        priors = PriorConfig(
+            min_sizes=tuple(tuple(s) for s in p["min_sizes"]), steps=tuple(p["steps"]),
+            variances=tuple(p["variances"]), clip=bool(p["clip"]),
+        )
+        return cls(
+            input_size=int(manifest["input"]["height"]),
+            mean_bgr=tuple(float(m) for m in manifest["input"]["mean"]),
+            priors=priors,
+            thresholds=Thresholds(**manifest["thresholds"]),
+            output_map=dict(entry["output_map"]),
+        )
+
+
+class Detector:
+    """Face detector over one model file of a bundle.
+
+    >>> detector = Detector.load("dist/pi4")
+    >>> faces = detector.detect("photo.jpg")  # boxes and landmarks in photo pixels
+    """
+
+    def __init__(self, runtime: Runtime, spec: ModelSpec, model_file: str = "") -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.model_file = model_file
+        self._priors = make_priors(spec.input_size, spec.input_size, spec.priors)
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, runtime: str | None = None, num_threads: int | None = None, file: str | None = None) -> "Detector":
+        """Open a bundle's model file (default: its preferred one), verifying its sha256."""
+        manifest = read_manifest(bundle_dir)
+        path, entry = verified_file(bundle_dir, manifest, file)
+        return cls(open_runtime(path, runtime, num_threads), ModelSpec.from_manifest(manifest, entry), path.name)
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the runtime (interpreter or session)."""
+        self.runtime = None  # type: ignore[assignment]
+
+    def _thresholds(self, score: float | None, nms: float | None, top_k: int | None) -> Thresholds:
+        base = self.spec.thresholds
+        return Thresholds(
+            score=base.score if score is None else score,
+            nms_iou=base.nms_iou if nms is None else nms,
+            top_k=base.top_k if top_k is None else top_k,
+        )
+
+    def prepare(self, image: ImageSource, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
+        """Load and letterbox one image to the model's input: (NCHW float32 batch of 1, letterbox)."""
+        return preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr)
+
+    def infer(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on a prepared NCHW batch: {"loc", "conf", "landmarks"}."""
+        batch = batch_nchw.transpose(0, 2, 3, 1) if self.runtime.input_layout == "NHWC" else batch_nchw
+        raw = self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+        return {name: raw[tensor] for name, tensor in self.spec.output_map.items()}
+
+    def decode(self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds) -> list[Face]:
+        size = self.spec.input_size
+        arrays = postprocess_arrays(
+            outputs["loc"][index], outputs["conf"][index], outputs["landmarks"][index],
+            self._priors, letterbox, size, size, thresholds, self.spec.priors.variances,
+        )
+        return faces_from_arrays(*arrays)
+
+    def detect(
+        self, image: ImageSource, score_threshold: float | None = None, nms_threshold: float | None = None,
+        top_k: int | None = None, bgr: bool = False,
+    ) -> list[Face]:
+        """Faces in `image` (path, PIL image, or HxWx3 uint8 RGB array; BGR with bgr=True),
+        best first, in the image's own pixel coordinates. Thresholds default to the bundle's."""
+        return self.detect_batch([image], score_threshold, nms_threshold, top_k, bgr)[0]
+
+    def detect_batch(
+        self, images: Sequence[ImageSource], score_threshold: float | None = None,
+        nms_threshold: float | None = None, top_k: int | None = None, bgr: bool = False,
+    ) -> list[list[Face]]:
+        """`detect` over several images in one model call where the model allows batches."""
+        thresholds = self._thresholds(score_threshold, nms_threshold, top_k)
+        prepared = [self.prepare(image, bgr) for image in images]
+        outputs = self.infer(np.concatenate([batch for batch, _ in prepared]))
+        return [self.decode(outputs, i, letterbox, thresholds) for i, (_, letterbox) in enumerate(prepared)]

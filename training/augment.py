@@ -1,0 +1,158 @@
+"""RetinaFace's training augmentation in NumPy + Pillow, deterministic under a seed.
+
+Steps (`augment`): a random square crop whose side is 0.3-1.0 of the image's short side,
+keeping the faces whose centre lies inside it (up to 250 tries, else the whole image
+padded to a square with the mean colour); resize to the training size; photometric
+distortion; horizontal mirror with left/right landmarks swapped.
+
+Differences from RetinaFace's `data_augment.py`, each on purpose: the distortion runs
+after the resize (same distribution, far cheaper on large crops), and faces smaller than
+`min_face_size` pixels at the training size are dropped (they cannot match any prior and
+only add noise at small training sizes; 0 keeps them all, as RetinaFace does).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from featherface.config import MEAN_BGR
+
+__all__ = ["AugmentConfig", "augment", "distort", "mirror", "random_square_crop", "MIRROR_ORDER"]
+
+# After a mirror the left eye is where the right eye was: swap points 0<->1 and 3<->4.
+MIRROR_ORDER = (1, 0, 2, 4, 3)
+MEAN_RGB = tuple(int(round(v)) for v in MEAN_BGR[::-1])
+RESAMPLERS = (
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.BOX,
+    Image.Resampling.NEAREST,
+    Image.Resampling.LANCZOS,
+)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Settings of `augment`; defaults are RetinaFace's.
+
+    size: square training size in pixels. crop_scales: crop side as a fraction of the
+    image's short side, one drawn uniformly per try. crop_tries: tries before falling back
+    to the whole image. min_face_size: faces smaller (min of width, height) at the
+    training size are dropped. brightness: max |delta| added to pixel values. contrast,
+    saturation: multiplicative ranges. hue: max |shift| in degrees. Each photometric step
+    and the mirror happen with probability 0.5.
+    """
+
+    size: int = 640
+    crop_scales: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
+    crop_tries: int = 250
+    min_face_size: float = 1.0
+    brightness: float = 32.0
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: float = 18.0
+    mirror: bool = True
+    photometric: bool = True
+
+
+def random_square_crop(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+    rng: np.random.Generator,
+    scales: tuple[float, ...] = AugmentConfig.crop_scales,
+    tries: int = AugmentConfig.crop_tries,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Square crop keeping faces whose centre is strictly inside; boxes are clipped to it,
+    landmarks shifted (not clipped; absent ones stay -1). Falls back to the whole image
+    padded bottom/right to a square with the mean colour when no try keeps a face."""
+    height, width = image.shape[:2]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    for _ in range(tries):
+        side = int(float(rng.choice(scales)) * min(height, width))
+        if side < 1:
+            continue
+        left = int(rng.integers(0, width - side + 1))
+        top = int(rng.integers(0, height - side + 1))
+        inside = (
+            (centres[:, 0] > left) & (centres[:, 0] < left + side)
+            & (centres[:, 1] > top) & (centres[:, 1] < top + side)
+        )
+        if not inside.any():
+            continue
+        offset = np.array([left, top, left, top], dtype=np.float32)
+        kept = np.clip(boxes[inside] - offset, 0, side)
+        points = landmarks[inside].copy()
+        present = points[:, 0] >= 0
+        points[present] -= np.tile(offset[:2], points.shape[1] // 2)
+        return image[top : top + side, left : left + side], kept.astype(np.float32), points
+    side = max(height, width)
+    canvas = np.empty((side, side, 3), dtype=np.uint8)
+    canvas[...] = MEAN_RGB
+    canvas[:height, :width] = image
+    return canvas, boxes.astype(np.float32).copy(), landmarks.copy()
+
+
+def distort(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """RetinaFace's photometric distortion on an RGB uint8 image: brightness, then
+    contrast either before or after saturation and hue (each step with probability 0.5)."""
+    out = image.astype(np.float32)
+
+    def contrast(x: np.ndarray) -> np.ndarray:
+        return x * rng.uniform(*config.contrast) if rng.random() < 0.5 else x
+
+    if rng.random() < 0.5:
+        out += rng.uniform(-config.brightness, config.brightness)
+    contrast_first = rng.random() < 0.5
+    if contrast_first:
+        out = contrast(out)
+    saturate, shift = rng.random() < 0.5, rng.random() < 0.5
+    if saturate or shift:
+        hsv = np.asarray(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).convert("HSV")).astype(np.float32)
+        if saturate:
+            hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*config.saturation), 0, 255)
+        if shift:
+            hsv[..., 0] = (hsv[..., 0] + rng.uniform(-config.hue, config.hue) * 256.0 / 360.0) % 256.0
+        out = np.asarray(Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")).astype(np.float32)
+    if not contrast_first:
+        out = contrast(out)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flip left-right: x -> width - x; box corners and left/right landmarks swap roles."""
+    width = image.shape[1]
+    flipped = boxes.copy()
+    flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    points = landmarks.reshape(len(landmarks), -1, 2).copy()
+    present = points[:, 0, 0] >= 0
+    points[present, :, 0] = width - points[present, :, 0]
+    points[present] = points[present][:, list(MIRROR_ORDER)]
+    return np.ascontiguousarray(image[:, ::-1]), flipped, points.reshape(landmarks.shape)
+
+
+def augment(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+    rng: np.random.Generator,
+    config: AugmentConfig = AugmentConfig(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB uint8 image, xyxy pixel boxes [K, 4], landmarks [K, 10] with -1 = absent) ->
+    the same at config.size x config.size; faces below `min_face_size` are dropped."""
+    crop, boxes, landmarks = random_square_crop(image, boxes, landmarks, rng, config.crop_scales, config.crop_tries)
+    scale = config.size / crop.shape[0]
+    resample = RESAMPLERS[int(rng.integers(len(RESAMPLERS)))]
+    resized = np.asarray(Image.fromarray(crop).resize((config.size, config.size), resample))
+    boxes = boxes * scale
+    present = landmarks[:, 0] >= 0
+    landmarks = np.where(present[:, None], landmarks * scale, -1.0).astype(np.float32)
+    large = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= config.min_face_size
+    boxes, landmarks = boxes[large], landmarks[large]
+    if config.photometric:
+        resized = distort(resized, rng, config)
+    if config.mirror and rng.random() < 0.5:
+        resized, boxes, landmarks = mirror(resized, boxes, landmarks)
+    return resized, boxes.astype(np.float32), landmarks.astype(np.float32)
