@@ -71,7 +71,7 @@ def compress_weights_int8(source: str | Path, path: str | Path) -> Path:
 def save_mlpackage(mlmodel, path: str | Path) -> Path:
     """Save beside the target, then move into place (an .mlpackage is a directory)."""
     path = Path(path)
-    staging = path.with_name(f".{path.name}.partial")
+    staging = path.with_name(f".partial-{path.name}")  # coremltools insists on the suffix
     shutil.rmtree(staging, ignore_errors=True)
     mlmodel.save(str(staging))
     shutil.rmtree(path, ignore_errors=True)

@@ -233,6 +233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("featherface: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug or a tool's own failure: still one line, no traceback
+        if os.environ.get("FEATHERFACE_DEBUG"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"featherface: error: unexpected {type(err).__name__}: {first} "
+              "(set FEATHERFACE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ class Detector:
         """Release the runtime (interpreter or session)."""
         self.runtime = None  # type: ignore[assignment]
 
-    def _thresholds(self, score: float | None, nms: float | None, top_k: int | None) -> Thresholds:
+    def thresholds(self, score: float | None = None, nms: float | None = None, top_k: int | None = None) -> Thresholds:
+        """The bundle's thresholds, with any given value overriding its own."""
         base = self.spec.thresholds
         return Thresholds(
             score=base.score if score is None else score,
@@ -118,7 +119,7 @@ class Detector:
         nms_threshold: float | None = None, top_k: int | None = None, bgr: bool = False,
     ) -> list[list[Face]]:
         """`detect` over several images in one model call where the model allows batches."""
-        thresholds = self._thresholds(score_threshold, nms_threshold, top_k)
+        thresholds = self.thresholds(score_threshold, nms_threshold, top_k)
         prepared = [self.prepare(image, bgr) for image in images]
         outputs = self.infer(np.concatenate([batch for batch, _ in prepared]))
         return [self.decode(outputs, i, letterbox, thresholds) for i, (_, letterbox) in enumerate(prepared)]

@@ -163,13 +163,6 @@ def test_truncated_published_checkpoint_is_refused(shared_weights, tmp_path):
             create_model("retinaface-mnet025", path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG model/checkpoint.py read_state_dict: torch.load's legacy (non-zip) reader raises "
-    "IndexError / struct.error on some truncations, which the except clause "
-    "(UnpicklingError, RuntimeError, EOFError, ValueError, OSError) lets escape instead of "
-    "CheckpointError; the published .pth files are in this legacy format",
-)
 @pytest.mark.parametrize("cut", [1, 3, 16, 18, 19])
 def test_truncated_legacy_format_checkpoint_is_refused_with_checkpoint_error(cut, tmp_path):
     full = tmp_path / "legacy.pth"
@@ -263,12 +256,6 @@ def test_safetensors_of_wrong_variant_is_refused(tmp_path):
         create_model("retinaface-mnet025", path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG model/checkpoint.py read_state_dict: safetensors.SafetensorError (a plain Exception) "
-    "is not in the except clause, so a corrupt .safetensors escapes as SafetensorError instead of "
-    "CheckpointError (and the CLI prints a traceback)",
-)
 def test_corrupt_safetensors_is_refused(tmp_path):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")

@@ -207,12 +207,6 @@ def test_code_running_checkpoint_is_a_clean_error(tmp_path, capsys):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG model/checkpoint.py read_state_dict lets IndexError from torch's legacy-format "
-    "reader escape on a truncated file; featherface/cli.py main catches only UsageError, "
-    "ValueError and OSError, so the user gets a traceback instead of exit status 2",
-)
 def test_truncated_legacy_checkpoint_is_a_clean_error(tmp_path, capsys):
     full = tmp_path / "legacy.pth"
     torch.save(get_variant("v2-ultra").build().state_dict(), full, _use_new_zipfile_serialization=False)
@@ -222,11 +216,6 @@ def test_truncated_legacy_checkpoint_is_a_clean_error(tmp_path, capsys):
     assert_clean_error(status, err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG model/checkpoint.py read_state_dict does not catch safetensors.SafetensorError, "
-    "so `info --weights corrupt.safetensors` ends in a traceback instead of exit status 2",
-)
 def test_corrupt_safetensors_is_a_clean_error(tmp_path, capsys):
     path = tmp_path / "corrupt.safetensors"
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")

@@ -1,0 +1,451 @@
+"""Training: annotation parsing, augmentation, MultiBoxLoss, distillation terms, the
+training loop (one step, resume, time budget), two-process data parallelism, CLI."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import require_shared
+from PIL import Image
+
+from featherface.config import MEAN_BGR
+from featherface.model.box_coding import make_priors
+from featherface.model.checkpoint import load_weights, save_weights
+from featherface.model.registry import get_variant
+from featherface.training.augment import AugmentConfig, augment, mirror, random_square_crop
+from featherface.training.cli import add_ablate_parser, add_distill_parser, add_train_parser, train_config_from_args
+from featherface.training.data import WiderFaceDataset, parse_label_txt, parse_wider_gt, resolve_training_data
+from featherface.training.distill import (
+    DistillConfig,
+    attention_transfer_loss,
+    feature_alignment_loss,
+    kd_kl_loss,
+    temperature,
+)
+from featherface.training.loss import LossConfig, MultiBoxLoss, match, mine_hard_negatives
+from featherface.training.outputs import detector_outputs
+from featherface.training.trainer import RESUME_FILE, TeacherConfig, TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _write_image(path: Path, width: int, height: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture
+def tiny_label_txt(tmp_path: Path) -> Path:
+    """Eight 64x64 noise images in RetinaFace label.txt layout, two faces each, the first
+    face of each image with landmarks."""
+    lines = []
+    for i in range(8):
+        name = f"event/img_{i}.png"
+        _write_image(tmp_path / "images" / name, 64, 64, seed=i)
+        lines.append(f"# {name}")
+        lines.append("8 8 24 24 14 16 0.0 26 16 0.0 20 22 0.0 15 27 0.0 25 27 0.0 0.9")
+        lines.append("36 30 20 22 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1 -1")
+    label = tmp_path / "label.txt"
+    label.write_text("\n".join(lines) + "\n")
+    return label
+
+
+def _tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
+    base = TrainConfig(
+        data=str(data), out_dir=str(out), epochs=1, batch_size=2, input_size=64, threads=1,
+        log_every=1000, augment=AugmentConfig(size=64),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_wider_gt_parser_drops_invalid_and_zero_size_boxes_and_counts_them(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text(textwrap.dedent("""\
+        0--Parade/a.jpg
+        3
+        10 20 30 40 0 0 0 0 0 0
+        5 5 0 12 0 0 0 0 0 0
+        50 60 10 10 0 0 0 1 0 0
+        0--Parade/empty.jpg
+        0
+        0 0 0 0 0 0 0 0 0 0
+        1--Handshaking/b.jpg
+        2
+        1 2 3 -4 0 0 0 0 0 0
+        100 100 8 9 2 0 0 0 1 0
+        1--Handshaking/only_invalid.jpg
+        1
+        7 7 7 7 0 0 0 1 0 0
+    """))
+    annotations, stats = parse_wider_gt(gt, tmp_path / "images")
+    assert [a.path.name for a in annotations] == ["a.jpg", "b.jpg"]
+    np.testing.assert_array_equal(annotations[0].boxes, [[10, 20, 40, 60]])
+    np.testing.assert_array_equal(annotations[1].boxes, [[100, 100, 108, 109]])
+    assert not annotations[0].has_landmarks.any()
+    assert (stats.images, stats.faces, stats.dropped_invalid, stats.dropped_zero_size, stats.images_without_faces) == (2, 2, 2, 2, 2)
+    assert "dropped 2 invalid and 2 zero-size boxes" in stats.summary()
+
+
+def test_label_txt_parser_reads_landmarks_and_drops_zero_size(tmp_path, tiny_label_txt):
+    extra = tmp_path / "extra.txt"
+    extra.write_text(tiny_label_txt.read_text() + "# event/more.png\n3 3 0 5\n1 1 4 4\n")
+    annotations, stats = parse_label_txt(extra)
+    assert len(annotations) == 9 and stats.dropped_zero_size == 1
+    first = annotations[0]
+    assert first.path == tmp_path / "images" / "event" / "img_0.png"
+    np.testing.assert_array_equal(first.has_landmarks, [True, False])
+    np.testing.assert_array_equal(first.landmarks[0], [14, 16, 26, 16, 20, 22, 15, 27, 25, 27])
+    assert (first.landmarks[1] == -1).all()
+    assert stats.faces_with_landmarks == 8
+
+
+def test_real_wider_train_annotations_parse(widerface_root):
+    data = resolve_training_data(widerface_root / "WIDER_train")
+    assert data.stats.images == len(data.annotations) == 1239
+    assert data.stats.faces > 0 and data.stats.dropped_invalid > 0
+    for item in data.annotations[:50]:
+        assert (item.boxes[:, 2:] > item.boxes[:, :2]).all()
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _scene(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 40, 50], [120, 30, 180, 100], [60, 70, 75, 90]], dtype=np.float32)
+    landmarks = np.array([
+        [18, 25, 32, 25, 25, 32, 20, 40, 30, 40],
+        [-1] * 10,
+        [63, 76, 72, 76, 67, 80, 64, 85, 71, 85],
+    ], dtype=np.float32)
+    return image, boxes, landmarks
+
+
+def test_augment_is_deterministic_under_a_seed():
+    image, boxes, landmarks = _scene()
+    config = AugmentConfig(size=64)
+    first = augment(image, boxes, landmarks, np.random.default_rng(7), config)
+    again = augment(image, boxes, landmarks, np.random.default_rng(7), config)
+    other = augment(image, boxes, landmarks, np.random.default_rng(8), config)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_dataset_sample_depends_only_on_seed_epoch_and_index(tiny_label_txt):
+    annotations, _ = parse_label_txt(tiny_label_txt)
+    dataset = WiderFaceDataset(annotations, AugmentConfig(size=64), seed=3)
+    image, target = dataset[2]
+    assert image.shape == (3, 64, 64) and target.shape[1] == 15
+    torch.testing.assert_close(dataset[2][0], image, rtol=0, atol=0)
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[2][0], image)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crop_keeps_only_faces_centred_inside_and_clips_them(seed):
+    image, boxes, landmarks = _scene(seed)
+    crop, kept, points = random_square_crop(image, boxes, landmarks, np.random.default_rng(seed))
+    side = crop.shape[0]
+    assert crop.shape[1] == side and len(kept) >= 1
+    assert (kept >= 0).all() and (kept <= side).all()
+    assert (kept[:, 2:] > kept[:, :2]).all()
+    assert len(points) == len(kept)
+    out, out_boxes, out_points = augment(image, boxes, landmarks, np.random.default_rng(seed), AugmentConfig(size=48))
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+    assert (out_boxes >= 0).all() and (out_boxes <= 48).all()
+
+
+def test_crop_falls_back_to_the_whole_image_padded_with_the_mean():
+    image, boxes, landmarks = _scene()
+    crop, kept, _ = random_square_crop(image, boxes, landmarks, np.random.default_rng(0), scales=(0.01,), tries=3)
+    assert crop.shape == (200, 200, 3)
+    np.testing.assert_array_equal(crop[150, 10], [round(v) for v in MEAN_BGR[::-1]])
+    np.testing.assert_array_equal(kept, boxes)
+
+
+def test_mirror_swaps_left_and_right_landmarks():
+    image = np.zeros((10, 100, 3), dtype=np.uint8)
+    image[:, 0] = 255
+    boxes = np.array([[10, 2, 30, 8]], dtype=np.float32)
+    # left eye (12, 3), right eye (28, 3), nose (20, 5), left mouth (14, 7), right mouth (26, 7)
+    landmarks = np.array([[12, 3, 28, 3, 20, 5, 14, 7, 26, 7], [-1] * 10], dtype=np.float32)
+    flipped, fboxes, fpoints = mirror(image, np.vstack([boxes, boxes]), landmarks)
+    assert flipped[0, 99, 0] == 255
+    np.testing.assert_array_equal(fboxes[0], [70, 2, 90, 8])
+    # the new left eye is the mirrored right eye: 100 - 28 = 72 (still left of the right eye)
+    np.testing.assert_array_equal(fpoints[0], [72, 3, 88, 3, 80, 5, 74, 7, 86, 7])
+    assert (fpoints[1] == -1).all()
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def _target(box_xyxy, landmarks=None) -> torch.Tensor:
+    points = landmarks if landmarks is not None else [-1.0] * 10
+    return torch.tensor([[*box_xyxy, *points, 0.0 if landmarks is None else 1.0]], dtype=torch.float32)
+
+
+def test_face_exactly_on_a_prior_gets_that_prior_with_zero_loc_target():
+    priors = make_priors(64, 64)
+    index = 37
+    cx, cy, w, h = priors[index].tolist()
+    matches = match(_target([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), priors)
+    assert matches.positive[index]
+    torch.testing.assert_close(matches.loc[index], torch.zeros(4), atol=1e-5, rtol=0)
+    assert not matches.with_landmarks.any()
+
+
+def test_each_face_gets_its_best_prior_even_below_the_threshold():
+    priors = make_priors(64, 64)
+    matches = match(_target([0.40, 0.40, 0.43, 0.50]), priors, LossConfig(force_min_iou=0.0))
+    assert matches.positive.sum() == 1
+
+
+def test_hard_negative_mining_keeps_seven_negatives_per_positive():
+    generator = torch.Generator().manual_seed(0)
+    background_loss = torch.rand(2, 100, generator=generator)
+    positive = torch.zeros(2, 100, dtype=torch.bool)
+    positive[0, [3, 50]] = True
+    positive[1, 7] = True
+    background_loss[0, 3] = 10.0  # a positive's loss never makes it a negative
+    negative = mine_hard_negatives(background_loss, positive, ratio=7)
+    assert negative.sum(dim=1).tolist() == [14, 7]
+    assert not (negative & positive).any()
+    for i in range(2):
+        chosen = background_loss[i][negative[i]]
+        others = background_loss[i][~negative[i] & ~positive[i]]
+        assert chosen.min() >= others.max()
+
+
+def test_multibox_loss_on_a_hand_made_case():
+    priors = make_priors(64, 64)
+    count = priors.shape[0]
+    loc = torch.zeros(1, count, 4, requires_grad=True)
+    conf = torch.zeros(1, count, 2, requires_grad=True)
+    landmarks = torch.zeros(1, count, 10, requires_grad=True)
+    # prior 36: a 16 px anchor at (20, 20); its neighbours overlap it with IoU <= 1/3 < 0.35
+    cx, cy, w, h = priors[36].tolist()
+    face = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+    terms = MultiBoxLoss()(loc, conf, landmarks, [_target(face)], priors)
+    assert terms.positive.nonzero()[:, 1].tolist() == [36]
+    assert terms.loc.item() == pytest.approx(0.0, abs=1e-6)  # loc target is zero there
+    assert terms.landmarks.item() == 0.0  # no landmarks in the data: no landmark loss
+    # uniform logits: CE is log 2 on the positive and its 7 hard negatives, over 1 positive
+    assert terms.conf.item() == pytest.approx(math.log(2) * 8, rel=1e-5)
+    terms.total.backward()
+    assert conf.grad.abs().sum() > 0
+
+
+def test_landmark_loss_counts_only_faces_with_landmarks():
+    priors = make_priors(64, 64)
+    count = priors.shape[0]
+
+    def face_on(index: int) -> tuple[list[float], list[float]]:
+        cx, cy, w, h = priors[index].tolist()
+        return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], [cx, cy] * 5
+
+    with_points, points = face_on(36)  # every point on the prior centre: zero landmark target
+    without_points, _ = face_on(90)  # a 16 px anchor at (44, 44), no landmarks
+    targets = torch.cat([_target(with_points, points), _target(without_points)])
+    predicted = torch.ones(1, count, 10)
+    terms = MultiBoxLoss()(torch.zeros(1, count, 4), torch.zeros(1, count, 2), predicted, [targets], priors)
+    assert terms.positive.nonzero()[:, 1].tolist() == [36, 90]
+    assert terms.landmarks.item() == pytest.approx(0.5 * 10, rel=1e-5)  # smooth L1 of 1.0 on 10 values, 1 face
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def test_temperature_schedule_matches_the_formula():
+    for epoch, max_epochs in [(0, 10), (5, 10), (9, 10), (0, 1), (123, 400)]:
+        assert temperature(epoch, max_epochs) == pytest.approx(4.0 * (1 - epoch / max_epochs) + 2.0)
+    assert temperature(0, 10, DistillConfig(temperature_range=1.0, temperature_min=0.5)) == 1.5
+    with pytest.raises(ValueError):
+        temperature(0, 0)
+
+
+def test_kd_loss_is_zero_for_equal_logits_and_positive_otherwise():
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 50, 2, generator=generator)
+    assert kd_kl_loss(teacher.clone(), teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+    student = teacher + torch.randn(2, 50, 2, generator=generator)
+    assert kd_kl_loss(student, teacher, 4.0).item() > 0
+    # scaled by T^2: at the same T, doubling the gap raises the loss
+    assert kd_kl_loss(teacher + 2 * (student - teacher), teacher, 4.0) > kd_kl_loss(student, teacher, 4.0)
+
+
+def test_feature_terms_need_no_adapter_and_vanish_when_the_maps_agree():
+    generator = torch.Generator().manual_seed(0)
+    student = [torch.randn(2, 32, s, s, generator=generator) for s in (8, 4, 2)]
+    teacher = [torch.cat([f, f], dim=1) for f in student]  # 64 channels, same per-pixel summaries
+    assert feature_alignment_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-5)
+    assert attention_transfer_loss(student, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    other = [torch.randn(2, 64, s, s, generator=generator) for s in (8, 4, 2)]
+    assert feature_alignment_loss(student, other).item() > 0.1
+    assert attention_transfer_loss(student, other).item() > 0.01
+
+
+@pytest.mark.parametrize("name", ["v2-ultra", "v1"])
+def test_detector_outputs_are_the_forward_outputs_with_logits(name):
+    torch.manual_seed(0)
+    model = get_variant(name).build().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        loc, conf, landmarks = model(x)
+        raw = detector_outputs(model, x)
+    torch.testing.assert_close(raw.loc, loc)
+    torch.testing.assert_close(torch.softmax(raw.conf_logits, dim=-1), conf)
+    torch.testing.assert_close(raw.landmarks, landmarks)
+    assert [f.shape[-1] for f in raw.levels] == [8, 4, 2]
+
+
+# --------------------------------------------------------------------------- training loop
+
+
+def test_one_training_step_gives_a_finite_loss_and_changes_the_parameters(tiny_label_txt, tmp_path):
+    torch.manual_seed(0)
+    before = {k: v.clone() for k, v in get_variant("v2-ultra").build().state_dict().items()}
+    result = train(_tiny_config(tiny_label_txt, tmp_path / "run", max_images=2), _quiet)
+    assert result.epochs_done == 1 and len(result.history) == 1
+    row = result.history[0]
+    assert row["steps"] == 1 and math.isfinite(row["loss"]) and row["loss"] > 0
+    assert row["landmarks"] > 0  # label.txt faces have landmarks
+    after = load_weights(get_variant("v2-ultra").build(), tmp_path / "run" / "last.pth").state_dict()
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2
+    assert (tmp_path / "run" / "log.csv").read_text().startswith("epoch,")
+
+
+def test_distillation_step_uses_a_frozen_teacher_and_its_backbone(tiny_label_txt, tmp_path):
+    torch.manual_seed(1)
+    teacher = get_variant("v1").build()
+    teacher_file = save_weights(teacher, tmp_path / "teacher.pth")
+    config = _tiny_config(
+        tiny_label_txt, tmp_path / "run", max_images=2, lr=1e-12, save=str(tmp_path / "student.pth"),
+        teacher=TeacherConfig(arch="v1", weights=str(teacher_file), loss=DistillConfig(landmark_weight=0.3, box_weight=0.1)),
+    )
+    result = train(config, _quiet)
+    row = result.history[0]
+    assert math.isfinite(row["loss"]) and row["kd"] > 0 and row["feature"] > 0 and row["attention"] > 0
+    assert row["temperature"] == pytest.approx(6.0)
+    # with a vanishing learning rate the student's backbone is still the teacher's
+    student = load_weights(get_variant("v2-ultra").build(), tmp_path / "student.pth")
+    for key, value in teacher.body.state_dict().items():
+        if value.is_floating_point() and "running" not in key:
+            torch.testing.assert_close(student.body.state_dict()[key], value, atol=1e-6, rtol=0)
+
+
+def test_resume_restores_epoch_and_optimizer_state_and_matches_an_uninterrupted_run(tiny_label_txt, tmp_path):
+    config = _tiny_config(tiny_label_txt, tmp_path / "split", epochs=2, max_images=4)
+    first = train(dataclasses.replace(config, max_minutes=1e-6), _quiet)  # budget: stop after epoch 1
+    assert first.stopped_early and first.epochs_done == 1
+    state = torch.load(tmp_path / "split" / RESUME_FILE, weights_only=True)
+    assert state["epoch"] == 0 and state["scheduler"]["last_epoch"] == 2
+    resumed = train(dataclasses.replace(config, resume=True), _quiet)
+    assert resumed.start_epoch == 1 and resumed.epochs_done == 2
+    state = torch.load(tmp_path / "split" / RESUME_FILE, weights_only=True)
+    assert state["epoch"] == 1 and state["scheduler"]["last_epoch"] == 4
+    assert all(s["step"] == 4 for s in state["optimizer"]["state"].values())
+
+    straight = train(dataclasses.replace(config, out_dir=str(tmp_path / "straight")), _quiet)
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    with pytest.raises(ValueError, match="epochs"):
+        train(dataclasses.replace(config, epochs=3, resume=True), _quiet)
+
+
+DDP_SCRIPT = """
+import os, sys, torch
+from featherface.training.augment import AugmentConfig
+from featherface.training.trainer import TrainConfig, train
+data, out = sys.argv[1], sys.argv[2]
+config = TrainConfig(data=data, out_dir=out, epochs=1, batch_size=2, input_size=64, threads=1,
+                     log_every=1000, augment=AugmentConfig(size=64))
+result = train(config, lambda m: None)
+torch.save(result.model.state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_replicas_equal(tiny_label_txt, tmp_path):
+    """torchrun (torch.distributed.run) with 2 CPU processes over gloo, 2 steps each."""
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script), str(tiny_label_txt), str(out)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rank0 = torch.load(out / "rank0.pt", weights_only=True)
+    rank1 = torch.load(out / "rank1.pt", weights_only=True)
+    initial = get_variant("v2-ultra").build().state_dict()
+    for key, value in rank0.items():
+        torch.testing.assert_close(rank1[key], value, rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(initial[k], rank0[k]) for k in initial if initial[k].is_floating_point())
+    history = (out / "log.csv").read_text().splitlines()
+    assert len(history) == 2 and history[1].split(",")[1] == "2"  # 8 images / (2 per step x 2 processes)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    for add in (add_train_parser, add_distill_parser, add_ablate_parser):
+        add(commands)
+    args = parser.parse_args(["distill", "--out", str(tmp_path), "--epochs", "12", "--input-size", "320",
+                              "--max-minutes", "70", "--landmark-weight", "0.3", "--disable", "feature_reuse"])
+    assert callable(args.run)
+    config = train_config_from_args(args, distill=True)
+    assert (config.epochs, config.input_size, config.augment.size, config.max_minutes) == (12, 320, 320, 70.0)
+    assert config.teacher.arch == "v1" and config.teacher.loss.landmark_weight == 0.3
+    assert config.teacher.loss.kd_weight == 0.7 and config.disabled_innovations == ("feature_reuse",)
+    train_args = parser.parse_args(["train", "--arch", "retinaface-mnet025"])
+    assert train_config_from_args(train_args, distill=False).teacher is None
+    assert callable(parser.parse_args(["ablate"]).run)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--input-size", "100"])
+
+
+def test_standalone_cli_reports_bad_data_in_one_line(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "featherface.training.cli", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("featherface: error: no training data at")
+
+
+def test_evaluate_helper_scores_wider_val_images(widerface_root, shared_weights):
+    from featherface.training.evaluate import evaluate_model
+
+    model = load_weights(get_variant("retinaface-mnet025").build(), shared_weights / "retinaface_mnet025.pth")
+    result = evaluate_model(model, widerface_root, input_size=320, limit=4)
+    assert result["images"] == 4 and result["protocol"] == "letterboxed 320"
+    assert 0.3 < result["easy"] <= 1.0

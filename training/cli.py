@@ -1,0 +1,222 @@
+"""Subcommands `train`, `distill`, `ablate` and `evaluate` for the `featherface` command.
+
+`featherface/cli.py` registers them with `add_*_parser(subparsers)`; each sets `run=`,
+a callable taking the parsed Namespace and returning an exit code. Standalone:
+`python -m featherface.training.cli train ...` (and under `torchrun` for several processes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from featherface.model_names import ARCH_NAMES
+from featherface.paths import WIDERFACE
+
+__all__ = [
+    "add_ablate_parser",
+    "add_distill_parser",
+    "add_evaluate_parser",
+    "add_train_parser",
+    "build_parser",
+    "main",
+]
+
+INNOVATION_NAMES = (
+    "feature_reuse",
+    "attention_multiplication",
+    "progressive_enhancement",
+    "multiscale_context",
+    "dynamic_weight_sharing",
+)  # featherface.model.v2_ultra.INNOVATIONS, without importing torch for --help
+
+
+def _training_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0 or value % 32:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32, got {value}")
+    return value
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
+    parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
+    parser.add_argument("--epochs", type=_positive(int), default=350, help="epochs; fixes the OneCycle schedule (default %(default)s)")
+    parser.add_argument("--batch-size", type=_positive(int), default=32, help="images per step and process (default %(default)s)")
+    parser.add_argument("--input-size", type=_training_size, default=640, help="square training size (default %(default)s)")
+    parser.add_argument("--lr", type=_positive(float), default=1e-3, help="AdamW peak learning rate of OneCycle (default %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default %(default)s)")
+    parser.add_argument("--warmup-fraction", type=float, default=0.1, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default %(default)s: in the training process)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (default: torch's choice)")
+    parser.add_argument("--max-minutes", type=float, default=0.0, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
+    parser.add_argument("--max-images", type=int, default=0, help="train on the first N images only (default: all)")
+    parser.add_argument("--log-every", type=_positive(int), default=10, help="progress line every N steps (default %(default)s)")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/resume.pth when present")
+    parser.add_argument("--init-weights", help="start from this full checkpoint (strict)")
+    parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
+    parser.add_argument("--disable", action="append", default=[], choices=INNOVATION_NAMES, metavar="INNOVATION",
+                        help=f"turn off a v2-ultra innovation (repeatable): {', '.join(INNOVATION_NAMES)}")
+    parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
+    parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
+
+
+def _add_distill_options(parser: argparse.ArgumentParser) -> None:
+    from_defaults = "(default %(default)s)"
+    parser.add_argument("--teacher-arch", default="v1", choices=ARCH_NAMES, help=f"teacher variant {from_defaults}")
+    parser.add_argument("--teacher-weights", help="teacher checkpoint (default: the variant's default weights)")
+    parser.add_argument("--no-teacher-backbone", action="store_true", help="do not initialise the student's backbone from the teacher's")
+    parser.add_argument("--task-weight", type=float, default=0.3, help=f"MultiBoxLoss weight {from_defaults}")
+    parser.add_argument("--kd-weight", type=float, default=0.7, help=f"T^2 KL(teacher || student) weight {from_defaults}")
+    parser.add_argument("--feature-weight", type=float, default=0.1, help=f"feature alignment weight {from_defaults}")
+    parser.add_argument("--attention-weight", type=float, default=0.05, help=f"attention transfer weight {from_defaults}")
+    parser.add_argument("--box-weight", type=float, default=0.0, help=f"box regression towards the teacher {from_defaults}")
+    parser.add_argument("--landmark-weight", type=float, default=0.0, help=f"landmark regression towards the teacher on matched priors {from_defaults}")
+    parser.add_argument("--temperature-range", type=float, default=4.0, help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
+    parser.add_argument("--temperature-min", type=float, default=2.0, help=f"see --temperature-range {from_defaults}")
+
+
+def train_config_from_args(args: argparse.Namespace, distill: bool):
+    """The TrainConfig that a parsed `train` / `distill` / `ablate` command describes."""
+    from .augment import AugmentConfig
+    from .distill import DistillConfig
+    from .trainer import TeacherConfig, TrainConfig
+
+    teacher = None
+    if distill:
+        teacher = TeacherConfig(
+            arch=args.teacher_arch,
+            weights=args.teacher_weights,
+            init_student_backbone=not args.no_teacher_backbone,
+            loss=DistillConfig(
+                task_weight=args.task_weight, kd_weight=args.kd_weight, feature_weight=args.feature_weight,
+                attention_weight=args.attention_weight, box_weight=args.box_weight, landmark_weight=args.landmark_weight,
+                temperature_range=args.temperature_range, temperature_min=args.temperature_min,
+            ),
+        )
+    return TrainConfig(
+        arch=args.arch, data=args.data, out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size,
+        input_size=args.input_size, lr=args.lr, weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
+        seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
+        log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
+        backbone_weights=args.backbone_weights, disabled_innovations=tuple(args.disable), save=args.save,
+        augment=AugmentConfig(size=args.input_size, min_face_size=args.min_face_size), teacher=teacher,
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    result = train(train_config_from_args(args, distill=args.command_kind == "distill"))
+    print(f"{result.epochs_done} epochs done in {result.seconds / 60:.1f} min ({result.images_per_second:.1f} img/s); run files in {result.out_dir}")
+    return 0
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train a network on WIDER FACE (MultiBoxLoss, AdamW + OneCycle)",
+        description="Train a registered network with RetinaFace's recipe. Checkpoints every epoch "
+        "(--out/last.pth) and resumes with --resume. Several processes: torchrun --nproc_per_node N "
+        "-m featherface.training.cli train ...",
+    )
+    parser.add_argument("--arch", default="v2-ultra", choices=ARCH_NAMES, help="network variant (default %(default)s)")
+    _add_training_options(parser, "runs/train")
+    parser.set_defaults(run=_run_train, command_kind="train")
+    return parser
+
+
+def add_distill_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "distill", help="distil a student (default v2-ultra) from a frozen teacher (default v1)",
+        description="Knowledge distillation: total = task x MultiBoxLoss + kd x T^2 KL(teacher || student) "
+        "+ feature alignment + attention transfer (+ optional regression towards the teacher), "
+        "T(epoch) = range x (1 - epoch / epochs) + min.",
+    )
+    parser.add_argument("--arch", default="v2-ultra", choices=ARCH_NAMES, help="student variant (default %(default)s)")
+    _add_training_options(parser, "runs/distill")
+    _add_distill_options(parser)
+    parser.set_defaults(run=_run_train, command_kind="distill")
+    return parser
+
+
+def _run_ablate(args: argparse.Namespace) -> int:
+    from .ablate import ablate, default_runs
+
+    base = train_config_from_args(args, distill=True)
+    runs = default_runs(tuple(args.innovations) if args.innovations else None, distillation_off=not args.no_distill_off_run)
+    ablate(base, runs, args.out, eval_size=args.eval_size or None, eval_limit=args.eval_limit, latency_size=args.latency_size)
+    return 0
+
+
+def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "ablate", help="train v2-ultra variants with one budget and tabulate AP, params, MACs, latency",
+        description="Trains the full v2-ultra (distilled), then each innovation switched off in turn, "
+        "then the full network without distillation, all with the same settings; evaluates each on "
+        "WIDER_val and writes --out/ablation.md, .csv and .json.",
+    )
+    parser.set_defaults(arch="v2-ultra")
+    _add_training_options(parser, "runs/ablate")
+    _add_distill_options(parser)
+    parser.add_argument("--innovations", nargs="*", choices=INNOVATION_NAMES, help="innovations to ablate (default: all five)")
+    parser.add_argument("--no-distill-off-run", action="store_true", help="skip the run without distillation")
+    parser.add_argument("--eval-size", type=int, default=640, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
+    parser.add_argument("--eval-limit", type=int, default=0, help="validation images per evaluation (default: all)")
+    parser.add_argument("--latency-size", type=int, default=640, help="input size of the MACs and latency columns (default %(default)s)")
+    parser.set_defaults(run=_run_ablate, command_kind="ablate")
+    return parser
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    from . import evaluate
+
+    parser = subparsers.add_parser(
+        "evaluate", help="WIDER FACE val AP (easy/medium/hard) of a torch checkpoint",
+        description=evaluate.__doc__.splitlines()[0],
+    )
+    evaluate.add_arguments(parser)
+    parser.set_defaults(run=evaluate.run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m featherface.training.cli", description="Train, distil and ablate FeatherFace networks.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for add in (add_train_parser, add_distill_parser, add_ablate_parser, add_evaluate_parser):
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError, RuntimeError) as err:
+        # CheckpointError is a ValueError; the messages name the input and what was expected.
+        print(f"featherface: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featherface: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""WIDER FACE validation AP of a torch model, through the SDK's own pre/postprocessing.
+
+Two protocols: the paper's (each image at its original size) and the deployment one
+(letterboxed into N x N, e.g. 640). Both use confidence > 0.02, NMS IoU 0.4, no top-k
+(featherface.config.WIDER_EVAL_THRESHOLDS). Predictions go through the standard
+prediction files (`write_predictions`, same truncation as the published RetinaFace
+scripts) and the official Easy/Medium/Hard evaluator.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from featherface.config import PRIORS, WIDER_EVAL_THRESHOLDS, Thresholds
+from featherface.paths import WIDERFACE
+from featherface.sdk.box_coding import make_priors
+from featherface.sdk.faces import postprocess_arrays
+from featherface.sdk.image_io import load_image
+from featherface.sdk.preprocess import preprocess, preprocess_original_size
+from featherface.widerface import evaluate, load_ground_truth, read_predictions, write_predictions
+
+__all__ = ["evaluate_model", "protocol_name", "val_images"]
+
+
+def val_images(widerface_root: str | Path = WIDERFACE) -> list[tuple[str, str, Path]]:
+    """(event, image name without extension, path) of every WIDER_val image, sorted."""
+    images = Path(widerface_root) / "WIDER_val" / "images"
+    if not images.is_dir():
+        raise ValueError(f"no WIDER_val/images under {widerface_root}")
+    return [(p.parent.name, p.stem, p) for p in sorted(images.glob("*/*.jpg"))]
+
+
+def protocol_name(input_size: int | None) -> str:
+    return "original size" if not input_size else f"letterboxed {input_size}"
+
+
+@torch.no_grad()
+def detect_for_eval(model: nn.Module, image_rgb: np.ndarray, input_size: int | None, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes [K, 4] xyxy pixels of the image, scores [K]) for one RGB image."""
+    if input_size:
+        tensor, box = preprocess(image_rgb, input_size)
+    else:
+        tensor, box = preprocess_original_size(image_rgb)
+    height, width = tensor.shape[2:]
+    loc, conf, landmarks = model(torch.from_numpy(tensor))
+    boxes, scores, _ = postprocess_arrays(
+        loc[0].numpy(), conf[0].numpy(), landmarks[0].numpy(), make_priors(height, width),
+        box, height, width, thresholds, PRIORS.variances,
+    )
+    return boxes, scores
+
+
+def evaluate_model(
+    model: nn.Module,
+    widerface_root: str | Path = WIDERFACE,
+    input_size: int | None = None,
+    thresholds: Thresholds = WIDER_EVAL_THRESHOLDS,
+    limit: int = 0,
+    pred_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Easy/Medium/Hard AP of `model` on WIDER_val (the first `limit` images, 0 = all).
+
+    input_size None or 0: original size (the paper's protocol); N: letterboxed into
+    N x N. `pred_dir` keeps the prediction files (default: a temporary directory).
+    Returns {"easy", "medium", "hard", "images", "faces", "seconds", "protocol"}.
+    """
+    root = Path(widerface_root)
+    gt = load_ground_truth(root / "ground_truth")
+    images = val_images(root)
+    if limit:
+        images = images[:limit]
+    was_training = model.training
+    model.eval()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(pred_dir) if pred_dir else Path(scratch)
+        try:
+            for i, (event, name, path) in enumerate(images, start=1):
+                boxes, scores = detect_for_eval(model, load_image(path), input_size, thresholds)
+                write_predictions(out, event, name, boxes, scores)
+                if progress and (i % 50 == 0 or i == len(images)):
+                    progress(f"evaluated {i}/{len(images)} images ({protocol_name(input_size)}, {time.perf_counter() - started:.0f}s)")
+        finally:
+            model.train(was_training)
+        predictions = {k: v for k, v in read_predictions(out).items() if k in {(e, n) for e, n, _ in images}}
+    result = evaluate(predictions, gt)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["protocol"] = protocol_name(input_size)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from featherface.model_names import ARCH_NAMES
+
+    parser.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
+    parser.add_argument("--weights", help="checkpoint (default: the variant's default weights)")
+    parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root with WIDER_val/images and ground_truth/ (default %(default)s)")
+    parser.add_argument("--input-size", type=int, default=0, help="letterbox into N x N; 0 = original size, the paper's protocol (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N validation images (default: all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--pred-dir", help="keep the WIDER prediction files here")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from featherface.model.checkpoint import load_weights
+    from featherface.model.registry import get_variant
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    variant = get_variant(args.arch)
+    weights = args.weights or variant.find_default_weights()
+    if weights is None:
+        raise ValueError(f"--arch {args.arch} has no default weights here; pass --weights PATH")
+    model = load_weights(variant.build(), weights, arch=args.arch)
+    result = evaluate_model(
+        model, args.data, args.input_size or None, limit=args.limit, pred_dir=args.pred_dir,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    result.update(arch=args.arch, weights=str(weights))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{args.arch} ({result['protocol']}, {result['images']} images): easy {result['easy']:.4f} "
+            f"medium {result['medium']:.4f} hard {result['hard']:.4f} in {result['seconds']:.0f}s"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m featherface.training.evaluate", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

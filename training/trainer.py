@@ -1,0 +1,392 @@
+"""The training loop: plain MultiBoxLoss training or distillation from a frozen teacher,
+AdamW + OneCycle, per-epoch atomic checkpoints, resume, a time budget, and multi-process
+data parallelism under `torchrun` (gloo on CPU).
+
+Files in `out_dir`: `last.pth` (the model's state dict, loadable by `load_weights`),
+`resume.pth` (epoch, model, optimizer and scheduler state), `log.csv` (one row per
+epoch) and `run.json` (settings and outcome).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from featherface.atomic import atomic_path, write_text_atomic
+from featherface.model.box_coding import make_priors
+from featherface.model.checkpoint import load_backbone_weights, load_weights, save_weights
+from featherface.model.registry import get_variant
+from featherface.paths import WIDERFACE
+
+from .augment import AugmentConfig
+from .data import WiderFaceDataset, collate, resolve_training_data
+from .distill import DistillConfig, distillation_loss, freeze_teacher, teacher_outputs, temperature
+from .loss import LossConfig, MultiBoxLoss
+from .outputs import WithFeatures
+
+__all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "train"]
+
+WEIGHTS_FILE = "last.pth"
+RESUME_FILE = "resume.pth"
+LOG_FILE = "log.csv"
+RUN_FILE = "run.json"
+TERMS = ("loss", "task", "loc", "conf", "landmarks", "kd", "feature", "attention", "box_kd", "landmark_kd")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The frozen teacher of a distillation run.
+
+    weights: its checkpoint (None: the variant's default weights, e.g. ../shared's V1).
+    init_student_backbone: copy the teacher's MobileNetV1 `body` into the student first
+    (both share the backbone; by far the best start for a short budget).
+    """
+
+    arch: str = "v1"
+    weights: str | None = None
+    init_student_backbone: bool = True
+    loss: DistillConfig = DistillConfig()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run; defaults follow the paper's recipe (640 px, batch 32,
+    350 epochs, AdamW 1e-3 with OneCycle).
+
+    data: a WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt.
+    batch_size: per process (the global batch is batch_size x processes).
+    warmup_fraction: OneCycle's share of steps spent raising the learning rate.
+    max_minutes: wall-clock budget of this invocation (0: none); training stops after the
+    epoch that would otherwise overrun it, and still saves. threads: torch threads per
+    process (0: torch's default). max_images: use only the first N images (0: all).
+    disabled_innovations: V2 Ultra innovation switches turned off (ablations).
+    save: where the final weights go as well (e.g. model/weights/v2_ultra.pth).
+    """
+
+    arch: str = "v2-ultra"
+    data: str = str(WIDERFACE)
+    out_dir: str = "runs/train"
+    epochs: int = 350
+    batch_size: int = 32
+    input_size: int = 640
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.1
+    seed: int = 0
+    workers: int = 0
+    threads: int = 0
+    max_minutes: float = 0.0
+    log_every: int = 10
+    max_images: int = 0
+    resume: bool = False
+    init_weights: str | None = None
+    backbone_weights: str | None = None
+    disabled_innovations: tuple[str, ...] = ()
+    save: str | None = None
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+    teacher: TeacherConfig | None = None
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the trained student (unwrapped), on every rank
+    epochs_done: int  # epochs completed in total, including resumed ones
+    start_epoch: int
+    stopped_early: bool  # by the time budget
+    seconds: float
+    images_per_second: float
+    out_dir: Path
+    history: list[dict] = field(default_factory=list)
+
+
+def build_student(arch: str, disabled_innovations: tuple[str, ...] = ()) -> nn.Module:
+    """A registered variant; for v2-ultra with the named innovations switched off."""
+    if not disabled_innovations:
+        return get_variant(arch).build()
+    if arch != "v2-ultra":
+        raise ValueError(f"innovation switches exist only for v2-ultra, not {arch!r}")
+    from featherface.model.v2_ultra import INNOVATIONS, FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
+
+    unknown = sorted(set(disabled_innovations) - set(INNOVATIONS))
+    if unknown:
+        raise ValueError(f"unknown innovation(s) {', '.join(unknown)}; expected some of: {', '.join(INNOVATIONS)}")
+    return FeatherFaceV2Ultra(dataclasses.replace(FeatherFaceV2UltraConfig(), **{n: False for n in disabled_innovations}))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Distributed:
+    """Rank and world size under torchrun; a process group only when world size > 1."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.owned = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+            self.owned = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_mean(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(values)
+            values /= self.world
+        return values
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank."""
+        if self.world == 1:
+            return flag
+        box = torch.tensor([int(flag)])
+        dist.broadcast(box, 0)
+        return bool(box.item())
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """BN running statistics drift apart per replica between DDP's broadcasts; make
+        them rank 0's so that every replica and the saved file hold the same model."""
+        if self.world > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+
+    def close(self) -> None:
+        if self.owned:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _format_duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{int(seconds % 60):02d}s"
+
+
+def _save_resume(path: Path, epoch: int, model: nn.Module, optimizer, scheduler, config: TrainConfig, steps_per_epoch: int, world: int) -> None:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "config": json.dumps(config.to_dict()),
+        "steps_per_epoch": steps_per_epoch,
+        "world_size": world,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _check_resumable(state: dict, config: TrainConfig, steps_per_epoch: int, world: int, path: Path) -> None:
+    saved = json.loads(state["config"])
+    wanted = config.to_dict()
+    # What fixes the OneCycle schedule and the model's shape must not change on resume.
+    keys = ("arch", "epochs", "batch_size", "input_size", "lr", "warmup_fraction", "disabled_innovations")
+    changed = [f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
+    if state["steps_per_epoch"] != steps_per_epoch:
+        changed.append(f"steps per epoch: {state['steps_per_epoch']} -> {steps_per_epoch}")
+    if state["world_size"] != world:
+        changed.append(f"processes: {state['world_size']} -> {world}")
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the run's settings changed ({'; '.join(changed)})")
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def train(config: TrainConfig, progress: Callable[[str], None] = _stderr) -> TrainResult:
+    """Run `config`; see the module doc for the files written. Only rank 0 writes and logs."""
+    ddp = _Distributed()
+    say = progress if ddp.main else (lambda _message: None)
+    try:
+        return _train(config, ddp, say)
+    finally:
+        ddp.close()
+
+
+def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -> TrainResult:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    out_dir = Path(config.out_dir)
+    if ddp.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    data = resolve_training_data(config.data)
+    annotations = data.annotations[: config.max_images] if config.max_images else data.annotations
+    say(f"data: {data.source}: {data.stats.summary()}; training on {len(annotations)} images")
+    augment_config = dataclasses.replace(config.augment, size=config.input_size)
+    dataset = WiderFaceDataset(annotations, augment_config, seed=config.seed)
+    sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate, drop_last=True)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(annotations)} images cannot fill one batch of {config.batch_size} per process "
+            f"x {ddp.world} processes; lower --batch-size"
+        )
+
+    student = build_student(config.arch, config.disabled_innovations)
+    if config.init_weights:
+        load_weights(student, config.init_weights, arch=config.arch)
+    if config.backbone_weights:
+        load_backbone_weights(student, config.backbone_weights)
+    teacher = None
+    if config.teacher is not None:
+        variant = get_variant(config.teacher.arch)
+        weights = config.teacher.weights or variant.find_default_weights()
+        if weights is None:
+            raise ValueError(f"teacher {config.teacher.arch} has no default weights here; pass --teacher-weights")
+        teacher = freeze_teacher(load_weights(variant.build(), weights, arch=config.teacher.arch))
+        if config.teacher.init_student_backbone:
+            if not (hasattr(student, "body") and hasattr(teacher, "body")):
+                raise ValueError("init_student_backbone needs a MobileNetV1 `body` in both networks")
+            student.body.load_state_dict(teacher.body.state_dict(), strict=True)
+        say(f"teacher: {config.teacher.arch} from {weights} (frozen, eval mode)")
+
+    priors = make_priors(config.input_size, config.input_size)
+    criterion = MultiBoxLoss(config.loss)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=config.warmup_fraction
+    )
+
+    start_epoch = 0
+    resume_path = out_dir / RESUME_FILE
+    if config.resume and resume_path.is_file():
+        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        _check_resumable(state, config, steps_per_epoch, ddp.world, resume_path)
+        student.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+        say(f"resumed from {resume_path}: epoch {start_epoch + 1}/{config.epochs} next")
+    elif config.resume:
+        say(f"no {resume_path} yet: starting afresh")
+
+    net: nn.Module = WithFeatures(student)
+    if ddp.world > 1:
+        net = nn.parallel.DistributedDataParallel(net)
+    images_per_step = config.batch_size * ddp.world
+    say(
+        f"training {config.arch}: {config.epochs} epochs x {steps_per_epoch} steps x {images_per_step} images "
+        f"at {config.input_size}px, {ddp.world} process(es), {torch.get_num_threads()} thread(s) each"
+        + (f", budget {config.max_minutes:g} min" if config.max_minutes else "")
+    )
+
+    started = time.perf_counter()
+    history: list[dict] = []
+    epoch_seconds: list[float] = []
+    stopped_early = False
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, config.epochs):
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        net.train()
+        t = temperature(epoch, config.epochs, config.teacher.loss) if config.teacher else float("nan")
+        sums = torch.zeros(len(TERMS), dtype=torch.float64)
+        epoch_start = time.perf_counter()
+        for step, (images, targets) in enumerate(loader, start=1):
+            outputs = net(images)
+            task = criterion(outputs.loc, outputs.conf_logits, outputs.landmarks, targets, priors)
+            terms = dict.fromkeys(TERMS, 0.0)
+            terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
+            total = task.total
+            if teacher is not None:
+                distill = distillation_loss(outputs, teacher_outputs(teacher, images), task.total, task.positive, t, config.teacher.loss)
+                total = distill.total
+                terms.update(kd=distill.kd, feature=distill.feature, attention=distill.attention, box_kd=distill.box, landmark_kd=distill.landmarks)
+            terms["loss"] = total
+            if not torch.isfinite(total):
+                raise RuntimeError(f"non-finite loss at epoch {epoch + 1} step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items()))
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            scheduler.step()
+            sums += torch.tensor([float(terms[k].detach()) if torch.is_tensor(terms[k]) else terms[k] for k in TERMS], dtype=torch.float64)
+            if step % config.log_every == 0 or step == steps_per_epoch:
+                elapsed = time.perf_counter() - epoch_start
+                rate = step * images_per_step / elapsed
+                remaining = (config.epochs - epoch - 1) * steps_per_epoch + steps_per_epoch - step
+                means = {k: float(v) / step for k, v in zip(TERMS, sums)}
+                shown = " ".join(f"{k} {means[k]:.4f}" for k in TERMS if k != "loss" and (means[k] or k in ("loc", "conf")))
+                say(
+                    f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch} loss {means['loss']:.4f} ({shown})"
+                    + (f" T {t:.2f}" if teacher is not None else "")
+                    + f" lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} img/s eta {_format_duration(remaining * images_per_step / rate)}"
+                )
+        ddp.sync_buffers(student)
+        means = ddp.all_mean(sums / steps_per_epoch)
+        seconds = time.perf_counter() - epoch_start
+        epoch_seconds.append(seconds)
+        row = {
+            "epoch": epoch + 1,
+            "steps": steps_per_epoch,
+            "images": steps_per_epoch * images_per_step,
+            "seconds": round(seconds, 2),
+            "images_per_s": round(steps_per_epoch * images_per_step / seconds, 2),
+            "lr": scheduler.get_last_lr()[0],
+            "temperature": t,
+            **{k: round(float(v), 6) for k, v in zip(TERMS, means)},
+        }
+        history.append(row)
+        if ddp.main:
+            save_weights(student, out_dir / WEIGHTS_FILE)
+            _save_resume(resume_path, epoch, student, optimizer, scheduler, config, steps_per_epoch, ddp.world)
+            _append_csv(out_dir / LOG_FILE, row)
+        say(f"epoch {epoch + 1}/{config.epochs} done in {_format_duration(seconds)}: loss {row['loss']:.4f}, {row['images_per_s']} img/s; saved {out_dir / WEIGHTS_FILE}")
+        spent = time.perf_counter() - started
+        over_budget = bool(config.max_minutes) and spent + sum(epoch_seconds) / len(epoch_seconds) > config.max_minutes * 60
+        if epoch + 1 < config.epochs and ddp.agree(over_budget):
+            stopped_early = True
+            say(f"time budget of {config.max_minutes:g} min reached after {_format_duration(spent)}: stopping after epoch {epoch + 1}")
+            break
+
+    seconds = time.perf_counter() - started
+    done = epoch + 1
+    trained = sum(r["images"] for r in history)
+    if ddp.main:
+        if config.save:
+            save_weights(student, config.save)
+            say(f"final weights: {config.save}")
+        summary = {
+            "config": config.to_dict(),
+            "data": {"source": data.source, **dataclasses.asdict(data.stats), "used_images": len(annotations)},
+            "processes": ddp.world,
+            "threads": torch.get_num_threads(),
+            "start_epoch": start_epoch,
+            "epochs_done": done,
+            "stopped_early": stopped_early,
+            "seconds": round(seconds, 1),
+            "images_per_second": round(trained / seconds, 2) if seconds > 0 else None,
+            "history": history,
+        }
+        write_text_atomic(out_dir / RUN_FILE, json.dumps(summary, indent=2) + "\n")
+    return TrainResult(
+        student, done, start_epoch, stopped_early, seconds,
+        trained / seconds if seconds > 0 else math.nan, out_dir, history,
+    )
