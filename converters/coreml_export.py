@@ -7,6 +7,8 @@ the mean, so an iOS app writes no pre-processing of its own.
 """
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -18,6 +20,8 @@ import torch.nn as nn
 from featherface.config import CHANNEL_ORDER, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES
 
 IMAGE_INPUT_NAME = "image"
+os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' progress bars would flood the build log
+logging.getLogger("coremltools").setLevel(logging.ERROR)  # int64 -> int32 notices, one per op
 
 
 def convert_coreml(

@@ -71,11 +71,14 @@ def detection_agreement(
 ) -> dict[str, float | int]:
     """Recall and precision of the candidate's faces against the reference's, over images.
 
-    Both lists hold detections above a floor of `score_threshold - ROBUST_MARGIN`; the
-    plain figures use faces above `score_threshold`, the robust recall asks faces above
-    `score_threshold + ROBUST_MARGIN` in the reference to appear above the floor.
+    Both lists hold detections above a floor of `score_threshold - ROBUST_MARGIN`. The
+    plain figures compare faces above `score_threshold` on both sides. The robust ones
+    ask every clear face (above `score_threshold + ROBUST_MARGIN`) on one side to be
+    found above the floor on the other: a face whose score merely crosses the threshold
+    (0.5001 -> 0.4999) does not count as lost, a face that vanished does.
     """
-    matched = ref_total = cand_total = robust_found = robust_total = 0
+    matched = ref_total = cand_total = 0
+    robust = {"recall": [0, 0], "precision": [0, 0]}  # [found, total]
     ious: list[float] = []
     landmark_errors: list[float] = []
     for ref, cand in zip(reference, candidate, strict=True):
@@ -91,16 +94,18 @@ def detection_agreement(
             size = np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
             points = np.linalg.norm((ref_plain.landmarks[r] - cand_plain.landmarks[c]).reshape(5, 2), axis=1)
             landmark_errors.append(float(points.mean() / size))
-        clear = _subset(ref, ref.scores > score_threshold + ROBUST_MARGIN)
-        robust_found += len(match_detections(clear, cand, iou_threshold))
-        robust_total += len(clear.scores)
+        for key, clear_side, other in (("recall", ref, cand), ("precision", cand, ref)):
+            clear = _subset(clear_side, clear_side.scores > score_threshold + ROBUST_MARGIN)
+            robust[key][0] += len(match_detections(other, clear, iou_threshold))
+            robust[key][1] += len(clear.scores)
     return {
         "reference_faces": ref_total,
         "candidate_faces": cand_total,
         "matched": matched,
         "recall": matched / ref_total if ref_total else 1.0,
         "precision": matched / cand_total if cand_total else 1.0,
-        "robust_recall": robust_found / robust_total if robust_total else 1.0,
+        "robust_recall": robust["recall"][0] / robust["recall"][1] if robust["recall"][1] else 1.0,
+        "robust_precision": robust["precision"][0] / robust["precision"][1] if robust["precision"][1] else 1.0,
         "mean_iou": float(np.mean(ious)) if ious else 1.0,
         "landmark_error": float(np.mean(landmark_errors)) if landmark_errors else 0.0,
     }
@@ -125,8 +130,10 @@ def verdict(
             reasons.append(f"{name} has non-finite values (overflow?)")
         elif bound is not None and figures["max_abs_error"] > bound:
             reasons.append(f"{name} max abs error {figures['max_abs_error']:.2e} > {bound:.2e}")
-    if agreement["recall"] < thresholds.min_recall:
-        reasons.append(f"detection recall {agreement['recall']:.3f} < {thresholds.min_recall}")
-    if agreement["precision"] < thresholds.min_precision:
-        reasons.append(f"detection precision {agreement['precision']:.3f} < {thresholds.min_precision}")
+    # Judged on the robust figures: with scores packed at the threshold (an untrained
+    # network) float32 noise alone flips plain matches; the plain figures are reported.
+    if agreement["robust_recall"] < thresholds.min_recall:
+        reasons.append(f"detection recall (robust) {agreement['robust_recall']:.3f} < {thresholds.min_recall}")
+    if agreement["robust_precision"] < thresholds.min_precision:
+        reasons.append(f"detection precision (robust) {agreement['robust_precision']:.3f} < {thresholds.min_precision}")
     return ("fail" if reasons else "pass"), reasons

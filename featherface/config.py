@@ -61,7 +61,9 @@ class ParityThresholds:
     v1-489k landmarks, torch FP32 vs FP64, 1.0e-4), so a file cannot be held closer to
     PyTorch FP32 than PyTorch FP32 is to the exact result. None: not checked (reduced
     precision, where detection agreement is the meaningful measure). Recall and precision
-    are of the file's detections against PyTorch's, matched at IoU 0.5.
+    are of the file's detections against PyTorch's, matched at IoU 0.5, in their robust
+    form (converters.parity.detection_agreement): a score merely crossing the threshold
+    is not a lost face.
     """
 
     abs_tolerance: float | None

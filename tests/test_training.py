@@ -449,3 +449,18 @@ def test_evaluate_helper_scores_wider_val_images(widerface_root, shared_weights)
     result = evaluate_model(model, widerface_root, input_size=320, limit=4)
     assert result["images"] == 4 and result["protocol"] == "letterboxed 320"
     assert 0.3 < result["easy"] <= 1.0
+
+
+def test_ablate_trains_each_switch_with_one_budget_and_writes_the_table(tiny_label_txt, tmp_path, widerface_root):
+    from featherface.training.ablate import AblationRun, ablate
+
+    teacher_file = save_weights(get_variant("v1").build(), tmp_path / "teacher.pth")
+    base = _tiny_config(tiny_label_txt, tmp_path / "unused", max_images=2, teacher=TeacherConfig(weights=str(teacher_file)))
+    runs = [AblationRun("full"), AblationRun("no_feature_reuse", ("feature_reuse",)), AblationRun("no_distillation", distill=False)]
+    rows = ablate(base, runs, tmp_path / "ablation", eval_size=64, eval_limit=1, latency_size=64, widerface_root=widerface_root, progress=_quiet)
+    assert [r["run"] for r in rows] == ["full", "no_feature_reuse", "no_distillation"]
+    assert rows[0]["params"] == rows[1]["params"]  # innovations are parameter-free
+    assert all(r["epochs"] == 1 and r["latency_ms"] > 0 and 0 <= r["hard"] <= 1 for r in rows)
+    table = (tmp_path / "ablation" / "ablation.md").read_text()
+    assert "| no_feature_reuse | feature_reuse | yes |" in table and "| no_distillation | - | no |" in table
+    assert (tmp_path / "ablation" / "full" / "last.pth").is_file()

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,7 +376,10 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             say(f"final weights: {config.save}")
         summary = {
             "config": config.to_dict(),
-            "data": {"source": data.source, **dataclasses.asdict(data.stats), "used_images": len(annotations)},
+            "data": {
+                "source": data.source, **dataclasses.asdict(data.stats), "used_images": len(annotations),
+                "events": dict(sorted(Counter(a.path.parent.name for a in annotations).items())),
+            },
             "processes": ddp.world,
             "threads": torch.get_num_threads(),
             "start_epoch": start_epoch,

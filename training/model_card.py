@@ -1,0 +1,207 @@
+"""Evaluate a trained run on WIDER_val (both protocols, with reference networks) and write
+the MODEL_CARD.md that ships beside embedded weights.
+
+`python -m featherface.training.model_card --run RUN_DIR --weights model/weights/v2_ultra.pth
+--out model/weights/MODEL_CARD.md --compare v1 retinaface-mnet025`. Evaluations are cached
+in RUN_DIR/evaluations.json, and the card is rewritten after each one, so an interrupted
+job loses nothing and a rerun only does what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from featherface.atomic import write_text_atomic
+from featherface.paths import WIDERFACE
+
+__all__ = ["main", "render_model_card", "run_evaluations"]
+
+PROTOCOLS: tuple[int | None, ...] = (None, 640)  # original size (the paper's), letterboxed 640
+
+
+def _key(arch: str, size: int | None) -> str:
+    return f"{arch}@{size or 'original'}"
+
+
+def run_evaluations(
+    entries: list[tuple[str, Path]],
+    cache_file: Path,
+    widerface_root: Path,
+    on_result: Callable[[dict], None],
+    progress: Callable[[str], None],
+) -> dict:
+    """Evaluate each (arch, weights) at both protocols; results cached in `cache_file`."""
+    from featherface.model.checkpoint import load_weights
+    from featherface.model.profile import count_macs, parameter_counts
+    from featherface.model.registry import get_variant
+
+    from .evaluate import evaluate_model
+
+    results = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    for arch, weights in entries:
+        model = load_weights(get_variant(arch).build(), weights, arch=arch).eval()
+        counts = parameter_counts(model)
+        results.setdefault(f"{arch}@info", {
+            "weights": str(weights), "params": counts["params"], "params_thop_style": counts["params_thop_style"],
+            **count_macs(model, 640),
+        })
+        for size in PROTOCOLS:
+            key = _key(arch, size)
+            if key in results:
+                continue
+            progress(f"evaluating {arch} ({'original size' if size is None else f'letterboxed {size}'})")
+            results[key] = evaluate_model(model, widerface_root, size, progress=progress)
+            write_text_atomic(cache_file, json.dumps(results, indent=2) + "\n")
+            on_result(results)
+    return results
+
+
+def _ap(results: dict, arch: str, size: int | None) -> str:
+    r = results.get(_key(arch, size))
+    return f"{r['easy']:.3f} / {r['medium']:.3f} / {r['hard']:.3f}" if r else "not measured"
+
+
+def render_model_card(run: dict, results: dict, weights: Path, arch: str, compare: list[str], command: str) -> str:
+    """The card's Markdown from the run summary (run.json) and the evaluation results."""
+    config = run["config"]
+    teacher = config.get("teacher")
+    data = run["data"]
+    size_bytes = weights.stat().st_size
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    info = results.get(f"{arch}@info", {})
+    history = run.get("history", [])
+    last = history[-1] if history else {}
+    minutes = run["seconds"] / 60
+    eval_minutes = sum(v.get("seconds", 0) for k, v in results.items() if k.startswith(f"{arch}@") and "seconds" in v) / 60
+
+    events = data.get("events", {})
+    event_text = ", ".join(f"{e} ({n} images)" for e, n in sorted(events.items())) or "see run.json"
+
+    rows = []
+    for name in [arch, *compare]:
+        model_info = results.get(f"{name}@info", {})
+        label = f"**{name}** (this file)" if name == arch else name
+        params = f"{model_info['params']:,}" if model_info else "?"
+        macs = f"{model_info['macs'] / 1e9:.3f}" if model_info else "?"
+        rows.append(f"| {label} | {params} | {macs} | {_ap(results, name, None)} | {_ap(results, name, 640)} |")
+
+    lines = [
+        f"# Model card: `{weights.name}` ({arch})",
+        "",
+        f"The default weights that `create_model(\"{arch}\")` and `featherface ... --arch {arch}` load. "
+        f"A short-budget {'distillation' if teacher else 'training'} on a {data['used_images']:,}-image WIDER FACE subset with one CPU core: "
+        "a working starting point for conversion, SDK and on-device tests, **not** the accuracy the "
+        "seed document claims (90.5% mAP) and not a substitute for training on the full WIDER FACE train set.",
+        "",
+        "## File",
+        f"- state dict only, {size_bytes:,} bytes, sha256 `{digest}`",
+        f"- parameters: {info.get('params', '?'):,} (true count), {info.get('params_thop_style', '?'):,} (thop-style); "
+        f"MACs at 640x640: {info.get('macs', 0) / 1e9:.3f} G" if info else "- parameters: see `featherface info`",
+        "- input: BGR, mean (104, 117, 123) subtracted, no scaling, NCHW (the one preprocessing of the SDK); "
+        "outputs loc [N, A, 4], conf [N, A, 2] (softmax in eval mode), landmarks [N, A, 10]; priors as in `featherface.config.PRIORS`.",
+        "",
+        "## Data",
+        f"- training: {data['source']}; {data['used_images']:,} of {data['images']:,} images used, {data['faces']:,} faces kept, "
+        f"{data['dropped_invalid']} invalid and {data['dropped_zero_size']} zero-size boxes dropped; "
+        f"events: {event_text}. No landmark annotations (official WIDER ground truth).",
+        "- validation (below): the 315 WIDER_val images of ../shared (3 events), scored with the official "
+        "easy/medium/hard ground truth restricted to those images. Not comparable with full-val figures.",
+        "- licence of the data: WIDER FACE terms (non-commercial research).",
+        "",
+        "## Recipe",
+        f"- input size {config['input_size']}x{config['input_size']} (RetinaFace augmentation: square crops 0.3-1.0 of the "
+        f"short side keeping faces whose centre is inside, photometric distortion, mirror with left/right landmark swap, "
+        f"resize), batch {config['batch_size']}, seed {config['seed']}.",
+        f"- AdamW (lr {config['lr']:g}, weight decay {config['weight_decay']:g}) with OneCycle "
+        f"({config['warmup_fraction']:.0%} warm-up), {config['epochs']} epochs planned, {run['epochs_done']} done"
+        + (" (stopped early by the time budget: OneCycle did not finish)" if run["stopped_early"] else "") + ".",
+        "- MultiBoxLoss: match IoU 0.35 (best prior forced per face), hard negatives 7:1, 2 x loc + conf + landmarks (smooth L1).",
+    ]
+    if teacher:
+        t = teacher["loss"]
+        lines += [
+            f"- distilled from teacher `{teacher['arch']}` ({teacher['weights'] or 'its default weights: ../shared/weights/featherface_v1_paper.pth'}), "
+            f"frozen in eval mode; student backbone initialised from the teacher's MobileNetV1-0.25: {teacher['init_student_backbone']}.",
+            f"- total = {t['task_weight']} task + {t['kd_weight']} T^2 KL(teacher || student) on class logits + "
+            f"{t['feature_weight']} feature alignment + {t['attention_weight']} attention transfer"
+            + (f" + {t['landmark_weight']} landmark regression towards the teacher (priors matched to faces)" if t["landmark_weight"] else "")
+            + (f" + {t['box_weight']} box regression towards the teacher" if t["box_weight"] else "")
+            + f"; T(epoch) = {t['temperature_range']} (1 - epoch / {config['epochs']}) + {t['temperature_min']}.",
+        ]
+    lines += [
+        f"- hardware: {run['processes']} process x {run['threads']} CPU thread, shared machine; "
+        f"training {minutes:.0f} min at {run['images_per_second']} images/s; evaluation of this file {eval_minutes:.0f} min.",
+        f"- final epoch: loss {last.get('loss', float('nan')):.3f} (task {last.get('task', float('nan')):.3f}: loc {last.get('loc', float('nan')):.3f}, "
+        f"conf {last.get('conf', float('nan')):.3f}; kd {last.get('kd', float('nan')):.3f}, feature {last.get('feature', float('nan')):.3f}, "
+        f"attention {last.get('attention', float('nan')):.3f}, landmark_kd {last.get('landmark_kd', float('nan')):.3f}).",
+        f"- reproduce: `{command}`",
+        "",
+        "## WIDER_val AP (easy / medium / hard)",
+        "Same evaluator (`featherface.training.evaluate`, official protocol: confidence > 0.02, NMS 0.4, no top-k) "
+        "and the same 315 images for every row. Original size = the paper's protocol; letterboxed 640 = the SDK's default input.",
+        "",
+        "| network | params | GMACs @640 | original size | letterboxed 640 |",
+        "|---|---:|---:|---|---|",
+        *rows,
+        "",
+        "The reference rows use the public checkpoints of ../shared (trained on all of WIDER FACE for hundreds of epochs).",
+        "",
+        "## What it is not good at",
+        f"- Small faces (the *hard* column): trained on {config['input_size']} px crops, where many WIDER faces "
+        "shrink below the smallest 16 px prior and are never matched.",
+        "- Accuracy in general: about 1/10 of WIDER FACE train, a few epochs against the paper's 350; "
+        "expect clearly lower AP than the teacher. Retrain on the full set before judging the architecture.",
+        ("- Landmarks: learnt only from the teacher's predictions (WIDER's official ground truth has none); "
+         "not evaluated. Use them for alignment at your own risk."
+         if teacher and teacher["loss"]["landmark_weight"] else
+         "- Landmarks: not trained (WIDER's official ground truth has none): ignore them."),
+        "- Crowds, heavy occlusion, extreme poses and events absent from the five training events.",
+        "- Calibration: scores are not probabilities; pick the deployment threshold on your own data.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m featherface.training.model_card", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run directory with run.json")
+    parser.add_argument("--weights", required=True, help="the trained weights the card describes")
+    parser.add_argument("--arch", default="v2-ultra", help="their architecture (default %(default)s)")
+    parser.add_argument("--out", required=True, help="where MODEL_CARD.md goes")
+    parser.add_argument("--compare", nargs="*", default=["v1", "retinaface-mnet025"], help="reference variants, default weights")
+    parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    parser.add_argument("--command", default="", help="the training command, quoted in the card")
+    args = parser.parse_args(argv)
+
+    from featherface.model.registry import get_variant
+
+    torch.set_num_threads(args.threads)
+    run_dir, weights, out = Path(args.run), Path(args.weights), Path(args.out)
+    run = json.loads((run_dir / "run.json").read_text())
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+
+    def write(results: dict) -> None:
+        write_text_atomic(out, render_model_card(run, results, weights, args.arch, args.compare, args.command))
+        say(f"wrote {out}")
+
+    entries = [(args.arch, weights)]
+    for name in args.compare:
+        default = get_variant(name).find_default_weights()
+        if default is None:
+            say(f"skipping {name}: no default weights here")
+            continue
+        entries.append((name, default))
+    results = run_evaluations(entries, run_dir / "evaluations.json", Path(args.data), write, say)
+    write(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
