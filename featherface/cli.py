@@ -151,6 +151,52 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                       file=args.file, runtime=args.runtime, threads=args.threads)
 
 
+def _eval_detect_fn(args: argparse.Namespace):
+    """(detect function, protocol name, what was evaluated) for `featherface eval`."""
+    from .config import WIDER_EVAL_THRESHOLDS
+    from .evaluation import protocol_name
+
+    if args.bundle:
+        from .sdk.detector import Detector
+
+        if args.origin_size:
+            raise UsageError("a bundle has a fixed input size: --origin-size needs --arch (the torch network)")
+        detector = Detector.load(args.bundle, file=args.file)
+        size = detector.spec.input_size
+        if args.input_size and args.input_size != size:
+            raise UsageError(f"the bundle's input size is {size}, not --input-size {args.input_size}")
+
+        def detect(rgb):
+            batch, letterbox = detector.prepare(rgb)
+            boxes, scores, _ = detector.decode_arrays(detector.infer(batch), 0, letterbox, WIDER_EVAL_THRESHOLDS)
+            return boxes, scores
+
+        return detect, protocol_name(size), {"bundle": args.bundle, "file": detector.model_file}
+    if not args.arch:
+        raise UsageError("pass --arch NAME (torch network) or --bundle DIR")
+    from .training.evaluate import detect_for_eval
+
+    model, weights = _load_model(args)
+    size = None if args.origin_size else (args.input_size or DEFAULT_INPUT_SIZE)
+    return (lambda rgb: detect_for_eval(model, rgb, size, WIDER_EVAL_THRESHOLDS)), protocol_name(size), {
+        "arch": args.arch, "weights": str(weights)}
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_detector
+
+    detect, protocol, subject = _eval_detect_fn(args)
+    result = evaluate_detector(detect, args.data, args.out, progress=_progress("eval"))
+    result.update(protocol=protocol, **subject)
+    faces = result["faces"]
+    print(f"WIDER FACE val ({protocol}, {result['images']} images; faces easy {faces['easy']}, medium "
+          f"{faces['medium']}, hard {faces['hard']}): easy {result['easy']:.4f}  medium {result['medium']:.4f}  "
+          f"hard {result['hard']:.4f}  ({result['seconds']:.0f} s)", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model_names import ARCH_NAMES
 
@@ -216,6 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml"), help="force a runtime")
     detect.add_argument("--threads", type=int, default=None, help="inference threads")
     detect.set_defaults(run=_cmd_detect)
+
+    evaluate = commands.add_parser(
+        "eval", help="WIDER FACE Easy/Medium/Hard AP of a network or a bundle's file",
+        description="Run a torch network (--arch) or a bundle's model file (--bundle) over the "
+        "WIDER FACE validation images, write predictions in the standard layout and print the "
+        "official Easy/Medium/Hard AP of exactly the images given (confidence 0.02, NMS 0.4).",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--arch", choices=ARCH_NAMES, help="torch network variant")
+    source.add_argument("--bundle", help="bundle directory")
+    evaluate.add_argument("--weights", help="checkpoint for --arch (default: the variant's default weights)")
+    evaluate.add_argument("--file", help="model file of the bundle (default: its preferred one)")
+    evaluate.add_argument("--data", required=True, help="WIDER FACE root (WIDER_val/images, wider_face_split/, ground_truth/)")
+    size = evaluate.add_mutually_exclusive_group()
+    size.add_argument("--origin-size", action="store_true", help="the paper's protocol: each image at its original size")
+    size.add_argument("--input-size", type=input_size, default=None, help="letterbox into N x N (default: 640, or the bundle's)")
+    evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
+    evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
+    evaluate.set_defaults(run=_cmd_eval)
+
+    # Training needs torch; its parsers are light to import (torch loads when a command runs).
+    from .training.cli import add_ablate_parser, add_distill_parser, add_train_parser
+
+    add_train_parser(commands)
+    add_distill_parser(commands)
+    add_ablate_parser(commands)
     return parser
 
 

@@ -1,13 +1,13 @@
 """The one checkpoint loader: untrusted files, known quirks, strict keys, loud mismatches."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from featherface.atomic import atomic_path
 
 THOP_SUFFIXES = ("total_ops", "total_params")  # buffers thop leaves in saved state dicts
 
@@ -126,14 +126,6 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
     """Save the state dict atomically: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)

@@ -39,13 +39,18 @@ class RetinaStyleDetector(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def raw_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """loc, class logits (never softmaxed), landmarks, and the per-level features the
+        heads read (training and distillation need both)."""
         levels = self.features(x)
 
         def predict(heads: nn.ModuleList) -> torch.Tensor:
             return torch.cat([heads[i % len(heads)](f) for i, f in enumerate(levels)], dim=1)
 
-        loc, conf, landmarks = predict(self.BboxHead), predict(self.ClassHead), predict(self.LandmarkHead)
+        return predict(self.BboxHead), predict(self.ClassHead), predict(self.LandmarkHead), levels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loc, conf, landmarks, _ = self.raw_outputs(x)
         if not self.training:
             conf = F.softmax(conf, dim=-1)
         return loc, conf, landmarks

@@ -98,13 +98,18 @@ class Detector:
         raw = self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
         return {name: raw[tensor] for name, tensor in self.spec.output_map.items()}
 
-    def decode(self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds) -> list[Face]:
+    def decode_arrays(
+        self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image `index` of a batch as arrays: boxes [K, 4], scores [K], landmarks [K, 10]."""
         size = self.spec.input_size
-        arrays = postprocess_arrays(
+        return postprocess_arrays(
             outputs["loc"][index], outputs["conf"][index], outputs["landmarks"][index],
             self._priors, letterbox, size, size, thresholds, self.spec.priors.variances,
         )
-        return faces_from_arrays(*arrays)
+
+    def decode(self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds) -> list[Face]:
+        return faces_from_arrays(*self.decode_arrays(outputs, index, letterbox, thresholds))
 
     def detect(
         self, image: ImageSource, score_threshold: float | None = None, nms_threshold: float | None = None,

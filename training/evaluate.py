@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,23 +23,10 @@ from featherface.config import PRIORS, WIDER_EVAL_THRESHOLDS, Thresholds
 from featherface.paths import WIDERFACE
 from featherface.sdk.box_coding import make_priors
 from featherface.sdk.faces import postprocess_arrays
-from featherface.sdk.image_io import load_image
+from featherface.evaluation import evaluate_detector, protocol_name
 from featherface.sdk.preprocess import preprocess, preprocess_original_size
-from featherface.widerface import evaluate, load_ground_truth, read_predictions, write_predictions
 
-__all__ = ["evaluate_model", "protocol_name", "val_images"]
-
-
-def val_images(widerface_root: str | Path = WIDERFACE) -> list[tuple[str, str, Path]]:
-    """(event, image name without extension, path) of every WIDER_val image, sorted."""
-    images = Path(widerface_root) / "WIDER_val" / "images"
-    if not images.is_dir():
-        raise ValueError(f"no WIDER_val/images under {widerface_root}")
-    return [(p.parent.name, p.stem, p) for p in sorted(images.glob("*/*.jpg"))]
-
-
-def protocol_name(input_size: int | None) -> str:
-    return "original size" if not input_size else f"letterboxed {input_size}"
+__all__ = ["detect_for_eval", "evaluate_model", "protocol_name"]
 
 
 @torch.no_grad()
@@ -74,27 +60,16 @@ def evaluate_model(
     N x N. `pred_dir` keeps the prediction files (default: a temporary directory).
     Returns {"easy", "medium", "hard", "images", "faces", "seconds", "protocol"}.
     """
-    root = Path(widerface_root)
-    gt = load_ground_truth(root / "ground_truth")
-    images = val_images(root)
-    if limit:
-        images = images[:limit]
     was_training = model.training
     model.eval()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(pred_dir) if pred_dir else Path(scratch)
-        try:
-            for i, (event, name, path) in enumerate(images, start=1):
-                boxes, scores = detect_for_eval(model, load_image(path), input_size, thresholds)
-                write_predictions(out, event, name, boxes, scores)
-                if progress and (i % 50 == 0 or i == len(images)):
-                    progress(f"evaluated {i}/{len(images)} images ({protocol_name(input_size)}, {time.perf_counter() - started:.0f}s)")
-        finally:
-            model.train(was_training)
-        predictions = {k: v for k, v in read_predictions(out).items() if k in {(e, n) for e, n, _ in images}}
-    result = evaluate(predictions, gt)
-    result["seconds"] = round(time.perf_counter() - started, 1)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = evaluate_detector(
+                lambda rgb: detect_for_eval(model, rgb, input_size, thresholds), widerface_root,
+                pred_dir or scratch, limit=limit, progress=progress,
+            )
+    finally:
+        model.train(was_training)
     result["protocol"] = protocol_name(input_size)
     return result
 

@@ -1,9 +1,7 @@
 """Raw detector outputs for training: class logits (never softmax) and the pyramid levels.
 
 `RetinaStyleDetector.forward` softmaxes `conf` outside training mode and hides the
-per-level features that distillation compares, so training calls `model.features(x)`
-and applies the heads itself, exactly as `forward` does (a test holds the two equal).
-Moving this into `model/heads.py` as a method would remove the duplication.
+per-level features that distillation compares; `raw_outputs` gives both.
 """
 from __future__ import annotations
 
@@ -25,12 +23,7 @@ class DetectorOutputs(NamedTuple):
 
 def detector_outputs(model: nn.Module, x: Tensor) -> DetectorOutputs:
     """Outputs of any registered variant in its current mode, with conf as logits."""
-    levels = model.features(x)
-
-    def predict(heads: nn.ModuleList) -> Tensor:
-        return torch.cat([heads[i % len(heads)](f) for i, f in enumerate(levels)], dim=1)
-
-    return DetectorOutputs(predict(model.BboxHead), predict(model.ClassHead), predict(model.LandmarkHead), levels)
+    return DetectorOutputs(*model.raw_outputs(x))
 
 
 class WithFeatures(nn.Module):

@@ -1,0 +1,55 @@
+"""WIDER FACE evaluation of any detector (a torch network or a bundle's model file).
+
+A detector is a function from an RGB image to (boxes [K, 4] xyxy in image pixels,
+scores [K]); predictions are written in the standard layout (`write_predictions`, boxes
+truncated to integers as the published RetinaFace script does) and scored with the
+official Easy / Medium / Hard protocol on exactly the images given.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from featherface.sdk.image_io import load_image
+from featherface.widerface import evaluate, load_ground_truth, read_predictions, write_predictions
+
+DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def val_images(widerface_root: str | Path) -> list[tuple[str, str, Path]]:
+    """(event, image name without extension, path) of every WIDER_val image, sorted."""
+    images = Path(widerface_root) / "WIDER_val" / "images"
+    if not images.is_dir():
+        raise ValueError(f"no WIDER_val/images under {widerface_root}")
+    found = [(p.parent.name, p.stem, p) for p in sorted(images.glob("*/*.jpg"))]
+    if not found:
+        raise ValueError(f"no validation images (*.jpg) in {images}")
+    return found
+
+
+def protocol_name(input_size: int | None) -> str:
+    return "original size" if not input_size else f"letterboxed {input_size}"
+
+
+def evaluate_detector(
+    detect: DetectFn, widerface_root: str | Path, pred_dir: str | Path, *, limit: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """AP of `detect` on WIDER_val (the first `limit` images; 0 = all), predictions kept in
+    `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}."""
+    root, out = Path(widerface_root), Path(pred_dir)
+    gt = load_ground_truth(root / "ground_truth")
+    images = val_images(root)[: limit or None]
+    started = time.perf_counter()
+    for i, (event, name, path) in enumerate(images, start=1):
+        boxes, scores = detect(load_image(path))
+        write_predictions(out, event, name, boxes, scores)
+        if progress and (i % 50 == 0 or i == len(images)):
+            progress(f"{i}/{len(images)} images in {time.perf_counter() - started:.0f}s")
+    wanted = {(event, name) for event, name, _ in images}
+    result = evaluate({k: v for k, v in read_predictions(out).items() if k in wanted}, gt)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
