@@ -1,0 +1,203 @@
+"""Presenting a bench report: a text table (stdout), bench.json, bench.md and bench.png.
+
+The plot needs matplotlib, which the device SDK does not require: without it the plot is
+skipped with a note, everything else is written.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from featherface.atomic import atomic_path, write_text_atomic
+
+COLUMNS = ("file", "thr", "load ms", "model p50", "p90", "p99", "mean", "total p50", "p90", "p99", "mean", "img/s", "RSS MB", "parity", "vs base")
+
+
+def _ms(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 100 else f"{value:.1f}"
+
+
+def _ratio(entry: dict) -> str:
+    ratio = entry.get("ratio_to_baseline")
+    if not ratio:
+        return "-"
+    if ratio["baseline"] == entry["label"]:
+        return "base"
+    return f"x{ratio['total']:.2f} (model x{ratio['model']:.2f})"
+
+
+def _parity(entry: dict) -> str:
+    parity = entry["parity"]
+    return "pass" if parity["status"] == "pass" else "FAIL"
+
+
+def row(entry: dict) -> list[str]:
+    model, total = entry["model_ms"], entry["total_ms"]
+    return [
+        entry["label"], str(entry["threads"] or "-"), _ms(entry["load_ms"]),
+        _ms(model["p50"]), _ms(model["p90"]), _ms(model["p99"]), _ms(model["mean"]),
+        _ms(total["p50"]), _ms(total["p90"]), _ms(total["p99"]), _ms(total["mean"]),
+        f"{entry['throughput']:.1f}", "-" if entry["peak_rss_mb"] is None else f"{entry['peak_rss_mb']:.0f}",
+        _parity(entry), _ratio(entry),
+    ]
+
+
+def device_line(device: dict) -> str:
+    runtimes = ", ".join(f"{k} {v}" for k, v in device["runtimes"].items())
+    return (
+        f"{device['cpu']} ({device['machine']}), {device['usable_cores']}/{device['cores']} cores, "
+        f"{device['os']}, {device['python']}; {runtimes}; governor {device['cpu_governor'] or 'not readable'}"
+    )
+
+
+def text_table(rows: list[list[str]], header: tuple[str, ...]) -> list[str]:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))) for cells in [list(header), *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def parity_lines(report: dict) -> list[str]:
+    lines = []
+    for entry in report["results"]:
+        parity = entry["parity"]
+        where = f"{entry['label']}" + (f" @{entry['threads']} threads" if entry["threads"] else "")
+        if parity["status"] != "pass":
+            lines.append(f"parity FAIL {where}: " + "; ".join(parity["reasons"]))
+    return lines
+
+
+def summary_text(report: dict) -> str:
+    """What the command prints on stdout without --json."""
+    settings = report["settings"]
+    lines = [
+        f"device: {device_line(report['device'])}",
+        f"frame: {settings['frame']['width']}x{settings['frame']['height']}, {settings['frame']['source']}",
+        f"{settings['runs']} timed runs after {settings['warmup']} warm-up, interleaved; latencies in ms; "
+        f"'vs base' = median per-round ratio to {settings['baseline']} (total, model)",
+        "",
+        *text_table([row(e) for e in report["results"]], COLUMNS),
+        "",
+    ]
+    lines += parity_lines(report) or [f"parity: all {len(report['results'])} pass on {len(report['results'][0]['parity'].get('images', []))} golden images"]
+    lines += [f"note: {note}" for note in report["notes"]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _bound(value) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def markdown(report: dict, plot_name: str | None) -> str:
+    device, settings = report["device"], report["settings"]
+    lines = [
+        "# FeatherFace device benchmark",
+        "",
+        f"{report['created']}, {report['wall_seconds']} s.",
+        "",
+        "## Device",
+        "",
+        *_md_table(["", ""], [
+            ["CPU", f"{device['cpu']} ({device['machine']})"],
+            ["Cores", f"{device['usable_cores']} usable of {device['cores']}"],
+            ["Memory", "-" if device["memory_mb"] is None else f"{device['memory_mb']:.0f} MiB"],
+            ["OS", device["os"]],
+            ["Python", device["python"]],
+            ["Runtimes", ", ".join(f"{k} {v}" for k, v in device["runtimes"].items())],
+            ["CPU governor", device["cpu_governor"] or "not readable"],
+            ["CPU max", "-" if device["cpu_max_mhz"] is None else f"{device['cpu_max_mhz']} MHz"],
+            ["featherface", device["featherface"]],
+        ]),
+        "",
+        "## Method",
+        "",
+        f"- {settings['warmup']} warm-up rounds, then {settings['runs']} timed rounds; {settings['schedule']}.",
+        "- `model_ms`: the runtime's run on a prepared input; `total_ms`: `Detector.detect` on a decoded RGB "
+        f"frame ({settings['frame']['width']}x{settings['frame']['height']}, {settings['frame']['source']}): "
+        "letterbox + normalise, inference, decode + NMS.",
+        "- Throughput: images/s of one sequential stream, 1000 / mean `total_ms`.",
+        f"- Ratios: {settings['ratio']}; baseline `{settings['baseline']}`.",
+        "- `load_ms`: manifest read + sha256 check + runtime open (what `Detector.load` does); peak RSS: a "
+        "separate process loading only that file (`memory_scope` isolated) unless noted.",
+        "",
+        "## Latency (ms)",
+        "",
+        *_md_table(list(COLUMNS), [row(e) for e in report["results"]]),
+        "",
+    ]
+    if plot_name:
+        lines += [f"![latency]({plot_name})", ""]
+    lines += ["## Parity on the golden vectors", "",
+              "Against PyTorch FP32's stored outputs, same bars as the build (featherface.config.PARITY_THRESHOLDS).", ""]
+    parity_rows = []
+    for entry in report["results"]:
+        parity = entry["parity"]
+        tensor = parity.get("tensor", {})
+        bounds = parity.get("error_bounds", {})
+        detections = parity.get("detections", {})
+        errors = ", ".join(
+            f"{name} {_bound(tensor[name]['max_abs_error'])} / {_bound(bounds.get(name))}" for name in ("loc", "conf", "landmarks") if name in tensor
+        )
+        parity_rows.append([
+            entry["label"], str(entry["threads"] or "-"), parity.get("precision") or "-", parity["status"], errors or "-",
+            f"{detections['robust_recall']:.3f} / {detections['robust_precision']:.3f}" if detections else "-",
+            "; ".join(parity["reasons"]) or "-",
+        ])
+    lines += _md_table(["file", "threads", "precision", "status", "max abs error / bound", "robust recall / precision", "reasons"], parity_rows)
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- plot
+
+
+def plot(report: dict, path: Path) -> str | None:
+    """Box plots of model_ms and total_ms per file and thread count; None, or why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no latency plot (pip install matplotlib)"
+    results = report["results"]
+    names = [e["label"] + (f" @{e['threads']}t" if e["threads"] else "") for e in results]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.5 * len(results)), sharey=True, squeeze=False)
+    for axis, key, title in ((axes[0][0], "model", "model_ms"), (axes[0][1], "total", "total_ms")):
+        axis.boxplot([e["samples_ms"][key] for e in results], vert=False, whis=(1, 99), showfliers=False)
+        axis.set_yticks(range(1, len(results) + 1), names)
+        axis.set_title(title)
+        axis.set_xlabel("ms (box: quartiles, whiskers: p1-p99)")
+        axis.grid(axis="x", alpha=0.3)
+    axes[0][0].invert_yaxis()
+    figure.suptitle(f"{report['device']['cpu']}, {report['settings']['runs']} runs", fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+    return None
+
+
+def write_reports(report: dict, out_dir: Path) -> list[Path]:
+    """bench.json, bench.md and (with matplotlib) bench.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    png = out_dir / "bench.png"
+    problem = plot(report, png)
+    if problem:
+        report["notes"].append(problem)
+    else:
+        written.append(png)
+    written.insert(0, write_text_atomic(out_dir / "bench.json", json.dumps(report, indent=2) + "\n"))
+    written.insert(1, write_text_atomic(out_dir / "bench.md", markdown(report, None if problem else png.name)))
+    return written

@@ -1,0 +1,272 @@
+"""The benchmark: open every target at each thread count, time model and whole-detect runs
+interleaved across targets, check parity on the golden vectors, measure peak memory.
+
+model_ms: the runtime's `run` on a prepared input (already letterboxed, normalised and in
+the runtime's layout). total_ms: `Detector.detect` on a decoded RGB frame: letterbox and
+normalise, inference, decoding and NMS. Both exclude file decoding (JPEG/PNG).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .device import describe_device, peak_rss_mb
+from .parity import device_parity
+from .stats import interleaved_schedule, paired_ratio, summarize, throughput
+from .targets import Golden, Opened, Target, open_target
+
+SCHEMA = "featherface-bench/1"
+FRAME_LONG_SIDE = 1280  # a 720p-class camera frame: pre-processing really resizes
+MEMORY_PROBE_RUNS = 5
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- the frame detect runs on
+
+
+def golden_frame(golden: Golden, mean_bgr, long_side: int = FRAME_LONG_SIDE) -> np.ndarray:
+    """Golden image 0 back as HxWx3 uint8 RGB: padding cropped, longer side `long_side`.
+
+    The golden input is BGR minus mean with exact zeros in the letterbox padding (bottom
+    and right); the content is where any channel is non-zero.
+    """
+    chw = golden.inputs[0]
+    content = np.abs(chw).max(axis=0) > 0
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    height = int(rows[-1]) + 1 if rows.size else chw.shape[1]
+    width = int(cols[-1]) + 1 if cols.size else chw.shape[2]
+    bgr = chw[:, :height, :width] + np.asarray(mean_bgr, np.float32).reshape(3, 1, 1)
+    rgb = np.clip(np.rint(bgr[::-1].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+    scale = long_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.BILINEAR))
+
+
+def synthetic_frame(width: int = FRAME_LONG_SIDE, height: int = 720) -> np.ndarray:
+    """A deterministic noise frame, when no bundle has golden vectors (no faces: the
+    post-processing then costs less than on a real photo)."""
+    return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def choose_frame(targets: list[Target], image_rgb: np.ndarray | None, image_name: str | None) -> tuple[np.ndarray, dict]:
+    """The one frame every target detects on (the same pixels for all: a fair comparison)."""
+    if image_rgb is not None:
+        frame, source = image_rgb, f"--image {image_name}"
+    else:
+        with_golden = next((t for t in targets if t.golden is not None), None)
+        if with_golden is None:
+            frame, source = synthetic_frame(), "synthetic noise (no golden vectors in the bundles)"
+        else:
+            frame = golden_frame(with_golden.golden, with_golden.manifest["input"]["mean"])
+            source = f"golden image 0 of {with_golden.bundle.name} ({with_golden.golden.names[0]}), resized"
+    return frame, {"source": source, "width": int(frame.shape[1]), "height": int(frame.shape[0])}
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass
+class Measured:
+    opened: Opened
+    first_run_ms: float
+    model: list[float]
+    total: list[float]
+    faces: int
+    parity: dict
+
+
+def _prepared(opened: Opened, frame: np.ndarray) -> np.ndarray:
+    batch, _ = opened.detector.prepare(frame)
+    if opened.detector.runtime.input_layout == "NHWC":
+        batch = batch.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def run_group(
+    targets: list[Target], threads: int | None, frame: np.ndarray, warmup: int, runs: int, progress: Progress,
+) -> list[Measured]:
+    """All `targets` at `threads`, interleaved: warm-up rounds, then `runs` timed rounds of
+    one model run and one detect per target in turn. Garbage collection is paused while
+    timing (as `timeit` does) so that a collection lands on no single file."""
+    opened: list[tuple[Opened, np.ndarray, float]] = []
+    try:
+        for target in targets:
+            progress(f"loading {target.label}" + (f" ({threads} threads)" if threads and not target.is_coreml else ""))
+            item = open_target(target, None if target.is_coreml else threads)
+            prepared = _prepared(item, frame)
+            start = time.perf_counter()
+            item.detector.runtime.run(prepared)
+            opened.append((item, prepared, 1000 * (time.perf_counter() - start)))
+        schedule = interleaved_schedule(len(opened), warmup, runs)
+        model: list[list[float]] = [[] for _ in opened]
+        total: list[list[float]] = [[] for _ in opened]
+        faces = [0] * len(opened)
+        progress(f"timing {len(opened)} file(s): {warmup} warm-up + {runs} timed rounds, interleaved")
+        collecting = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            for step in schedule:
+                item, prepared, _ = opened[step.target]
+                t0 = time.perf_counter()
+                item.detector.runtime.run(prepared)
+                t1 = time.perf_counter()
+                found = item.detector.detect(frame)
+                t2 = time.perf_counter()
+                if step.timed:
+                    model[step.target].append(1000 * (t1 - t0))
+                    total[step.target].append(1000 * (t2 - t1))
+                    faces[step.target] = len(found)
+        finally:
+            if collecting:
+                gc.enable()
+        measured = []
+        for i, (item, _, first) in enumerate(opened):
+            progress(f"parity of {item.target.label} on {len(item.target.golden.inputs) if item.target.golden else 0} golden images")
+            parity = device_parity(item.detector, item.target.golden, item.target.entry)
+            measured.append(Measured(item, first, model[i], total[i], faces[i], parity))
+        return measured
+    finally:
+        for item, _, _ in opened:
+            item.detector.close()
+        gc.collect()
+
+
+# ---------------------------------------------------------------- memory
+
+
+def probe_memory(target: Target, threads: int | None, frame_path: Path) -> tuple[float | None, str]:
+    """Peak RSS of a fresh process that loads only this file and detects a few times:
+    (MiB, "isolated"), or (None, why) when the probe cannot run here."""
+    command = [
+        sys.executable, "-m", "featherface.bench.memprobe", str(target.bundle), target.file,
+        "--image", str(frame_path), "--runs", str(MEMORY_PROBE_RUNS),
+    ]
+    if threads:
+        command += ["--threads", str(threads)]
+    if target.compute_units:
+        command += ["--compute-units", target.compute_units]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as err:
+        return None, f"memory probe could not start: {err}"
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        return None, f"memory probe failed: {lines[-1] if lines else 'exit ' + str(result.returncode)}"
+    try:
+        return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"], "isolated"
+    except (ValueError, KeyError, IndexError):
+        return None, "memory probe printed no figure"
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def jsonable(value):
+    """Non-finite floats -> None (JSON has no Infinity/NaN); NumPy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def result_entry(m: Measured, baseline: Measured | None) -> dict:
+    model, total = summarize(m.model), summarize(m.total)
+    ratio = None
+    if baseline is not None:
+        ratio = {
+            "baseline": baseline.opened.target.label,
+            "model": paired_ratio(m.model, baseline.model),
+            "total": paired_ratio(m.total, baseline.total),
+        }
+    return {
+        **m.opened.target.describe(),
+        "threads": m.opened.threads,
+        "load_ms": m.opened.load_ms,
+        "load_breakdown": {"verify_ms": m.opened.verify_ms, "open_ms": m.opened.open_ms},
+        "first_run_ms": m.first_run_ms,
+        "model_ms": model,
+        "total_ms": total,
+        "throughput": throughput(total["mean"]),
+        "model_throughput": throughput(model["mean"]),
+        "peak_rss_mb": None,
+        "memory_scope": None,
+        "faces": m.faces,
+        "parity": m.parity,
+        "ratio_to_baseline": ratio,
+        "samples_ms": {"model": [round(v, 4) for v in m.model], "total": [round(v, 4) for v in m.total]},
+    }
+
+
+def run_bench(
+    targets: list[Target], threads: list[int], runs: int, warmup: int, baseline: Target,
+    frame: np.ndarray, frame_info: dict, notes: list[str], progress: Progress, isolate_memory: bool = True,
+) -> dict:
+    """The report of a whole run (see the README's JSON contract)."""
+    started = time.perf_counter()
+    results: list[dict] = []
+    measured_all: list[tuple[Measured, dict]] = []
+    if any(t.is_coreml for t in targets):
+        notes.append("Core ML files ran once per compute unit (threads do not apply), in the first thread group")
+    for index, count in enumerate(threads):
+        group = [t for t in targets if not t.is_coreml or index == 0]
+        progress(f"thread group {count}: {len(group)} file(s)")
+        measured = run_group(group, count, frame, warmup, runs, progress)
+        base = next((m for m in measured if m.opened.target is baseline), None)
+        for m in measured:
+            entry = result_entry(m, base)
+            results.append(entry)
+            measured_all.append((m, entry))
+    if isolate_memory:
+        with tempfile.TemporaryDirectory(prefix="featherface-bench-") as scratch:
+            frame_path = Path(scratch) / "frame.png"
+            Image.fromarray(frame).save(frame_path)
+            for m, entry in measured_all:
+                progress(f"peak memory of {entry['label']} at {entry['threads'] or 'default'} threads (separate process)")
+                value, scope = probe_memory(m.opened.target, entry["threads"] if not m.opened.target.is_coreml else None, frame_path)
+                if value is None:
+                    notes.append(f"{entry['label']}: {scope}; peak_rss_mb is this whole process's")
+                    entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
+                else:
+                    entry["peak_rss_mb"], entry["memory_scope"] = value, scope
+    else:
+        for _, entry in measured_all:
+            entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
+    failed = [e["label"] + (f" @{e['threads']}t" if e["threads"] else "") for e in results if e["parity"]["status"] != "pass"]
+    return jsonable({
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": describe_device(),
+        "settings": {
+            "runs": runs,
+            "warmup": warmup,
+            "threads": threads,
+            "schedule": "interleaved: each round runs every file once, in argument order",
+            "baseline": baseline.label,
+            "ratio": "median over rounds of (file / baseline), same thread count",
+            "frame": frame_info,
+            "gc_paused_while_timing": True,
+        },
+        "results": results,
+        "parity": "fail" if failed else "pass",
+        "parity_failures": failed,
+        "process_peak_rss_mb": peak_rss_mb(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "notes": notes,
+    })
