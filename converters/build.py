@@ -149,7 +149,10 @@ def run_model_file(model_file: ModelFile, inputs: np.ndarray) -> dict[str, np.nd
 
 def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> dict:
     """Parity record of one final file against PyTorch (tensor and detection level)."""
-    raw = run_model_file(model_file, parity.inputs)
+    try:
+        raw = run_model_file(model_file, parity.inputs)
+    except Exception as err:  # a broken file fails the runtime in its own way
+        raise BuildError(f"{model_file.path.name} does not run: {type(err).__name__}: {str(err).strip()[:200]}") from None
     output_map = map_outputs(raw, mf.anchor_count(size))
     outputs = {name: raw[tensor] for name, tensor in output_map.items()}
     thresholds = PARITY_THRESHOLDS[model_file.precision]
@@ -236,6 +239,8 @@ def build_bundle(
     size: int, out_dir: Path, progress: Progress,
 ) -> dict:
     """Build one target's bundle into `out_dir/target`; returns its manifest."""
+    if target not in TARGETS:
+        raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
     manifest = mf.new_manifest(target, arch, checkpoint, size, LAYOUT[target])

@@ -125,9 +125,17 @@ def describe_device() -> dict:
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory so far, in MiB (None where unknown).
 
-    resource.getrusage where it exists (ru_maxrss: KiB on Linux, bytes on macOS), else
-    psutil's peak working set (Windows).
+    Linux/Android: VmHWM of /proc/self/status, the high-water mark of this process's own
+    address space. Not ru_maxrss there: a child started by a large process inherits its
+    parent's peak in ru_maxrss (recorded when exec drops the copied address space).
+    Elsewhere resource.getrusage (ru_maxrss: bytes on macOS), else psutil's peak working
+    set (Windows).
     """
+    status = _read(Path("/proc/self/status"))
+    if status:
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
     try:
         import resource
 

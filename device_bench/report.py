@@ -5,6 +5,7 @@ skipped with a note, everything else is written.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -174,7 +175,9 @@ def plot(report: dict, path: Path) -> str | None:
     names = [e["label"] + (f" @{e['threads']}t" if e["threads"] else "") for e in results]
     figure, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.5 * len(results)), sharey=True, squeeze=False)
     for axis, key, title in ((axes[0][0], "model", "model_ms"), (axes[0][1], "total", "total_ms")):
-        axis.boxplot([e["samples_ms"][key] for e in results], vert=False, whis=(1, 99), showfliers=False)
+        # `orientation` since matplotlib 3.10 (`vert` deprecated there), `vert` before.
+        horizontal = {"orientation": "horizontal"} if "orientation" in inspect.signature(axis.boxplot).parameters else {"vert": False}
+        axis.boxplot([e["samples_ms"][key] for e in results], whis=(1, 99), showfliers=False, **horizontal)
         axis.set_yticks(range(1, len(results) + 1), names)
         axis.set_title(title)
         axis.set_xlabel("ms (box: quartiles, whiskers: p1-p99)")

@@ -96,9 +96,10 @@ def _prepared(opened: Opened, frame: np.ndarray) -> np.ndarray:
 def run_group(
     targets: list[Target], threads: int | None, frame: np.ndarray, warmup: int, runs: int, progress: Progress,
 ) -> list[Measured]:
-    """All `targets` at `threads`, interleaved: warm-up rounds, then `runs` timed rounds of
-    one model run and one detect per target in turn. Garbage collection is paused while
-    timing (as `timeit` does) so that a collection lands on no single file."""
+    """All `targets` at `threads`, interleaved: warm-up rounds, then `runs` timed rounds; a
+    round is one model run of each target in turn, then one detect of each in turn
+    (stats.interleaved_schedule). Garbage collection is paused while timing (as `timeit`
+    does) so that a collection lands on no single file."""
     opened: list[tuple[Opened, np.ndarray, float]] = []
     try:
         for target in targets:
@@ -119,15 +120,17 @@ def run_group(
         try:
             for step in schedule:
                 item, prepared, _ = opened[step.target]
-                t0 = time.perf_counter()
-                item.detector.runtime.run(prepared)
-                t1 = time.perf_counter()
-                found = item.detector.detect(frame)
-                t2 = time.perf_counter()
-                if step.timed:
-                    model[step.target].append(1000 * (t1 - t0))
-                    total[step.target].append(1000 * (t2 - t1))
+                if step.kind == "model":
+                    start = time.perf_counter()
+                    item.detector.runtime.run(prepared)
+                    elapsed = time.perf_counter() - start
+                else:
+                    start = time.perf_counter()
+                    found = item.detector.detect(frame)
+                    elapsed = time.perf_counter() - start
                     faces[step.target] = len(found)
+                if step.timed:
+                    (model if step.kind == "model" else total)[step.target].append(1000 * elapsed)
         finally:
             if collecting:
                 gc.enable()
@@ -218,7 +221,7 @@ def run_bench(
     targets: list[Target], threads: list[int], runs: int, warmup: int, baseline: Target,
     frame: np.ndarray, frame_info: dict, notes: list[str], progress: Progress, isolate_memory: bool = True,
 ) -> dict:
-    """The report of a whole run (see the README's JSON contract)."""
+    """The report of a whole run (keys: device_bench/README.md)."""
     started = time.perf_counter()
     results: list[dict] = []
     measured_all: list[tuple[Measured, dict]] = []
@@ -226,6 +229,8 @@ def run_bench(
         notes.append("Core ML files ran once per compute unit (threads do not apply), in the first thread group")
     for index, count in enumerate(threads):
         group = [t for t in targets if not t.is_coreml or index == 0]
+        if not group:  # only Core ML files, already run in the first group
+            continue
         progress(f"thread group {count}: {len(group)} file(s)")
         measured = run_group(group, count, frame, warmup, runs, progress)
         base = next((m for m in measured if m.opened.target is baseline), None)
@@ -257,7 +262,7 @@ def run_bench(
             "runs": runs,
             "warmup": warmup,
             "threads": threads,
-            "schedule": "interleaved: each round runs every file once, in argument order",
+            "schedule": "interleaved: each round runs the model of every file in argument order, then the whole detect of every file",
             "baseline": baseline.label,
             "ratio": "median over rounds of (file / baseline), same thread count",
             "frame": frame_info,

@@ -71,23 +71,31 @@ def paired_ratio(samples: Sequence[float], baseline: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class Step:
-    """One run in the schedule: which target, which round, and whether it is timed."""
+    """One run in the schedule: which target, what kind of run, which round, timed or not."""
 
     target: int  # index into the benchmarked files
+    kind: str  # e.g. "model" (the runtime alone) or "total" (the whole detect)
     round: int  # 0-based within its phase
     timed: bool  # False: warm-up, never recorded
 
 
-def interleaved_schedule(targets: int, warmup: int, runs: int) -> list[Step]:
-    """Warm-up rounds then timed rounds; each round runs every target once, in order.
+def interleaved_schedule(targets: int, warmup: int, runs: int, kinds: Sequence[str] = ("model", "total")) -> list[Step]:
+    """Warm-up rounds then timed rounds; in each round every kind of run goes through every
+    target once, in order.
 
-    Two files A, B with warmup 1 and runs 2: A B (warm-up) then A B A B (timed). So a slow
-    spell of the machine lands on every file alike instead of on whichever ran then.
+    Two files A, B, one kind, warmup 1, runs 2: A B (warm-up) then A B A B (timed). A slow
+    spell of the machine thus lands on every file alike instead of on whichever ran then.
+    With kinds ("model", "total") a round is A.model B.model A.total B.total: each timed
+    call follows another file's call (two or more files), for both kinds alike.
     """
     if targets < 1:
         raise ValueError(f"need at least one target, got {targets}")
     if warmup < 0 or runs < 1:
         raise ValueError(f"need warmup >= 0 and runs >= 1, got warmup={warmup}, runs={runs}")
-    steps = [Step(t, r, False) for r in range(warmup) for t in range(targets)]
-    steps += [Step(t, r, True) for r in range(runs) for t in range(targets)]
-    return steps
+    if not kinds:
+        raise ValueError("need at least one kind of run")
+    phases = ((False, warmup), (True, runs))
+    return [
+        Step(target, kind, round_, timed)
+        for timed, count in phases for round_ in range(count) for kind in kinds for target in range(targets)
+    ]

@@ -150,7 +150,10 @@ def resolve_targets(arguments: list[str], notes: list[str]) -> list[Target]:
     for argument in arguments:
         bundle, name = _bundle_and_file(argument)
         manifest = read_manifest(bundle)
-        names = [name] if name else [entry["file"] for entry in manifest["files"]]
+        listed = [entry["file"] for entry in manifest["files"]]
+        if name and name not in listed:
+            raise BenchError(f"{argument} is not a model file of the bundle {bundle} (its model files: {', '.join(listed) or 'none'})")
+        names = [name] if name else listed
         if not names:
             raise BenchError(f"{bundle}: the manifest lists no model files")
         for file in names:

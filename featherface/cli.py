@@ -282,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
     evaluate.set_defaults(run=_cmd_eval)
 
+    from .bench.cli import add_bench_arguments, run as run_bench
+
+    bench = commands.add_parser(
+        "bench", help="latency, memory and parity of bundles or files on this device",
+        description="Time each model file (model alone and the whole detect) at several thread "
+        "counts, interleaved, check it against the bundle's golden PyTorch outputs, and write a "
+        "device report. Also runs as `python -m featherface.bench` with only the SDK installed.",
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(run=run_bench)
+
     # Training needs torch; its parsers are light to import (torch loads when a command runs).
     from .training.cli import add_ablate_parser, add_distill_parser, add_train_parser
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 SUPPORTED_VERSIONS = (1,)
@@ -57,6 +58,16 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     missing = sorted(MANIFEST_FIELDS - set(manifest))
     if missing:
         raise BundleError(f"{path}: missing fields {missing}")
+    files = manifest["files"]
+    if not isinstance(files, list) or not files:
+        raise BundleError(f"{path}: `files` must be a non-empty list")
+    for i, entry in enumerate(files):
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("file"), str)
+            and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
+            and isinstance(entry.get("output_map"), dict)
+        ):
+            raise BundleError(f"{path}: files[{i}] needs a `file` name, a 64-hex `sha256` and an `output_map`")
     return manifest
 
 

@@ -20,9 +20,15 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from featherface.config import DEPLOY_THRESHOLDS, MANIFEST_VERSION, MEAN_BGR, OUTPUT_NAMES, OUTPUT_WIDTHS, PARITY_THRESHOLDS
+from featherface.config import DEPLOY_THRESHOLDS, FLOAT32_NOISE_FACTOR, MANIFEST_VERSION, MEAN_BGR, OUTPUT_NAMES, OUTPUT_WIDTHS, PARITY_THRESHOLDS
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.shared,
+    # coremltools 9.0's torch frontend, once per op: noise that hides real warnings.
+    pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0 to a scalar:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning"),
+]
 
 ARCH = "v1-489k"
 CHECKPOINT = "featherface_v1_489k.pth"
@@ -292,7 +298,7 @@ def test_fp32_files_are_within_the_bound_their_record_states(built):
         for name in OUTPUT_NAMES:
             noise = parity["torch_fp32_vs_fp64"][name]
             assert noise == built.parity.float32_noise[name]
-            assert parity["error_bounds"][name] == max(PARITY_THRESHOLDS["fp32"].abs_tolerance, 2 * noise)
+            assert parity["error_bounds"][name] == max(PARITY_THRESHOLDS["fp32"].abs_tolerance, FLOAT32_NOISE_FACTOR * noise)
             assert parity["tensor"][name]["max_abs_error"] <= parity["error_bounds"][name], (entry["file"], name)
     for _, entry in all_entries(built):
         if entry["precision"] != "fp32":
@@ -512,8 +518,6 @@ def test_failed_rebuild_keeps_the_good_bundle(built, tmp_path, monkeypatch):
     assert hidden_leftovers(out) == []
 
 
-@pytest.mark.xfail(strict=True, reason="build_bundle looks up LAYOUT[target] before export_target's check: "
-                   "an unknown target raises KeyError, not BuildError naming the targets")
 def test_unknown_target_is_a_build_error(built, tmp_path):
     from featherface.converters import build
 

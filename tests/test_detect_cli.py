@@ -3,7 +3,6 @@
 reported and skipped) and `featherface-pi` (folder or video source)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -22,7 +21,12 @@ from featherface.sdk.detector import Detector
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 BIN = Path(sys.executable).parent
-HAVE_CV2 = importlib.util.find_spec("cv2") is not None
+try:
+    import cv2  # noqa: F401
+
+    HAVE_CV2 = True
+except ImportError:
+    HAVE_CV2 = False
 NO_CV2 = "video input needs OpenCV (cv2), which is not installed: pip install opencv-python-headless"
 FPS_LINE = re.compile(r"^fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| infer\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
 

@@ -334,8 +334,6 @@ def test_symlink_pointing_outside_is_refused(onnx_bundle, tmp_path):
         Detector.load(bundle)
 
 
-@pytest.mark.xfail(strict=True, reason="sdk_python/bundle.py verified_file indexes entry['file'] / entry['sha256'] "
-                   "unchecked: a files entry without sha256 raises KeyError, not BundleError")
 def test_files_entry_without_sha256_is_refused(onnx_bundle, tmp_path):
     bundle = copy_bundle(onnx_bundle, tmp_path)
     edit_manifest(bundle, lambda m: m["files"][0].pop("sha256"))

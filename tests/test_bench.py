@@ -1,0 +1,310 @@
+"""`featherface.bench` (device_bench/): statistics, the interleaved schedule, on-device parity,
+the report's JSON contract, `python -m featherface.bench`, clean errors, and no torch or
+tensorflow in the bench's process. The bundles are tiny (v2-ultra, random weights, 64 px)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featherface.bench import cli, runner
+from featherface.bench.device import cpu_model
+from featherface.bench.export_golden import export_golden
+from featherface.bench.parity import device_parity
+from featherface.bench.stats import interleaved_schedule, paired_ratio, percentile, summarize, throughput
+from featherface.bench.targets import BenchError, Opened, load_golden, pick_baseline, resolve_targets
+from featherface.paths import REPO_ROOT
+from featherface.sdk.bundle import read_manifest, sha256_of
+from featherface.sdk.detector import Detector
+
+CONTRACT_KEYS = {"model_ms", "total_ms", "throughput", "peak_rss_mb", "load_ms", "parity", "threads", "file", "label"}
+LATENCY_KEYS = {"p50", "p90", "p99", "mean", "min", "max"}
+FAST = ["--runs", "3", "--warmup", "1", "--threads", "1"]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A real tiny ONNX bundle built by the converters (golden vectors included)."""
+    import torch
+
+    from featherface.converters.build import build_bundle, find_images, make_parity_set
+    from featherface.model.registry import get_variant
+
+    root = tmp_path_factory.mktemp("bench")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    torch.manual_seed(0)
+    model = get_variant("v2-ultra").build().eval()
+    parity_set = make_parity_set(model, find_images(images, 2), 64)
+    build_bundle("onnx", model, "v2-ultra", None, parity_set, 64, root / "dist", lambda _: None)
+    return root / "dist" / "onnx"
+
+
+@pytest.fixture(scope="module")
+def corrupted(bundle, tmp_path_factory) -> Path:
+    """A copy of the bundle whose golden PyTorch outputs are wrong, its manifest updated to
+    match (so the file verifies and only parity can catch it)."""
+    copy = tmp_path_factory.mktemp("corrupted") / "onnx"
+    shutil.copytree(bundle, copy)
+    golden = copy / "golden.npz"
+    with np.load(golden) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["loc"] = arrays["loc"] * 3.0 + 0.5
+    golden.unlink()
+    np.savez_compressed(golden, **arrays)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["golden"]["sha256"] = sha256_of(golden)
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return copy
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    status = cli.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def run_module(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "featherface.bench", *argv], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def test_percentiles_by_hand():
+    samples = [7, 1, 10, 3, 5, 2, 9, 4, 8, 6]  # 1..10, shuffled
+    # rank = q/100 x (n - 1): p50 -> 4.5 (between 5 and 6), p90 -> 8.1, p99 -> 8.91
+    assert percentile(samples, 50) == pytest.approx(5.5)
+    assert percentile(samples, 90) == pytest.approx(9.1)
+    assert percentile(samples, 99) == pytest.approx(9.91)
+    assert percentile(samples, 0) == 1 and percentile(samples, 100) == 10
+    assert percentile([10.0, 20.0], 90) == pytest.approx(19.0)
+    assert percentile([4.2], 99) == 4.2
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_summary_throughput_and_paired_ratio():
+    summary = summarize([4.0, 1.0, 2.0, 3.0])
+    assert summary == pytest.approx({"min": 1.0, "p50": 2.5, "p90": 3.7, "p99": 3.97, "mean": 2.5, "max": 4.0, "n": 4})
+    assert throughput(20.0) == pytest.approx(50.0)
+    # Per-round ratios 2, 2, 3 (a burst in round 3 hit only one file): median 2.
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_schedule_interleaves_files_and_marks_warmup_untimed():
+    steps = interleaved_schedule(2, warmup=1, runs=2, kinds=("run",))
+    assert [s.target for s in steps] == [0, 1, 0, 1, 0, 1]  # A B | A B A B
+    assert [s.timed for s in steps] == [False, False, True, True, True, True]
+    steps = interleaved_schedule(2, warmup=2, runs=3)
+    assert [(s.target, s.kind) for s in steps[:4]] == [(0, "model"), (1, "model"), (0, "total"), (1, "total")]
+    timed = [s for s in steps if s.timed]
+    assert len(steps) - len(timed) == 2 * 2 * 2  # warm-up rounds x kinds x files
+    for target in (0, 1):
+        for kind in ("model", "total"):
+            assert [s.round for s in timed if (s.target, s.kind) == (target, kind)] == [0, 1, 2]
+
+
+def test_run_group_times_files_in_turn_and_records_no_warmup(monkeypatch):
+    calls: list[tuple[str, str]] = []
+
+    class FakeRuntime:
+        input_layout = "NCHW"
+
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, batch):
+            calls.append((self.name, "model"))
+
+    class FakeDetector:
+        def __init__(self, name):
+            self.name, self.runtime = name, FakeRuntime(name)
+
+        def prepare(self, frame):
+            return np.zeros((1, 3, 4, 4), np.float32), None
+
+        def detect(self, frame):
+            calls.append((self.name, "total"))
+            return []
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(runner, "open_target", lambda target, threads: Opened(target, FakeDetector(target.label), threads, 0.0, 0.0))
+    monkeypatch.setattr(runner, "device_parity", lambda detector, golden, entry: {"status": "pass", "reasons": []})
+    targets = [SimpleNamespace(label=name, is_coreml=False, golden=None, entry={}) for name in "AB"]
+    measured = runner.run_group(targets, 1, np.zeros((8, 8, 3), np.uint8), warmup=2, runs=3, progress=lambda _: None)
+    one_round = [("A", "model"), ("B", "model"), ("A", "total"), ("B", "total")]
+    assert calls == [("A", "model"), ("B", "model")] + one_round * (2 + 3)  # first runs at load, then rounds
+    assert [len(m.model) for m in measured] == [3, 3] and [len(m.total) for m in measured] == [3, 3]
+
+
+def test_threads_capped_at_the_device_cores(monkeypatch):
+    import featherface.bench.device as device
+
+    monkeypatch.setattr(device, "usable_cores", lambda: 2)
+    notes: list[str] = []
+    assert cli.effective_threads(None, notes) == [1, 2] and "4" in notes[0]
+    assert cli.effective_threads([8], []) == [2]
+
+
+def test_cpu_model_of_a_raspberry_pi_cpuinfo():
+    cpuinfo = "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+    assert cpu_model(cpuinfo) == "Cortex-A72 (Raspberry Pi 4 Model B Rev 1.4)"
+    assert cpu_model("model name\t: Intel(R) Xeon(R)\n") == "Intel(R) Xeon(R)"
+
+
+# ---------------------------------------------------------------- parity
+
+
+def test_parity_passes_on_the_build_and_fails_on_corrupted_golden_outputs(bundle, corrupted):
+    for path, expected in ((bundle, "pass"), (corrupted, "fail")):
+        manifest = read_manifest(path)
+        detector = Detector.load(path, num_threads=1)
+        result = device_parity(detector, load_golden(path, manifest), manifest["files"][0])
+        assert result["status"] == expected, result["reasons"]
+        assert set(result["tensor"]) == {"loc", "conf", "landmarks"} and "robust_recall" in result["detections"]
+    assert any("loc max abs error" in reason for reason in result["reasons"])
+
+
+def test_a_parity_failure_is_reported_as_failure(bundle, corrupted, capsys):
+    status, out, err = run_main([str(bundle), str(corrupted), *FAST, "--json"], capsys)
+    report = json.loads(out)
+    assert status == 1  # the report is still printed
+    by_label = {r["label"]: r for r in report["results"]}
+    failed = next(r for label, r in by_label.items() if label.startswith(corrupted.parent.name))
+    passed = next(r for label, r in by_label.items() if label.startswith(bundle.parent.name))
+    assert failed["parity"]["status"] == "fail" and failed["parity"]["reasons"]
+    assert passed["parity"]["status"] == "pass" and passed["parity"]["reasons"] == []
+    assert report["parity"] == "fail" and report["parity_failures"] == [failed["label"] + " @1t"]
+
+
+# ---------------------------------------------------------------- the report and the command
+
+
+def test_report_json_has_the_contract_keys_and_files_are_written(bundle, tmp_path, capsys):
+    second = tmp_path / "other" / "onnx"  # same directory name: labels must still differ
+    shutil.copytree(bundle, second)
+    out_dir = tmp_path / "report"
+    status, out, err = run_main(
+        [str(bundle), str(second), *FAST, "--json", "--out", str(out_dir), "--baseline", "other/onnx/model.onnx"], capsys
+    )
+    assert status == 0, err
+    report = json.loads(out)
+    assert {"device", "settings", "results", "notes"} <= set(report)
+    assert {"cpu", "cores", "os", "python", "runtimes", "cpu_governor"} <= set(report["device"])
+    assert report["settings"]["baseline"] == "other/onnx/model.onnx"
+    labels = [r["label"] for r in report["results"]]
+    assert len(set(labels)) == 2 and "other/onnx/model.onnx" in labels
+    for result in report["results"]:
+        assert CONTRACT_KEYS <= set(result)
+        assert result["threads"] == 1
+        for key in ("model_ms", "total_ms"):
+            assert LATENCY_KEYS <= set(result[key]) and result[key]["n"] == 3
+            assert result[key]["min"] <= result[key]["p50"] <= result[key]["p90"] <= result[key]["p99"] <= result[key]["max"]
+        assert result["throughput"] == pytest.approx(1000 / result["total_ms"]["mean"])
+        assert result["peak_rss_mb"] > 0 and result["load_ms"] > 0
+        assert result["parity"]["status"] == "pass"
+        assert result["ratio_to_baseline"]["baseline"] == "other/onnx/model.onnx"
+    assert json.loads((out_dir / "bench.json").read_text())["results"][0]["label"] == labels[0]
+    assert "## Device" in (out_dir / "bench.md").read_text()
+
+
+def test_baseline_names(bundle, tmp_path):
+    second = tmp_path / "b" / "onnx"
+    shutil.copytree(bundle, second)
+    targets = resolve_targets([str(bundle), str(second / "model.onnx")], [])
+    assert pick_baseline(targets, None) is targets[0]
+    assert pick_baseline(targets, "b/onnx/model.onnx") is targets[1]
+    assert pick_baseline(targets, "v2-ultra") is targets[0]  # an arch: first in argument order
+    with pytest.raises(BenchError, match="matches none"):
+        pick_baseline(targets, "pi4/model_fp16.tflite")
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML runs on macOS: nothing is skipped there")
+def test_mlpackage_skipped_off_macos_with_a_note(bundle, tmp_path):
+    copy = tmp_path / "a14"
+    shutil.copytree(bundle, copy)
+    (copy / "model_fp16.mlpackage").mkdir()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].append({**manifest["files"][0], "file": "model_fp16.mlpackage", "format": "coreml", "precision": "fp16"})
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    notes: list[str] = []
+    targets = resolve_targets([str(copy)], notes)
+    assert [t.file for t in targets] == ["model.onnx"]
+    assert len(notes) == 1 and "model_fp16.mlpackage" in notes[0] and "macOS" in notes[0]
+    with pytest.raises(BenchError, match="cannot run here"):
+        resolve_targets([str(copy / "model_fp16.mlpackage")], [])
+
+
+def test_python_m_featherface_bench_runs_in_a_subprocess(bundle):
+    result = run_module([str(bundle), *FAST, "--json"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert CONTRACT_KEYS <= set(report["results"][0])
+    assert report["results"][0]["memory_scope"] == "isolated"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "not_a_bundle", "tampered_model", "tampered_golden"])
+def test_bad_input_exits_2_with_one_line(case, bundle, tmp_path):
+    if case == "missing":
+        argument = tmp_path / "nowhere"
+    elif case == "not_a_bundle":
+        argument = tmp_path / "empty"
+        argument.mkdir()
+    else:
+        argument = tmp_path / "onnx"
+        shutil.copytree(bundle, argument)
+        victim = argument / ("model.onnx" if case == "tampered_model" else "golden.npz")
+        victim.write_bytes(victim.read_bytes()[:-10])
+    result = run_module([str(argument), *FAST])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("featherface bench: error:"), result.stderr
+    assert result.stdout == ""
+
+
+def test_bench_process_imports_neither_torch_nor_tensorflow(bundle):
+    probe = (
+        "import sys, io, contextlib\n"
+        "import featherface.bench, featherface.bench.cli, featherface.bench.runner, featherface.bench.report\n"
+        "import featherface.bench.export_golden, featherface.bench.memprobe, featherface.bench.coreml\n"
+        "from featherface.bench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    status = main([{str(bundle)!r}, '--runs', '1', '--warmup', '0', '--threads', '1', '--json'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'tensorflow', 'tf_keras', 'keras', 'onnx2tf', 'coremltools'})\n"
+        "print(status, heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_export_golden_writes_raw_float32_and_an_index(bundle, tmp_path):
+    index_path = export_golden(bundle, tmp_path / "golden")
+    index = json.loads(index_path.read_text())
+    golden = load_golden(bundle, read_manifest(bundle))
+    inputs = np.fromfile(tmp_path / "golden" / index["input"]["file"], "<f4").reshape(index["input"]["shape"])
+    np.testing.assert_array_equal(inputs, golden.inputs)
+    for name in ("loc", "conf", "landmarks"):
+        ref = index["reference"][name]
+        np.testing.assert_array_equal(np.fromfile(tmp_path / "golden" / ref["file"], "<f4").reshape(ref["shape"]), golden.reference[name])
+    (entry,) = index["files"]
+    assert entry["file"] == "model.onnx" and entry["error_bounds"]["conf"] >= 1e-4
