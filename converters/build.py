@@ -6,7 +6,6 @@ import copy
 import fcntl
 import json
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -24,7 +23,6 @@ from featherface.config import (
     DEPLOY_THRESHOLDS,
     GOLDEN_IMAGES,
     OUTPUT_NAMES,
-    PARITY_IMAGES,
     PARITY_THRESHOLDS,
     PRIORS,
     Thresholds,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
 from .backbone import MobileNetV1
 from .bifpn import build_bifpn

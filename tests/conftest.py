@@ -32,3 +32,27 @@ def shared_weights() -> Path:
 @pytest.fixture
 def widerface_root() -> Path:
     return require_shared("data/widerface")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_bundle(tmp_path_factory) -> Path:
+    """A real tiny ONNX bundle (v2-ultra, seeded random weights, 64 px, golden vectors
+    included) built by the converters from two generated images: no ../shared needed."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from featherface.converters.build import build_bundle, find_images, make_parity_set
+    from featherface.model.registry import get_variant
+
+    root = tmp_path_factory.mktemp("tiny-bundle")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    torch.manual_seed(0)
+    model = get_variant("v2-ultra").build().eval()
+    parity_set = make_parity_set(model, find_images(images, 2), 64)
+    build_bundle("onnx", model, "v2-ultra", None, parity_set, 64, root / "dist", lambda _: None)
+    return root / "dist" / "onnx"

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from featherface.bench import cli, runner
 from featherface.bench.device import cpu_model
@@ -33,24 +32,8 @@ FAST = ["--runs", "3", "--warmup", "1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """A real tiny ONNX bundle built by the converters (golden vectors included)."""
-    import torch
-
-    from featherface.converters.build import build_bundle, find_images, make_parity_set
-    from featherface.model.registry import get_variant
-
-    root = tmp_path_factory.mktemp("bench")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    torch.manual_seed(0)
-    model = get_variant("v2-ultra").build().eval()
-    parity_set = make_parity_set(model, find_images(images, 2), 64)
-    build_bundle("onnx", model, "v2-ultra", None, parity_set, 64, root / "dist", lambda _: None)
-    return root / "dist" / "onnx"
+def bundle(tiny_onnx_bundle) -> Path:
+    return tiny_onnx_bundle
 
 
 @pytest.fixture(scope="module")

@@ -17,27 +17,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def onnx_bundle(tmp_path_factory) -> Path:
-    """A tiny real bundle (v2-ultra, random weights, 64 px) built by the full toolchain."""
-    import torch
-
-    from featherface.converters.build import build_bundle, find_images, make_parity_set
-    from featherface.model.registry import get_variant
-
-    root = tmp_path_factory.mktemp("sdkvenv")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    torch.manual_seed(0)
-    model = get_variant("v2-ultra").build().eval()
-    parity = make_parity_set(model, find_images(images, 2), 64)
-    build_bundle("onnx", model, "v2-ultra", None, parity, 64, root / "dist", lambda _: None)
-    return root / "dist" / "onnx"
-
-
-@pytest.fixture(scope="module")
 def sdk_venv(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "sdk"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -53,11 +32,11 @@ def test_sdk_venv_has_no_torch_or_tensorflow(sdk_venv):
     assert result.stdout.strip() == "True"
 
 
-def test_detect_runs_in_the_sdk_only_environment(sdk_venv, onnx_bundle, tmp_path):
+def test_detect_runs_in_the_sdk_only_environment(sdk_venv, tiny_onnx_bundle, tmp_path):
     image = tmp_path / "photo.jpg"
     Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(image)
     result = subprocess.run(
-        [str(sdk_venv / "bin" / "featherface"), "detect", "--bundle", str(onnx_bundle), str(image), "--json"],
+        [str(sdk_venv / "bin" / "featherface"), "detect", "--bundle", str(tiny_onnx_bundle), str(image), "--json"],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr

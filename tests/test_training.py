@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 from PIL import Image
 
 from featherface.config import MEAN_BGR

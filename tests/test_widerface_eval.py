@@ -1,7 +1,6 @@
 """The WIDER FACE evaluator reproduces the official protocol, on hand-built and real data."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
