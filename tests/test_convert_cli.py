@@ -1,0 +1,48 @@
+"""`featherface convert` writes one parity-checked file, and nothing when the check fails."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from featherface.cli import main
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_convert_onnx_writes_a_checked_file(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(["convert", "onnx", "--arch", "v2-ultra", "--input-size", "64", "--images", str(images), "--out", str(out)])
+    assert status == 0
+    assert "parity pass" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    loc, conf, landmarks = session.run(None, {"input": np.zeros((2, 3, 64, 64), np.float32)})
+    assert loc.shape == (2, 168, 4) and conf.shape == (2, 168, 2) and landmarks.shape == (2, 168, 10)
+    assert not [p for p in out.iterdir() if p.name.startswith(".convert")]
+
+
+def test_convert_failing_parity_writes_nothing(images, tmp_path, capsys, monkeypatch):
+    from featherface.converters import build
+
+    real_check = build.check_file
+
+    def failing_check(*args, **kwargs):
+        record = real_check(*args, **kwargs)
+        return {**record, "status": "fail", "reasons": ["forced failure"]}
+
+    monkeypatch.setattr(build, "check_file", failing_check)
+    out = tmp_path / "out"
+    status = main(["convert", "onnx", "--arch", "v2-ultra", "--input-size", "64", "--images", str(images), "--out", str(out)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "forced failure" in err and "Traceback" not in err
+    assert not (out / "model.onnx").exists()
