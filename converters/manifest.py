@@ -1,7 +1,6 @@
 """The bundle manifest: the single source of truth the SDK and the bench read on a device."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 from dataclasses import asdict
@@ -10,6 +9,7 @@ from pathlib import Path
 from featherface import __version__
 from featherface.atomic import write_text_atomic
 from featherface.sdk.bundle import sha256_of
+from featherface.versions import package_versions
 from featherface.config import (
     CHANNEL_ORDER,
     DEPLOY_THRESHOLDS,
@@ -30,13 +30,7 @@ def size_of(path: str | Path) -> int:
 
 
 def tool_versions() -> dict[str, str]:
-    versions = {"featherface": __version__}
-    for tool in TOOLS:
-        try:
-            versions[tool] = importlib.metadata.version(tool)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return {"featherface": __version__, **package_versions(TOOLS)}
 
 
 def anchor_count(input_size: int) -> int:

@@ -5,12 +5,13 @@ None where the platform does not say (no /proc on macOS, no `resource` on Window
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from featherface.versions import package_versions as installed_versions
 
 # Package names as installed (pip), in the order shown in reports.
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "coremltools", "numpy", "pillow")
@@ -79,13 +80,7 @@ def usable_cores() -> int:
 
 def package_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str]:
     """Installed versions of the runtimes (metadata only: nothing is imported)."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return installed_versions(names)
 
 
 def memory_total_mb() -> float | None:
