@@ -56,3 +56,21 @@ def tiny_onnx_bundle(tmp_path_factory) -> Path:
     parity_set = make_parity_set(model, find_images(images, 2), 64)
     build_bundle("onnx", model, "v2-ultra", None, parity_set, 64, root / "dist", lambda _: None)
     return root / "dist" / "onnx"
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory):
+    """Real v1-489k bundles for every target, built once per session (see test_build.py)."""
+    from test_build import shared_build
+
+    return shared_build(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(shared) -> Path:
+    return shared.bundle("onnx")
+
+
+@pytest.fixture(scope="session")
+def pi4_bundle(shared) -> Path:
+    return shared.bundle("pi4")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_build import shared_build
 
 from featherface.sdk.detect_command import face_json
 from featherface.sdk.detector import Detector
@@ -29,21 +28,6 @@ except ImportError:
     HAVE_CV2 = False
 NO_CV2 = "video input needs OpenCV (cv2), which is not installed: pip install opencv-python-headless"
 FPS_LINE = re.compile(r"^fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| infer\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_build(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def onnx_bundle(shared) -> Path:
-    return shared.bundle("onnx")
-
-
-@pytest.fixture(scope="module")
-def pi4_bundle(shared) -> Path:
-    return shared.bundle("pi4")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_build import SIZE, shared_build
+from test_build import SIZE
 
 from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS
 from featherface.converters.parity import ROBUST_MARGIN, Detections, detection_agreement
@@ -26,21 +26,6 @@ from featherface.sdk.runtimes import RuntimeUnavailable
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 FLOOR = DEPLOY_THRESHOLDS.score - ROBUST_MARGIN  # detections down to the robust floor
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return shared_build(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def onnx_bundle(shared) -> Path:
-    return shared.bundle("onnx")
-
-
-@pytest.fixture(scope="module")
-def pi4_bundle(shared) -> Path:
-    return shared.bundle("pi4")
 
 
 @pytest.fixture(scope="module")
