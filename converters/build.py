@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
 
 from . import manifest as mf
+if TYPE_CHECKING:
+    from featherface.quantization.accuracy import AccuracyCheck
+    from featherface.quantization.pipeline import Int8Options
+
 from .parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
 
 TARGETS = ("onnx", "pi4", "a14")
@@ -52,6 +56,7 @@ class ModelFile:
     seconds: float
     image_input: bool = False
     record: dict = field(default_factory=dict)
+    quantization: dict | None = None  # how an INT8 file was made (manifest "quantization")
 
 
 @dataclass
@@ -182,7 +187,57 @@ def _timed(step: Callable[[], Path | dict]) -> tuple[Path | dict, float]:
     return result, time.perf_counter() - start
 
 
-def export_target(target: str, model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress) -> list[ModelFile]:
+def _export_pi4(model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress,
+                int8: "Int8Options | None", accuracy: "AccuracyCheck | None") -> list[ModelFile]:
+    """FP32 and FP16 TFLite, then (with `int8`) dynamic-range and full INT8.
+
+    Both torch exports (the network and, for INT8, its equalized copy) happen before any
+    conversion starts: the build of the tests overlaps onnx2tf with Core ML's torch trace.
+    """
+    from .onnx_export import export_onnx
+    from .tflite_export import convert_tflite
+
+    with tempfile.TemporaryDirectory(prefix="featherface-onnx-") as scratch_name:
+        scratch = Path(scratch_name)
+        calibration = equalized_onnx = None
+        if int8 is not None:
+            from featherface.quantization.pipeline import calibration_inputs, equalized_model
+
+            calibration = calibration_inputs(int8, size, progress)
+        progress("exporting ONNX for onnx2tf")
+        start = time.perf_counter()
+        onnx_path = export_onnx(model, scratch / "model.onnx", size, dynamic_batch=False, simplify=False, metadata=metadata)
+        if int8 is not None and int8.equalize:
+            progress("cross-layer equalization of the backbone (for full INT8)")
+            equalized_onnx = export_onnx(equalized_model(model, calibration), scratch / "equalized.onnx", size, dynamic_batch=False, simplify=False, metadata=metadata)
+        progress("converting ONNX -> TFLite FP32/FP16 with onnx2tf")
+        files = convert_tflite(onnx_path, stage, size)
+        made = [ModelFile(path, "tflite", precision, (time.perf_counter() - start) / len(files)) for precision, path in files.items()]
+        if int8 is None:
+            return made
+        from featherface.quantization.pipeline import build_int8, build_int8_onnx2tf
+
+        start = time.perf_counter()
+        if int8.tool == "onnx2tf":
+            result = build_int8_onnx2tf(equalized_onnx or onnx_path, files["fp32"], calibration, stage, size, int8, accuracy, progress)
+            return made + _int8_files(result, time.perf_counter() - start)
+        equalized = None
+        if equalized_onnx is not None:
+            progress("converting the equalized network -> TFLite FP32")
+            equalized = convert_tflite(equalized_onnx, scratch / "equalized", size, precisions=("fp32",))["fp32"]
+        result = build_int8(files["fp32"], equalized, calibration, stage, int8, accuracy, progress)
+    return made + _int8_files(result, time.perf_counter() - start)
+
+
+def _int8_files(result, seconds: float) -> list[ModelFile]:
+    return [
+        ModelFile(result.dynamic, "tflite", "dynamic_int8", seconds),
+        ModelFile(result.full, "tflite", "int8", seconds, quantization=result.record),
+    ]
+
+
+def export_target(target: str, model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress,
+                  int8: "Int8Options | None" = None, accuracy: "AccuracyCheck | None" = None) -> list[ModelFile]:
     from .onnx_export import export_onnx
 
     if target == "onnx":
@@ -190,14 +245,7 @@ def export_target(target: str, model: nn.Module, stage: Path, size: int, metadat
         path, seconds = _timed(lambda: export_onnx(model, stage / "model.onnx", size, metadata=metadata))
         return [ModelFile(path, "onnx", "fp32", seconds)]
     if target == "pi4":
-        from .tflite_export import convert_tflite
-
-        with tempfile.TemporaryDirectory(prefix="featherface-onnx-") as scratch:
-            progress("exporting ONNX for onnx2tf")
-            onnx_path, onnx_seconds = _timed(lambda: export_onnx(model, Path(scratch) / "model.onnx", size, dynamic_batch=False, simplify=False, metadata=metadata))
-            progress("converting ONNX -> TFLite FP32/FP16 with onnx2tf")
-            files, seconds = _timed(lambda: convert_tflite(onnx_path, stage, size))
-        return [ModelFile(path, "tflite", precision, (onnx_seconds + seconds) / len(files)) for precision, path in files.items()]
+        return _export_pi4(model, stage, size, metadata, progress, int8, accuracy)
     if target == "a14":
         from .coreml_export import compress_weights_int8, convert_coreml
 
@@ -216,7 +264,7 @@ def export_target(target: str, model: nn.Module, stage: Path, size: int, metadat
     raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
 
 
-PREFERRED = {"onnx": "model.onnx", "pi4": "model_fp32.tflite", "a14": "model_fp16.mlpackage"}
+PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
 LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
 
 
@@ -234,16 +282,20 @@ def output_lock(out_dir: Path) -> Iterator[None]:
 
 def build_bundle(
     target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
-    size: int, out_dir: Path, progress: Progress,
+    size: int, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
+    accuracy: "AccuracyCheck | None" = None,
 ) -> dict:
-    """Build one target's bundle into `out_dir/target`; returns its manifest."""
+    """Build one target's bundle into `out_dir/target`; returns its manifest.
+
+    `int8`: how to make the pi4 INT8 files (None: FP32 and FP16 only). `accuracy`: WIDER
+    FACE AP of every file that runs here, against PyTorch (None: parity only)."""
     if target not in TARGETS:
         raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
     manifest = mf.new_manifest(target, arch, checkpoint, size, LAYOUT[target])
     with staging_directory(bundle_dir) as stage:
-        files = export_target(target, model, stage, size, mf.embedded_metadata(manifest), progress)
+        files = export_target(target, model, stage, size, mf.embedded_metadata(manifest), progress, int8, accuracy)
         for model_file in files:
             progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")
             model_file.record = check_file(model_file, parity, size)
@@ -256,12 +308,19 @@ def build_bundle(
             entry = mf.file_entry(model_file.path, model_file.format, model_file.precision, model_file.record.pop("output_map"),
                                   {"name": "image", "type": "image", "channel_order": "BGR", "bias": [-m for m in manifest["input"]["mean"]]} if model_file.image_input else None)
             entry["parity"] = model_file.record
+            if model_file.quantization is not None:
+                entry["quantization"] = model_file.quantization
+            if accuracy is not None:
+                entry["accuracy"] = accuracy.of_file(model_file, progress)
             manifest["files"].append(entry)
+        if accuracy is not None:
+            manifest["reference_accuracy"] = accuracy.reference(progress)
         golden = GOLDEN_IMAGES
         np.savez_compressed(stage / "golden.npz", input=parity.inputs[:golden], names=np.array(parity.names[:golden]),
                             **{name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
         manifest["golden"] = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
-        manifest["preferred_file"] = PREFERRED[target]
+        names = [f.path.name for f in files]
+        manifest["preferred_file"] = PREFERRED[target] if PREFERRED[target] in names else names[0]
         from .report import write_parity_report
 
         write_parity_report(stage, manifest)

@@ -1,12 +1,20 @@
-"""The parity-check report of a bundle: a table per file, as Markdown and JSON."""
+"""The parity-check report of a bundle, or of a directory of bundles: Markdown, the JSON
+behind its tables, and a self-contained HTML page with plots and detection pictures."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from featherface.atomic import write_text_atomic
 
+from .report_table import accuracy_notes, markdown_table, protocols, summary_records
+
 HEADER = ("file", "format", "precision", "size", "parity", "max abs error", "recall", "precision", "robust recall", "robust precision", "convert s")
+
+
+class ReportError(ValueError):
+    """A report asked of something that is neither a bundle nor a directory of bundles."""
 
 
 def _row(entry: dict) -> tuple[str, ...]:
@@ -26,31 +34,111 @@ def summary_rows(manifest: dict) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
 
 
-def markdown(manifest: dict) -> str:
+def _intro(manifest: dict) -> str:
     first = manifest["files"][0]["parity"] if manifest["files"] else {"images": []}
-    lines = [
-        f"# Parity report: {manifest['arch']} for {manifest['target']}",
-        "",
+    return (
         f"Input {manifest['input']['width']}x{manifest['input']['height']} ({manifest['input']['layout']}), "
         f"letterboxed; every file run as shipped and compared with PyTorch FP32 on "
         f"{len(first['images'])} validation images. Detections: score > {manifest['thresholds']['score']}, "
         f"NMS {manifest['thresholds']['nms_iou']}, matched at IoU 0.5. Robust recall (precision) asks every face 0.1 "
         f"above the threshold in PyTorch (the file) to be found 0.1 below it in the file (PyTorch); "
-        f"the verdict uses the robust figures, so a score merely crossing the threshold is not a lost face.",
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
-    ]
+        f"the verdict uses the robust figures, so a score merely crossing the threshold is not a lost face."
+    )
+
+
+def _summary_lines(manifests: list[dict]) -> list[str]:
+    records = summary_records(manifests)
+    protocol = ", ".join(protocols(records))
+    ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
+    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50.", "",
+            *[f"- {note}" for note in accuracy_notes(records)], ""]
+
+
+def _parity_lines(manifest: dict) -> list[str]:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(_row(entry)) + " |" for entry in manifest["files"]]
-    lines += ["", "## Per output", ""]
+    lines += [""]
     for entry in manifest["files"]:
         tensor = entry["parity"]["tensor"]
         cells = ", ".join(f"{name}: max {t['max_abs_error']:.2e}, cosine {t['cosine']:.6f}" for name, t in tensor.items())
         lines.append(f"- `{entry['file']}`: {cells}; thresholds {entry['parity']['thresholds']}")
-    lines += ["", f"Images: {', '.join(first['images'])}", ""]
+    return lines
+
+
+def _images_line(manifest: dict) -> str:
+    first = manifest["files"][0]["parity"] if manifest["files"] else {"images": []}
+    return f"Images: {', '.join(first['images'])}"
+
+
+def markdown(manifest: dict) -> str:
+    lines = [f"# Parity report: {manifest['arch']} for {manifest['target']}", "", _intro(manifest), ""]
+    lines += _summary_lines([manifest]) + ["## Parity", ""] + _parity_lines(manifest)
+    lines += ["", _images_line(manifest), "", "Plots and detection pictures: parity.html.", ""]
+    return "\n".join(lines)
+
+
+def combined_markdown(names: list[str], manifests: list[dict]) -> str:
+    arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
+    lines = [f"# Parity report: {arches} for {', '.join(names)}", "", _intro(manifests[0]), ""]
+    lines += _summary_lines(manifests)
+    for name, manifest in zip(names, manifests):
+        lines += [f"## {name}", ""] + _parity_lines(manifest) + [""]
+    lines += [_images_line(manifests[0]), "", "Plots and detection pictures: report.html.", ""]
     return "\n".join(lines)
 
 
 def write_parity_report(bundle_dir: Path, manifest: dict) -> None:
+    """parity.md, parity.json and parity.html into the bundle (the files and golden.npz
+    must already be there: the HTML page re-runs every file on the golden images)."""
+    from .report_golden import run_golden
+    from .report_html import BundleView, render
+
     write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
     write_text_atomic(bundle_dir / "parity.json", json.dumps({f["file"]: f["parity"] for f in manifest["files"]}, indent=2) + "\n")
+    view = BundleView(manifest["target"], manifest, run_golden(bundle_dir, manifest))
+    write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
+
+
+def _read_manifest(bundle_dir: Path) -> dict:
+    """The manifest as JSON, without the SDK's refusal of fields it does not know: a
+    report must show fields (accuracy, latency) newer than the SDK reading bundles."""
+    path = bundle_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or not manifest.get("files"):
+        raise ReportError(f"{path}: not a bundle manifest (expected an object with a non-empty `files` list)")
+    return manifest
+
+
+def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """The report of `path`: a bundle (its parity.md/.json/.html rewritten) or a directory
+    of bundles (one combined report.md/.json/.html in it). Returns the files written."""
+    if not path.is_dir():
+        raise ReportError(f"{path}: no such directory (expected a bundle or a directory of bundles)")
+    if (path / "manifest.json").is_file():
+        manifest = _read_manifest(path)
+        progress(f"re-running the files of {path} on its golden images")
+        write_parity_report(path, manifest)
+        return [path / "parity.md", path / "parity.json", path / "parity.html"]
+    bundles = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+    if not bundles:
+        raise ReportError(f"{path}: not a bundle (no manifest.json) and holds no bundles (no */manifest.json)")
+    from .build import TARGETS
+    from .report_golden import run_golden
+    from .report_html import BundleView, render
+
+    bundles.sort(key=lambda p: (TARGETS.index(p.name) if p.name in TARGETS else len(TARGETS), p.name))
+    manifests = [_read_manifest(bundle) for bundle in bundles]  # every bad manifest fails before minutes of runs
+    views = []
+    for bundle, manifest in zip(bundles, manifests):
+        progress(f"re-running the files of {bundle.name} on its golden images")
+        views.append(BundleView(bundle.name, manifest, run_golden(bundle, manifest)))
+    names = [v.name for v in views]
+    arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
+    return [
+        write_text_atomic(path / "report.md", combined_markdown(names, manifests)),
+        write_text_atomic(path / "report.json", json.dumps({"bundles": names, "summary": summary_records(manifests)}, indent=2) + "\n"),
+        write_text_atomic(path / "report.html", render(f"Parity report: {arches} for {', '.join(names)}", views)),
+    ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .config import DEFAULT_INPUT_SIZE, PARITY_IMAGES, PRIORS
+from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS
 
 
 class UsageError(Exception):
@@ -95,17 +95,69 @@ def _parity_set(args: argparse.Namespace, model):
     return make_parity_set(model, find_images(images, PARITY_IMAGES), args.input_size)
 
 
+def _ap_budget(text: str):
+    """argparse type: 'E,M,H' AP points allowed to be lost on easy, medium, hard."""
+    from .quantization.accuracy import APBudget
+
+    try:
+        easy, medium, hard = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers E,M,H (AP points), got {text!r}") from None
+    if min(easy, medium, hard) < 0:
+        raise argparse.ArgumentTypeError(f"AP budgets cannot be negative, got {text!r}")
+    return APBudget(easy, medium, hard)
+
+
+def _int8_options(args: argparse.Namespace, targets: Sequence[str]):
+    """How to make the pi4 INT8 files (None when no pi4 bundle is built or --no-int8)."""
+    from .paths import WIDERFACE
+    from .quantization.accuracy import APBudget
+    from .quantization.pipeline import Int8Options
+
+    if "pi4" not in targets or args.no_int8:
+        return None
+    calibration = Path(args.calib) if args.calib else WIDERFACE / "WIDER_train"
+    if not calibration.is_dir():
+        raise UsageError(f"no calibration images at {calibration}: pass --calib DIR (images, or a WIDER FACE root), or --no-int8")
+    if args.calib_images < 1:
+        raise UsageError(f"--calib-images must be at least 1, got {args.calib_images}")
+    if args.int8_io and args.quantizer != "onnx2tf":
+        raise UsageError("--int8-io needs --quantizer onnx2tf (ai-edge-quantizer keeps float input and outputs)")
+    return Int8Options(calibration, args.calib_images, "tensor" if args.per_tensor else "channel", not args.no_equalize,
+                       args.ap_budget or APBudget(), args.quantizer, "int8" if args.int8_io else "float32")
+
+
+def _accuracy_check(args: argparse.Namespace, model):
+    """WIDER FACE AP of every file (None with --no-eval or without validation data)."""
+    from .paths import WIDERFACE
+    from .quantization.accuracy import AccuracyCheck
+
+    if args.no_eval:
+        return None
+    data = Path(args.eval_data) if args.eval_data else WIDERFACE
+    if not (data / "WIDER_val" / "images").is_dir():
+        if args.eval_data:
+            raise UsageError(f"--eval-data {data} has no WIDER_val/images")
+        print(f"featherface: no WIDER FACE validation data at {data}: AP not measured, the INT8 budget not "
+              "checked (pass --eval-data)", file=sys.stderr)
+        return None
+    return AccuracyCheck(data, model, args.input_size)
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from .converters.build import TARGETS, build_bundle, output_lock, print_table
 
     model, weights = _load_model(args)
     targets = TARGETS if args.target == "all" else (args.target,)
+    int8 = _int8_options(args, targets)
     out = Path(args.out)
     manifests = []
     with output_lock(out):
         parity = _parity_set(args, model)
+        accuracy = _accuracy_check(args, model)
         for target in targets:
-            manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target)))
+            manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target),
+                                          int8=int8, accuracy=accuracy))
     for manifest in manifests:
         print_table(manifest, sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -197,6 +249,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .converters.report import write_report
+
+    for path in write_report(Path(args.dir), _progress("report")):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .model_names import ARCH_NAMES
 
@@ -245,6 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--target", required=True, choices=("onnx", "pi4", "a14", "all"), help="deployment target")
     model_options(build)
     build.add_argument("--json", action="store_true", help="print the manifests as one JSON object (tables go to stderr)")
+    quant = build.add_argument_group("pi4 INT8")
+    quant.add_argument("--calib", help="calibration images: a folder, or a WIDER FACE root (its train split; default: ../shared WIDER_train)")
+    quant.add_argument("--calib-images", type=int, default=CALIBRATION_IMAGES, help="calibration images, spread evenly over the folder (default %(default)s)")
+    quant.add_argument("--per-tensor", action="store_true", help="per-tensor INT8 weight scales (default: per channel)")
+    quant.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization of the backbone")
+    quant.add_argument("--ap-budget", type=_ap_budget, default=None, metavar="E,M,H",
+                       help="AP points full INT8 may lose against PyTorch on easy, medium, hard (default %s)" % ",".join(str(v) for v in INT8_AP_BUDGET.values()))
+    quant.add_argument("--quantizer", choices=("ai-edge-quantizer", "onnx2tf"), default="ai-edge-quantizer",
+                       help="full-INT8 tool (default %(default)s: better AP, and mixed precision when the budget needs it)")
+    quant.add_argument("--int8-io", action="store_true", help="INT8 input and output tensors (with --quantizer onnx2tf)")
+    quant.add_argument("--no-int8", action="store_true", help="FP32 and FP16 only")
+    accuracy = build.add_argument_group("accuracy")
+    accuracy.add_argument("--eval-data", help="WIDER FACE root whose WIDER_val images measure every file's AP (default: ../shared)")
+    accuracy.add_argument("--no-eval", action="store_true", help="parity only: no WIDER FACE AP (the INT8 budget is then not checked)")
     build.set_defaults(run=_cmd_build)
 
     detect = commands.add_parser(
@@ -281,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
     evaluate.set_defaults(run=_cmd_eval)
+
+    report = commands.add_parser(
+        "report", help="parity report (Markdown, JSON, HTML) of a bundle or a directory of bundles",
+        description="Re-run every file of a bundle on its golden images and write parity.md, "
+        "parity.json and a self-contained parity.html into it; for a directory of bundles "
+        "(such as dist/), one combined report.md, report.json and report.html in it.",
+    )
+    report.add_argument("dir", metavar="DIR", help="bundle directory, or a directory of bundles")
+    report.set_defaults(run=_cmd_report)
 
     from .bench.cli import add_bench_arguments, run as run_bench
 

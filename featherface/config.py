@@ -78,11 +78,16 @@ PARITY_THRESHOLDS: dict[str, ParityThresholds] = {
     "fp32": ParityThresholds(abs_tolerance=1e-4, min_recall=0.99, min_precision=0.99),
     "fp16": ParityThresholds(abs_tolerance=None, min_recall=0.99, min_precision=0.98),
     "w8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
+    "dynamic_int8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
     "int8": ParityThresholds(abs_tolerance=None, min_recall=0.95, min_precision=0.95),
 }
 FLOAT32_NOISE_FACTOR = 3.0
 PARITY_IMAGES = 12  # validation images each file is checked on
 GOLDEN_IMAGES = 2  # real inputs stored with PyTorch's outputs for on-device parity
+
+# Full INT8 is judged on WIDER FACE AP against PyTorch FP32 at the same input size (points).
+INT8_AP_BUDGET: dict[str, float] = {"easy": 1.0, "medium": 1.0, "hard": 2.0}
+CALIBRATION_IMAGES = 200
 
 MANIFEST_VERSION = 1
 INPUT_NAME = "input"

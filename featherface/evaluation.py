@@ -7,6 +7,9 @@ official Easy / Medium / Hard protocol on exactly the images given.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -39,16 +42,28 @@ def evaluate_detector(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """AP of `detect` on WIDER_val (the first `limit` images; 0 = all), predictions kept in
-    `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}."""
+    `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}.
+
+    Predictions go to a staging folder beside `pred_dir` and move in only once every image
+    was read, so an unreadable image (ImageError) leaves `pred_dir` as it was.
+    """
     root, out = Path(widerface_root), Path(pred_dir)
-    gt = load_ground_truth(root / "ground_truth")
     images = val_images(root)[: limit or None]
+    gt = load_ground_truth(root / "ground_truth")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     started = time.perf_counter()
-    for i, (event, name, path) in enumerate(images, start=1):
-        boxes, scores = detect(load_image(path))
-        write_predictions(out, event, name, boxes, scores)
-        if progress and (i % 50 == 0 or i == len(images)):
-            progress(f"{i}/{len(images)} images in {time.perf_counter() - started:.0f}s")
+    try:
+        for i, (event, name, path) in enumerate(images, start=1):
+            boxes, scores = detect(load_image(path))
+            write_predictions(stage, event, name, boxes, scores)
+            if progress and (i % 50 == 0 or i == len(images)):
+                progress(f"{i}/{len(images)} images in {time.perf_counter() - started:.0f}s")
+        for staged in stage.glob("*/*.txt"):
+            (out / staged.parent.name).mkdir(parents=True, exist_ok=True)
+            os.replace(staged, out / staged.parent.name / staged.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     wanted = {(event, name) for event, name, _ in images}
     result = evaluate({k: v for k, v in read_predictions(out).items() if k in wanted}, gt)
     result["seconds"] = round(time.perf_counter() - started, 1)

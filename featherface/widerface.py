@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 SETTINGS: tuple[str, str, str] = ("easy", "medium", "hard")
+CURVE_POINTS = 100  # points per precision-recall curve kept for reports; plots need no more
 Key = tuple[str, str]  # (event, image name without extension)
 
 
@@ -69,6 +70,9 @@ def load_ground_truth(gt_dir: Path) -> GroundTruth:
     from scipy.io import loadmat  # scipy only needed when reading the official files
 
     gt_dir = Path(gt_dir)
+    missing = [n for n in ("face", *SETTINGS) if not (gt_dir / f"wider_{n}_val.mat").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{gt_dir}: missing WIDER FACE ground truth " + ", ".join(f"wider_{n}_val.mat" for n in missing))
     face = loadmat(gt_dir / "wider_face_val.mat")
     keep_lists = {s: _cells(loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"]) for s in SETTINGS}
     images = []
@@ -220,6 +224,17 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
+def pr_envelope(rec: np.ndarray, prec: np.ndarray, points: int = CURVE_POINTS) -> dict[str, list[float]]:
+    """The precision envelope that ``voc_ap`` integrates, as at most ``points`` (recall,
+    precision) pairs for plotting. ``rec`` ascends (thresholds descend); points are spread
+    evenly over recall, not thresholds, because most faces are found within a few
+    thresholds near 1. Thresholds with no proposal (precision 0/0) count as precision 0."""
+    envelope = np.maximum.accumulate(np.nan_to_num(prec, nan=0.0)[::-1])[::-1]
+    targets = np.linspace(rec[0], rec[-1], points)
+    keep = np.unique(np.append(np.searchsorted(rec, targets, side="left"), len(rec) - 1))
+    return {"recall": np.round(rec[keep], 5).tolist(), "precision": np.round(envelope[keep], 5).tolist()}
+
+
 def evaluate(
     predictions: Mapping[Key, np.ndarray],
     gt: GroundTruth,
@@ -232,7 +247,9 @@ def evaluate(
     images without an entry are skipped entirely (our validation set is a subset); an
     entry with no boxes still counts its faces as missed. As in the official code, an
     image without ground-truth faces contributes nothing, not even false positives.
-    Returns {"easy": ap, "medium": ap, "hard": ap, "images": n, "faces": {setting: n}}.
+    Returns {"easy": ap, "medium": ap, "hard": ap, "images": n, "faces": {setting: n},
+    "curves": {setting: {"recall": [...], "precision": [...]}}} (``pr_envelope``; empty
+    lists for a setting without faces).
     """
     unknown = sorted(set(predictions) - set(gt.images))
     if unknown:
@@ -253,10 +270,13 @@ def evaluate(
             recall, proposal = image_eval(pred, image.boxes, image.keep[s], iou_threshold)
             curves[s] += img_pr_info(thresh_num, pred[:, 4], proposal, recall)
     result: dict = {}
+    pr_curves = {}
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 at empty thresholds, as official
         for s in SETTINGS:
             found, proposed = curves[s][:, 1], curves[s][:, 0]
             result[s] = voc_ap(found / faces[s], found / proposed) if faces[s] else float("nan")
+            pr_curves[s] = pr_envelope(found / faces[s], found / proposed) if faces[s] else {"recall": [], "precision": []}
     result["images"] = sum(key in preds for key in gt.images)
     result["faces"] = faces
+    result["curves"] = pr_curves
     return result

@@ -42,7 +42,12 @@ PHOTOS = (
 )
 FILES = {  # target -> file -> (format, precision)
     "onnx": {"model.onnx": ("onnx", "fp32")},
-    "pi4": {"model_fp32.tflite": ("tflite", "fp32"), "model_fp16.tflite": ("tflite", "fp16")},
+    "pi4": {
+        "model_fp32.tflite": ("tflite", "fp32"),
+        "model_fp16.tflite": ("tflite", "fp16"),
+        "model_dynamic_int8.tflite": ("tflite", "dynamic_int8"),
+        "model_int8.tflite": ("tflite", "int8"),
+    },
     "a14": {
         "model_fp32.mlpackage": ("coreml", "fp32"),
         "model_fp16.mlpackage": ("coreml", "fp16"),
@@ -50,7 +55,8 @@ FILES = {  # target -> file -> (format, precision)
         "model_w8.mlpackage": ("coreml", "w8"),
     },
 }
-PREFERRED = {"onnx": "model.onnx", "pi4": "model_fp32.tflite", "a14": "model_fp16.mlpackage"}
+PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
+CALIBRATION_IMAGES = 8  # from WIDER_train: enough for these large faces at 160 px
 LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
 
 
@@ -85,10 +91,12 @@ class SharedBuild:
 
     def _build(self, target: str, progress=None) -> None:
         from featherface.converters.build import build_bundle
+        from featherface.quantization.pipeline import Int8Options
 
+        int8 = Int8Options(require_shared("data/widerface"), CALIBRATION_IMAGES) if target == "pi4" else None
         self.manifests[target] = build_bundle(
             target, self.model, ARCH, self.checkpoint, self.parity, SIZE, self.out,
-            progress or (lambda message: self.log.append(f"{target}: {message}")),
+            progress or (lambda message: self.log.append(f"{target}: {message}")), int8=int8,
         )
 
     def bundle(self, target: str) -> Path:
@@ -154,7 +162,7 @@ def onnx_copy_export(source: Path, damage=None):
     (optionally damaged by `damage(path)`), as the real exporter would write it."""
     from featherface.converters.build import ModelFile
 
-    def export(target, model, stage, size, metadata, progress):
+    def export(target, model, stage, size, metadata, progress, *options):
         path = stage / "model.onnx"
         shutil.copyfile(source, path)
         if damage is not None:
@@ -213,7 +221,7 @@ def test_bundle_layout_and_manifest(built, target):
         assert {"recall", "precision", "robust_recall", "robust_precision"} <= set(parity["detections"])
 
     # The bundle directory holds exactly its files, the golden vectors and the reports.
-    expected = set(FILES[target]) | {"manifest.json", "golden.npz", "parity.md", "parity.json"}
+    expected = set(FILES[target]) | {"manifest.json", "golden.npz", "parity.md", "parity.json", "parity.html"}
     assert {p.name for p in bundle.iterdir()} == expected
     assert not (built.out / f"{target}.parity-failed.json").exists()
     assert hidden_leftovers(built.out) == []
@@ -226,7 +234,7 @@ def test_bundle_is_readable_by_others(built, target):
     os.umask(mask)
     bundle = built.out / target
     assert bundle.stat().st_mode & 0o777 == 0o777 & ~mask
-    for name in ("manifest.json", "golden.npz", "parity.md", "parity.json", *FILES[target]):
+    for name in ("manifest.json", "golden.npz", "parity.md", "parity.json", "parity.html", *FILES[target]):
         path = bundle / name
         bits = 0o555 if path.is_dir() else 0o444  # read (and enter) for owner, group, others
         assert path.stat().st_mode & bits == bits & ~mask, name
@@ -347,6 +355,26 @@ def test_tflite_fp32_file_reproduces_the_golden_outputs(built):
         raw = runtime.run(np.ascontiguousarray(golden["input"].transpose(0, 2, 3, 1)))
         for name, tensor in entry["output_map"].items():
             assert np.abs(raw[tensor] - golden[name]).max() <= entry["parity"]["error_bounds"][name], name
+
+
+def test_int8_files_are_integer_and_say_how_they_were_made(built):
+    from ai_edge_litert.interpreter import Interpreter
+
+    entries = {e["file"]: e for e in built.manifests["pi4"]["files"]}
+    record = entries["model_int8.tflite"]["quantization"]
+    assert record["calibration"]["images"] == CALIBRATION_IMAGES
+    assert "letterbox" in record["calibration"]["preprocessing"]
+    assert record["equalization"].startswith("backbone") and record["weights"] == "per-channel"
+    assert record["always_float"]["deformable sampling"] > 0  # v1-489k has three DCNs
+    assert record["budget"].startswith("not checked") and record["kept_float"] == []
+    assert record["sensitivity"] and record["sensitivity"][0]["added_nmse"] >= record["sensitivity"][-1]["added_nmse"]
+    sizes = {name: entry["size_bytes"] for name, entry in entries.items()}
+    assert sizes["model_int8.tflite"] < 0.5 * sizes["model_fp32.tflite"]
+    assert sizes["model_dynamic_int8.tflite"] < 0.5 * sizes["model_fp32.tflite"]
+    interpreter = Interpreter(model_path=str(built.out / "pi4" / "model_int8.tflite"))
+    dtypes = {t["dtype"].__name__ for t in interpreter.get_tensor_details()}
+    assert "int8" in dtypes and "float32" in dtypes  # INT8 convolutions, float input/outputs
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
 
 
 def test_core_ml_files_carry_metadata(built):

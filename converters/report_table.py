@@ -1,0 +1,133 @@
+"""The report's one summary table, in the spirit of a benchmark table: a row per model file
+of one or more bundles, plus PyTorch FP32, as raw figures (JSON) and as display text.
+
+Optional manifest fields (absent ones read "not measured"): `reference_accuracy` and each
+file's `accuracy` ({"protocol", "easy", "medium", "hard", "delta_vs_torch": {setting:
+points}}) and `latency` ({"p50_ms"}).
+"""
+from __future__ import annotations
+
+from featherface.widerface import SETTINGS
+
+NOT_MEASURED = "not measured"
+COLUMNS = (
+    "target", "format", "precision", "file", "size", "AP easy", "AP medium", "AP hard",
+    "recall vs PyTorch", "max output error", "latency p50", "status",
+)
+
+
+def _accuracy(accuracy: dict | None, reference: dict | None) -> dict | None:
+    """{"protocol", "ap": {setting: 0-1}, "delta": {setting: points or None}, "note"}; None
+    when the manifest has no accuracy. Without AP figures `note` says why (e.g. Core ML
+    runs only on macOS)."""
+    if not accuracy:
+        return None
+    if all(accuracy.get(s) is None for s in SETTINGS):
+        return {"protocol": None, "ap": {}, "delta": {}, "note": accuracy.get("reason")}
+    delta = dict(accuracy.get("delta_vs_torch") or {})
+    for s in SETTINGS:
+        if delta.get(s) is None and reference and reference.get(s) is not None and accuracy.get(s) is not None:
+            delta[s] = 100 * (accuracy[s] - reference[s])
+    return {"protocol": accuracy.get("protocol"), "ap": {s: accuracy.get(s) for s in SETTINGS},
+            "delta": {s: delta.get(s) for s in SETTINGS}, "note": None}
+
+
+def reference_record(manifest: dict) -> dict:
+    """The PyTorch FP32 row every file is compared with."""
+    checkpoint = manifest.get("checkpoint") or {}
+    return {
+        "target": None, "format": "pytorch", "precision": "fp32", "file": checkpoint.get("name") or f"{manifest['arch']} (no checkpoint)",
+        "size_bytes": None, "accuracy": _accuracy(manifest.get("reference_accuracy"), None), "robust_recall": None,
+        "recall": None, "max_abs_error": None, "error_bound": None, "latency_p50_ms": None, "status": "reference",
+        "thresholds": None, "reasons": [],
+    }
+
+
+def file_record(manifest: dict, entry: dict) -> dict:
+    parity = entry["parity"]
+    bounds = [b for b in (parity.get("error_bounds") or {}).values() if b is not None]
+    return {
+        "target": manifest["target"], "format": entry["format"], "precision": entry["precision"], "file": entry["file"],
+        "size_bytes": entry["size_bytes"], "accuracy": _accuracy(entry.get("accuracy"), manifest.get("reference_accuracy")),
+        "robust_recall": parity["detections"]["robust_recall"], "recall": parity["detections"]["recall"],
+        "max_abs_error": max(t["max_abs_error"] for t in parity["tensor"].values()),
+        "error_bound": max(bounds) if bounds else None,
+        "latency_p50_ms": (entry.get("latency") or {}).get("p50_ms"),
+        "status": parity["status"], "thresholds": parity["thresholds"], "reasons": parity["reasons"],
+    }
+
+
+def summary_records(manifests: list[dict]) -> list[dict]:
+    """PyTorch first (once per distinct checkpoint and input size), then every file."""
+    records, seen = [], set()
+    for manifest in manifests:
+        key = (manifest["arch"], (manifest.get("checkpoint") or {}).get("sha256"), manifest["input"]["height"])
+        if key not in seen:
+            seen.add(key)
+            records.append(reference_record(manifest))
+    return records + [file_record(m, e) for m in manifests for e in m["files"]]
+
+
+def _ap_cell(accuracy: dict | None, setting: str) -> str:
+    ap = (accuracy or {}).get("ap", {}).get(setting)
+    if ap is None:
+        return NOT_MEASURED
+    delta = accuracy["delta"].get(setting)
+    return f"{100 * ap:.1f}" + ("" if delta is None else f" ({delta:+.2f})")
+
+
+def _size(size_bytes: int | None) -> str:
+    if size_bytes is None:
+        return "-"
+    return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
+
+
+def status_bars(record: dict) -> str:
+    """The bars a file was held to (and, on failure, why it missed them); "" for PyTorch."""
+    if record["thresholds"] is None:
+        return ""
+    bars = [f"recall \u2265 {record['thresholds']['min_recall']}", f"precision \u2265 {record['thresholds']['min_precision']}"]
+    if record["error_bound"] is not None:
+        bars.append(f"error \u2264 {record['error_bound']:.1e}")
+    return ", ".join(bars) + ("; " + "; ".join(record["reasons"]) if record["reasons"] else "")
+
+
+def status_text(record: dict) -> str:
+    """"pass" or "fail" with the bars it was held to."""
+    bars = status_bars(record)
+    return f"{record['status']} ({bars})" if bars else record["status"]
+
+
+def display_row(record: dict) -> dict[str, str]:
+    """The record as the table shows it, keyed by `COLUMNS`."""
+    reference = record["status"] == "reference"
+    latency = record["latency_p50_ms"]
+    cells = {
+        "target": record["target"] or "-", "format": record["format"], "precision": record["precision"],
+        "file": record["file"], "size": _size(record["size_bytes"]),
+        "recall vs PyTorch": "reference" if reference else f"{record['robust_recall']:.3f}",
+        "max output error": "reference" if reference else f"{record['max_abs_error']:.1e}",
+        "latency p50": NOT_MEASURED if latency is None else f"{latency:.1f} ms",
+        "status": status_text(record),
+    }
+    cells.update({f"AP {s}": _ap_cell(record["accuracy"], s) for s in SETTINGS})
+    return {column: cells[column] for column in COLUMNS}
+
+
+def protocols(records: list[dict]) -> list[str]:
+    """The distinct AP protocols in the table (the report names each)."""
+    return sorted({r["accuracy"]["protocol"] for r in records if r["accuracy"] and r["accuracy"]["protocol"]})
+
+
+def accuracy_notes(records: list[dict]) -> list[str]:
+    """Why AP is missing where the manifest says, one line per reason."""
+    files: dict[str, list[str]] = {}
+    for r in records:
+        if r["accuracy"] and r["accuracy"]["note"]:
+            files.setdefault(r["accuracy"]["note"], []).append(f"{r['target']}/{r['file']}" if r["target"] else r["file"])
+    return [f"AP not measured for {', '.join(names)}: {note}" for note, names in files.items()]
+
+
+def markdown_table(records: list[dict]) -> list[str]:
+    rows = [display_row(r) for r in records]
+    return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(row.values()) + " |" for row in rows]

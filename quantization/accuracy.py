@@ -1,0 +1,115 @@
+"""WIDER FACE AP of a quantized file against PyTorch FP32 at the same input size, and the
+AP budget a quantized file must hold."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from featherface.config import INT8_AP_BUDGET, PRIORS, WIDER_EVAL_THRESHOLDS
+from featherface.evaluation import DetectFn, evaluate_detector
+from featherface.sdk.box_coding import make_priors
+from featherface.sdk.faces import postprocess_arrays
+from featherface.sdk.preprocess import preprocess
+
+SETTINGS = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class APBudget:
+    """The most AP (in points, 0-100) a quantized file may lose against PyTorch FP32."""
+
+    easy: float = INT8_AP_BUDGET["easy"]
+    medium: float = INT8_AP_BUDGET["medium"]
+    hard: float = INT8_AP_BUDGET["hard"]
+
+    def losses(self, reference: dict, candidate: dict) -> dict[str, float]:
+        """AP points lost per setting (negative: the file did better)."""
+        return {s: round(100 * (reference[s] - candidate[s]), 3) for s in SETTINGS}
+
+    def holds(self, reference: dict, candidate: dict) -> bool:
+        losses = self.losses(reference, candidate)
+        return all(losses[s] <= getattr(self, s) for s in SETTINGS)
+
+    def describe(self) -> str:
+        return f"easy {self.easy}, medium {self.medium}, hard {self.hard} AP points"
+
+
+def model_file_detect_fn(path: str | Path, size: int, num_threads: int | None = None) -> DetectFn:
+    """A WIDER FACE detect function over a model file (any runtime of the SDK), with the
+    deployment preprocessing and the evaluation thresholds (confidence 0.02, NMS 0.4)."""
+    from featherface.converters.build import map_outputs
+    from featherface.converters.manifest import anchor_count
+    from featherface.sdk.runtimes import open_runtime
+
+    runtime = open_runtime(path, num_threads=num_threads)
+    priors = make_priors(size, size)
+    output_map: dict[str, str] = {}
+
+    def detect(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch, letterbox = preprocess(rgb, size, layout=runtime.input_layout)
+        raw = runtime.run(batch)
+        if not output_map:
+            output_map.update(map_outputs(raw, anchor_count(size)))
+        outputs = {name: raw[tensor][0] for name, tensor in output_map.items()}
+        boxes, scores, _ = postprocess_arrays(
+            outputs["loc"], outputs["conf"], outputs["landmarks"], priors, letterbox, size, size,
+            WIDER_EVAL_THRESHOLDS, PRIORS.variances,
+        )
+        return boxes, scores
+
+    return detect
+
+
+def wider_ap(detect: DetectFn, widerface_root: str | Path, progress: Callable[[str], None] | None = None) -> dict:
+    """Easy / medium / hard AP of `detect` on every WIDER_val image, predictions in a scratch
+    directory."""
+    with tempfile.TemporaryDirectory(prefix="featherface-ap-") as scratch:
+        return evaluate_detector(detect, widerface_root, scratch, progress=progress)
+
+
+AP_KEYS = ("easy", "medium", "hard", "images", "curves")
+
+
+class AccuracyCheck:
+    """WIDER FACE AP (deployment protocol: letterboxed to the bundle's size) of model files
+    against PyTorch FP32 at the same size; PyTorch's AP is computed once and shared."""
+
+    def __init__(self, data: str | Path, model, size: int, threads: int | None = 2) -> None:
+        self.data, self.model, self.size, self.threads = Path(data), model, size, threads
+        self._reference: dict | None = None
+
+    @property
+    def protocol(self) -> str:
+        from featherface.evaluation import protocol_name
+
+        return protocol_name(self.size)
+
+    def reference(self, progress: Callable[[str], None] = lambda _: None) -> dict:
+        if self._reference is None:
+            from featherface.training.evaluate import detect_for_eval
+
+            progress(f"WIDER val AP of PyTorch FP32 ({self.protocol})")
+            model, size = self.model, self.size
+            result = wider_ap(lambda rgb: detect_for_eval(model, rgb, size, WIDER_EVAL_THRESHOLDS), self.data)
+            self._reference = {"protocol": self.protocol, **{k: result[k] for k in AP_KEYS if k in result}}
+        return self._reference
+
+    def of_path(self, path: Path) -> dict:
+        """AP of one file and its difference to PyTorch in points."""
+        result = wider_ap(model_file_detect_fn(path, self.size, self.threads), self.data)
+        reference = self.reference()
+        return {"protocol": self.protocol, **{k: result[k] for k in AP_KEYS if k in result},
+                "delta_vs_torch": {s: round(100 * (result[s] - reference[s]), 2) for s in SETTINGS}}
+
+    def of_file(self, model_file, progress: Callable[[str], None] = lambda _: None) -> dict:
+        import platform
+
+        if model_file.format == "coreml" and platform.system() != "Darwin":
+            return {"status": "not measured", "reason": "Core ML runs only on macOS (parity was checked with the MIL evaluator)"}
+        self.reference(progress)
+        progress(f"WIDER val AP of {model_file.path.name} ({self.protocol})")
+        return {"status": "measured", **self.of_path(model_file.path)}

@@ -1,0 +1,86 @@
+"""The op graph of a TFLite file, and the structural groups mixed precision keeps in float.
+
+onnx2tf names tensors after Keras layers (`tf.nn.convolution_7`), not after our torch
+modules, so groups are found from the graph's structure, which every RetinaFace-family
+network shares: the MobileNet stem runs at strides 2-8 before anything reaches stride
+16; the deformable convolutions are the only ops on 2-D tables (gathers, floors, casts);
+the heads are the convolutions whose outputs reach the model outputs only through
+reshapes, concatenations and the softmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Ops that only move or normalise head outputs on their way to the model outputs.
+OUTPUT_PLUMBING = {"RESHAPE", "CONCATENATION", "SOFTMAX", "TRANSPOSE", "DEQUANTIZE", "QUANTIZE"}
+# Ops that exist only in the deformable-convolution sampling.
+SAMPLING_OPS = {"GATHER", "GATHER_ND", "FLOOR", "CAST"}
+# The deformable convolution's own matrix multiply stays INT8: it is its compute.
+MATMUL_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D"}
+
+
+@dataclass(frozen=True)
+class Op:
+    index: int
+    type: str
+    scope: str  # output tensor name: what the quantizer's recipes match on
+    shape: tuple[int, ...]  # of the (first) output
+    inputs: tuple[int, ...]  # tensor indices
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Graph:
+    ops: list[Op]
+    input_size: int
+    output_tensors: tuple[int, ...]
+
+    def producers(self) -> dict[int, Op]:
+        return {tensor: op for op in self.ops for tensor in op.outputs}
+
+
+def read_graph(path: str | Path) -> Graph:
+    """Ops of a float TFLite file in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = [
+        Op(o["index"], o["op_name"], tensors[o["outputs"][0]]["name"], tuple(int(d) for d in tensors[o["outputs"][0]]["shape"]),
+           tuple(int(i) for i in o["inputs"] if i >= 0), tuple(int(i) for i in o["outputs"]))
+        for o in interpreter._get_ops_details()  # noqa: SLF001 (the public API has no op list)
+    ]
+    (image,) = interpreter.get_input_details()
+    return Graph(ops, int(image["shape"][1]), tuple(int(o["index"]) for o in interpreter.get_output_details()))
+
+
+def stem_ops(graph: Graph) -> list[Op]:
+    """The backbone stem: every op before the first one whose output is at stride 16."""
+    coarse = graph.input_size // 16
+    first_coarse = next((op.index for op in graph.ops if len(op.shape) == 4 and op.shape[1] <= coarse), len(graph.ops))
+    return [op for op in graph.ops if op.index < first_coarse]
+
+
+def sampling_ops(graph: Graph) -> list[Op]:
+    """The deformable-convolution sampling: position and bilinear-weight arithmetic on 2-D
+    tables, gathers, floors and casts (not its matrix multiply)."""
+    return [op for op in graph.ops if op.type in SAMPLING_OPS or (len(op.shape) <= 2 and op.type not in MATMUL_OPS)]
+
+
+def head_ops(graph: Graph) -> list[Op]:
+    """The output plumbing and the head convolutions that feed it."""
+    producers = graph.producers()
+    found: dict[int, Op] = {}
+    frontier = [producers[t] for t in graph.output_tensors if t in producers]
+    while frontier:
+        op = frontier.pop()
+        if op.index in found:
+            continue
+        found[op.index] = op
+        if op.type in OUTPUT_PLUMBING:
+            frontier += [producers[t] for t in op.inputs if t in producers]
+    return sorted(found.values(), key=lambda op: op.index)
+
+
+STRUCTURAL_GROUPS = {"stem": stem_ops, "deformable sampling": sampling_ops, "heads and outputs": head_ops}

@@ -1,0 +1,107 @@
+"""Accuracy-aware mixed precision: keep the most sensitive groups of ops in float, one
+group at a time, until the quantized file holds the AP budget (or fail clearly)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .accuracy import APBudget
+from .graph import STRUCTURAL_GROUPS, Graph
+from .sensitivity import LayerError
+
+RANKED_GROUP_SIZE = 8  # ops per group beyond the structural ones, most sensitive first
+RANKED_GROUPS = 3
+
+
+@dataclass(frozen=True)
+class FloatGroup:
+    name: str
+    scopes: tuple[str, ...]
+    added_nmse: float  # the group's summed share of the quantization error
+
+
+@dataclass
+class SearchStep:
+    kept_float: list[str]  # group names
+    accuracy: dict
+    losses: dict[str, float]
+    holds: bool
+
+
+@dataclass
+class SearchResult:
+    steps: list[SearchStep] = field(default_factory=list)
+
+    @property
+    def final(self) -> SearchStep:
+        return self.steps[-1]
+
+    def float_scopes(self, groups: list[FloatGroup]) -> tuple[str, ...]:
+        kept = set(self.final.kept_float)
+        return tuple(s for g in groups if g.name in kept for s in g.scopes)
+
+
+class BudgetNotMet(RuntimeError):
+    """Every group was kept in float and the budget still does not hold."""
+
+    def __init__(self, result: SearchResult, budget: APBudget, why: str = "") -> None:
+        last = result.final
+        super().__init__(
+            f"full INT8 stays outside the AP budget ({budget.describe()}) even with "
+            f"{', '.join(last.kept_float) or 'nothing'} in float: lost "
+            + ", ".join(f"{k} {v:.2f}" for k, v in last.losses.items()) + (f" ({why})" if why else "")
+        )
+        self.result = result
+
+    @classmethod
+    def single(cls, losses: dict[str, float], budget: APBudget, why: str) -> "BudgetNotMet":
+        """The budget failed for a file that could not be searched."""
+        return cls(SearchResult([SearchStep([], {}, losses, False)]), budget, why)
+
+
+def float_groups(graph: Graph, errors: list[LayerError]) -> list[FloatGroup]:
+    """Structural groups ranked by their measured error share, then the most sensitive
+    remaining ops in groups of RANKED_GROUP_SIZE."""
+    added = {e.tensor: e.added_nmse for e in errors}
+    structural = []
+    claimed: set[str] = set()
+    for name, select in STRUCTURAL_GROUPS.items():
+        scopes = tuple(op.scope for op in select(graph) if op.scope not in claimed)
+        if scopes:
+            claimed.update(scopes)
+            structural.append(FloatGroup(name, scopes, sum(added.get(s, 0.0) for s in scopes)))
+    structural.sort(key=lambda g: g.added_nmse, reverse=True)
+    rest = [e for e in errors if e.tensor not in claimed and e.added_nmse > 0]
+    ranked = [
+        FloatGroup(f"most sensitive ops {i * RANKED_GROUP_SIZE + 1}-{(i + 1) * RANKED_GROUP_SIZE}",
+                   tuple(e.tensor for e in chunk), sum(e.added_nmse for e in chunk))
+        for i in range(RANKED_GROUPS)
+        if (chunk := rest[i * RANKED_GROUP_SIZE : (i + 1) * RANKED_GROUP_SIZE])
+    ]
+    return structural + ranked
+
+
+def search(
+    groups: list[FloatGroup],
+    evaluate: Callable[[tuple[str, ...]], dict],
+    reference: dict,
+    budget: APBudget,
+    progress: Callable[[str], None] = lambda _: None,
+    always_float: tuple[FloatGroup, ...] = (),
+) -> SearchResult:
+    """Evaluate full INT8 (but `always_float`), then add one group to the float set at a
+    time until `budget.holds`. `evaluate(float_scopes)` returns the AP dict of that file."""
+    result = SearchResult()
+    kept: list[FloatGroup] = list(always_float)
+    for next_group in [None, *groups]:
+        if next_group is not None:
+            kept.append(next_group)
+        scopes = tuple(s for g in kept for s in g.scopes)
+        accuracy = evaluate(scopes)
+        step = SearchStep([g.name for g in kept], accuracy, budget.losses(reference, accuracy), budget.holds(reference, accuracy))
+        result.steps.append(step)
+        progress(f"float: {', '.join(step.kept_float) or 'none'} -> lost " + ", ".join(f"{k} {v:.2f}" for k, v in step.losses.items())
+                 + (" (within budget)" if step.holds else ""))
+        if step.holds:
+            return result
+    raise BudgetNotMet(result, budget)

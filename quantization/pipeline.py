@@ -1,0 +1,182 @@
+"""The INT8 files of the pi4 bundle: dynamic-range INT8 and full INT8 within the AP budget.
+
+Full INT8, step by step (each step's gain measured in the README's quantization table):
+1. calibration images preprocessed exactly as at inference (calibration.py);
+2. cross-layer equalization of the backbone on its pre-activation ranges (equalize.py),
+   exported and converted again to a float TFLite file that computes the same function;
+3. moving-average min/max calibration and per-channel INT8 (tflite_int8.py);
+4. per-layer sensitivity against the float file (sensitivity.py);
+5. when WIDER FACE validation data is given: AP against PyTorch FP32 at the same input
+   size, keeping the most sensitive groups in float until the budget holds
+   (mixed_precision.py).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch.nn as nn
+
+from .accuracy import AccuracyCheck, APBudget
+from .calibration import DEFAULT_CALIBRATION_IMAGES, calibration_set
+from .graph import read_graph, sampling_ops
+from .mixed_precision import BudgetNotMet, float_groups, search
+from .sensitivity import layer_errors
+from .tflite_int8 import Int8Recipe, calibrate, quantize, with_signature
+
+Progress = Callable[[str], None]
+EQUALIZATION_IMAGES = 32  # of the calibration set, for the backbone's channel ranges
+SENSITIVITY_IMAGES = 4
+SENSITIVITY_REPORTED = 20
+TOOLS = ("ai-edge-quantizer", "onnx2tf")
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    calibration: Path
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    weight_granularity: str = "channel"
+    equalize: bool = True
+    budget: APBudget = field(default_factory=APBudget)
+    tool: str = "ai-edge-quantizer"  # or "onnx2tf" (no mixed precision; INT8 input/output possible)
+    io_type: str = "float32"  # "int8": INT8 input and output tensors (onnx2tf only)
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.tool not in TOOLS:
+            raise ValueError(f"quantizer must be one of {TOOLS}, got {self.tool!r}")
+        if self.io_type == "int8" and self.tool != "onnx2tf":
+            raise ValueError("INT8 input and output tensors come from the onnx2tf quantizer: add --quantizer onnx2tf")
+
+
+@dataclass
+class Int8Result:
+    full: Path
+    dynamic: Path
+    record: dict  # what was done, kept in float, measured: goes into the manifest
+
+
+def calibration_inputs(options: Int8Options, size: int, progress: Progress) -> np.ndarray:
+    """[N, S, S, 3] calibration images, preprocessed as at inference."""
+    progress(f"calibration: up to {options.calibration_images} images below {options.calibration}, SDK preprocessing")
+    return calibration_set(options.calibration, size, options.calibration_images, layout="NHWC")
+
+
+def equalized_model(model: nn.Module, calibration: np.ndarray) -> nn.Module:
+    from .equalize import equalize
+
+    return equalize(model, np.ascontiguousarray(calibration[:EQUALIZATION_IMAGES].transpose(0, 3, 1, 2)))
+
+
+def _ap_only(result: dict) -> dict:
+    return {k: result[k] for k in ("easy", "medium", "hard", "images")}
+
+
+def build_int8_onnx2tf(
+    onnx_path: Path, float_tflite: Path, calibration: np.ndarray, stage: Path, size: int,
+    options: Int8Options, accuracy: AccuracyCheck | None, progress: Progress,
+) -> Int8Result:
+    """The onnx2tf route: one full-INT8 file, checked against the budget but not searched
+    (onnx2tf cannot keep chosen ops in float)."""
+    from .onnx2tf_int8 import quantize_onnx2tf
+
+    started = time.perf_counter()
+    dynamic_path = quantize(with_signature(float_tflite), stage / "model_dynamic_int8.tflite",
+                            Int8Recipe("dynamic", options.weight_granularity), None)
+    progress(f"full INT8 with onnx2tf on {len(calibration)} images")
+    full_path = quantize_onnx2tf(onnx_path, stage / "model_int8.tflite", size, calibration, options.weight_granularity, options.io_type)
+    record: dict = {"tool": "onnx2tf", "calibration": _calibration_record(options, calibration), "ranges": "global min/max",
+                    "weights": f"per-{options.weight_granularity}", "input_output": options.io_type, "kept_float": []}
+    if accuracy is None:
+        record["budget"] = "not checked (no WIDER FACE validation data)"
+    else:
+        reference, measured = _ap_only(accuracy.reference(progress)), _ap_only(accuracy.of_path(full_path))
+        record.update(budget=asdict(options.budget), reference_ap=reference, losses=options.budget.losses(reference, measured))
+        if not options.budget.holds(reference, measured):
+            raise BudgetNotMet.single(record["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return Int8Result(full_path, dynamic_path, record)
+
+
+def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
+    return {"source": str(options.calibration), "images": int(len(calibration)),
+            "preprocessing": "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"}
+
+
+def build_int8(
+    float_tflite: Path, equalized_tflite: Path | None, calibration: np.ndarray, stage: Path,
+    options: Int8Options, accuracy: AccuracyCheck | None, progress: Progress,
+) -> Int8Result:
+    """Write model_dynamic_int8.tflite and model_int8.tflite into `stage`.
+
+    `float_tflite` is the bundle's FP32 file; `equalized_tflite` the FP32 file of the
+    equalized network (None: quantize `float_tflite` as it is); `calibration` the
+    preprocessed NHWC calibration images (`calibration_inputs`); `accuracy` the WIDER FACE
+    check of the AP budget (None: the budget is not checked, parity alone judges the file).
+    """
+    started = time.perf_counter()
+    record: dict = {
+        "tool": "ai-edge-quantizer",
+        "calibration": _calibration_record(options, calibration),
+        "ranges": "moving-average min/max",
+        "weights": f"per-{options.weight_granularity}",
+        "input_output": "float32",
+        "equalization": "backbone, pre-activation ranges" if equalized_tflite else "off",
+    }
+    progress("dynamic-range INT8")
+    dynamic_path = quantize(with_signature(float_tflite), stage / "model_dynamic_int8.tflite",
+                            Int8Recipe("dynamic", options.weight_granularity), None)
+
+    with tempfile.TemporaryDirectory(prefix="featherface-int8-") as scratch_name:
+        scratch = Path(scratch_name)
+        source = equalized_tflite or float_tflite
+        float_model = with_signature(source)
+        (scratch / "float.tflite").write_bytes(float_model)
+        progress(f"calibrating activation ranges on {len(calibration)} images")
+        ranges = calibrate(float_model, calibration, options.threads)
+
+        def quantized(scopes: tuple[str, ...], name: str = "candidate.tflite") -> Path:
+            return quantize(float_model, scratch / name, Int8Recipe("full", options.weight_granularity, scopes), ranges)
+
+        graph = read_graph(scratch / "float.tflite")
+        # The deformable convolutions' sampling positions stay float: at stride 8 an 8-bit
+        # position is off by whole pixels, and ai-edge-quantizer 0.10 cannot quantize their
+        # clamps (MAXIMUM with a constant: "Ranks of scales (3) and zps (3) must be ...").
+        index_math = tuple(op.scope for op in sampling_ops(graph))
+        record["always_float"] = {"deformable sampling": len(index_math)} if index_math else {}
+        progress("full INT8; per-layer sensitivity against the float file")
+        first = quantized(index_math)
+        errors = layer_errors(graph, scratch / "float.tflite", first, calibration[:SENSITIVITY_IMAGES])
+        record["sensitivity"] = [e.to_dict() for e in errors[:SENSITIVITY_REPORTED]]
+        groups = [g for g in float_groups(graph, errors) if g.name != "deformable sampling"]
+        record["float_groups"] = [{"name": g.name, "ops": len(g.scopes), "added_nmse": g.added_nmse} for g in groups]
+
+        if accuracy is None:
+            record["budget"] = "not checked (no WIDER FACE validation data)"
+            record["kept_float"] = []
+            final = first
+        else:
+            reference = _ap_only(accuracy.reference(progress))
+
+            def evaluate(scopes: tuple[str, ...]) -> dict:
+                return _ap_only(accuracy.of_path(quantized(index_math + scopes)))
+
+            record["budget"] = asdict(options.budget)
+            record["reference_ap"] = reference
+            try:
+                result = search(groups, evaluate, reference, options.budget, progress)
+            except BudgetNotMet as err:
+                record["search"] = [asdict(step) for step in err.result.steps]
+                raise
+            record["search"] = [asdict(step) for step in result.steps]
+            record["kept_float"] = result.final.kept_float
+            final = quantized(index_math + result.float_scopes(groups), "final.tflite")
+        record["kept_float_ops"] = len(index_math) + sum(len(g.scopes) for g in groups if g.name in record["kept_float"])
+        full_path = stage / "model_int8.tflite"
+        full_path.write_bytes(final.read_bytes())
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return Int8Result(full_path, dynamic_path, record)

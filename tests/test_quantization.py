@@ -1,0 +1,149 @@
+"""The INT8 pipeline's parts: calibration set, equalization, groups and the budget loop.
+
+The pi4 bundle of test_build.py (v1-489k, real checkpoint) exercises them end to end.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from featherface.quantization.accuracy import APBudget
+from featherface.quantization.calibration import CalibrationError, calibration_set, select_images
+from featherface.quantization.equalize import equalize, equalization_scales
+from featherface.quantization.mixed_precision import BudgetNotMet, FloatGroup, search
+from featherface.sdk.image_io import load_image
+from featherface.sdk.preprocess import preprocess
+
+
+def _photos(folder, count, size=(40, 64)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"img_{i:02d}.png")
+    return folder
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_calibration_uses_the_inference_preprocessing(tmp_path):
+    photos = _photos(tmp_path / "calib", 3)
+    batch = calibration_set(photos, 64, count=3, layout="NHWC")
+    for i, path in enumerate(sorted(photos.iterdir())):
+        expected, _ = preprocess(load_image(path), 64, layout="NHWC")
+        np.testing.assert_array_equal(batch[i], expected[0])
+    # BGR minus mean, zero padding: never a converter's own 0..1 RGB normalisation.
+    assert batch.min() < -50 and batch[:, 50:].max() == 0
+
+
+def test_calibration_selection_is_deterministic_and_spread(tmp_path):
+    photos = _photos(tmp_path / "calib", 10)
+    picks = select_images(photos, 4)
+    assert picks == select_images(photos, 4)
+    assert [p.name for p in picks] == ["img_00.png", "img_03.png", "img_06.png", "img_09.png"]
+
+
+def test_a_widerface_root_calibrates_on_its_train_split(tmp_path):
+    _photos(tmp_path / "WIDER_train" / "images" / "0--Parade", 2)
+    _photos(tmp_path / "WIDER_val" / "images" / "0--Parade", 5)
+    picks = select_images(tmp_path, 10)
+    assert len(picks) == 2 and all("WIDER_train" in str(p) for p in picks)
+
+
+def test_an_empty_calibration_folder_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CalibrationError, match="no images"):
+        select_images(tmp_path / "empty", 10)
+
+
+def test_a_folder_of_non_images_is_refused(tmp_path):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("not a jpeg")
+    (folder / "b.png").write_bytes(b"")
+    with pytest.raises(CalibrationError, match="none of the 2 calibration files"):
+        calibration_set(folder, 64)
+
+
+def test_a_missing_calibration_folder_is_refused(tmp_path):
+    with pytest.raises(CalibrationError, match="not found"):
+        select_images(tmp_path / "nope", 10)
+
+
+# ---------------------------------------------------------------- equalization
+
+
+def test_equalization_keeps_the_outputs_and_evens_the_stem_ranges():
+    from featherface.model.registry import get_variant
+
+    torch.manual_seed(0)
+    model = get_variant("retinaface-mnet025").build().eval()
+    with torch.no_grad():  # uneven BN scales, as trained checkpoints have
+        for module in model.body.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.copy_(torch.rand_like(module.weight) * 3 + 0.01)
+    images = np.random.default_rng(0).normal(0, 50, (2, 3, 64, 64)).astype(np.float32)
+    equalized = equalize(model, images)
+    with torch.no_grad():
+        before = model(torch.from_numpy(images))
+        after = equalized(torch.from_numpy(images))
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=2e-4, rtol=1e-4)
+
+    def spread(net):  # max/min channel range of the first conv's output
+        conv = net.body.stage1[0][0]
+        with torch.no_grad():
+            out = conv(torch.from_numpy(images))
+            if not isinstance(net.body.stage1[0][1], torch.nn.Identity):
+                out = net.body.stage1[0][1](out)
+        ranges = out.amax(dim=(0, 2, 3)) - out.amin(dim=(0, 2, 3))
+        return float(ranges.max() / ranges.min())
+
+    assert spread(equalized) < 1.01 < spread(model)
+
+
+def test_scales_toward_a_depthwise_conv_bring_every_channel_to_the_widest():
+    depthwise = torch.nn.Conv2d(4, 4, 3, groups=4)
+    np.testing.assert_allclose(equalization_scales(np.array([1.0, 2.0, 4.0, 0.0]), depthwise), [0.25, 0.5, 1.0, 1 / 64])
+
+
+# ---------------------------------------------------------------- the budget loop
+
+REFERENCE = {"easy": 0.90, "medium": 0.85, "hard": 0.60}
+GROUPS = [FloatGroup("stem", ("a", "b"), 3.0), FloatGroup("heads", ("c",), 2.0), FloatGroup("rest", ("d",), 1.0)]
+
+
+def _evaluator(loss_by_float_count: dict[int, float], seen: list):
+    def evaluate(scopes):
+        seen.append(scopes)
+        loss = loss_by_float_count[len(scopes)]
+        return {k: v - loss for k, v in REFERENCE.items()}
+    return evaluate
+
+
+def test_the_loop_stops_as_soon_as_the_budget_holds():
+    seen: list = []
+    result = search(GROUPS, _evaluator({0: 0.05, 2: 0.005, 3: 0.0}, seen), REFERENCE, APBudget())
+    assert seen == [(), ("a", "b")]
+    assert result.final.kept_float == ["stem"] and result.final.holds
+    assert result.final.losses == {"easy": 0.5, "medium": 0.5, "hard": 0.5}
+    assert result.float_scopes(GROUPS) == ("a", "b")
+
+
+def test_full_int8_within_budget_keeps_nothing_float():
+    result = search(GROUPS, _evaluator({0: 0.0}, []), REFERENCE, APBudget())
+    assert result.final.kept_float == [] and len(result.steps) == 1
+
+
+def test_the_loop_fails_clearly_when_no_group_is_enough():
+    with pytest.raises(BudgetNotMet, match="even with stem, heads, rest in float: lost easy 3.00") as caught:
+        search(GROUPS, _evaluator({0: 0.05, 2: 0.04, 3: 0.035, 4: 0.03}, []), REFERENCE, APBudget())
+    assert len(caught.value.result.steps) == 4
+
+
+def test_budget_per_setting():
+    budget = APBudget(1.0, 1.0, 2.0)
+    assert budget.holds(REFERENCE, {"easy": 0.891, "medium": 0.841, "hard": 0.581})
+    assert not budget.holds(REFERENCE, {"easy": 0.891, "medium": 0.839, "hard": 0.60})
