@@ -122,7 +122,7 @@ def _int8_options(args: argparse.Namespace, targets: Sequence[str]):
     if args.calib_images < 1:
         raise UsageError(f"--calib-images must be at least 1, got {args.calib_images}")
     if args.int8_io and args.quantizer != "onnx2tf":
-        raise UsageError("--int8-io needs --quantizer onnx2tf (ai-edge-quantizer keeps float input and outputs)")
+        raise UsageError("--int8-io is an onnx2tf option: ai-edge-quantizer always gives INT8 input and outputs")
     return Int8Options(calibration, args.calib_images, "tensor" if args.per_tensor else "channel", not args.no_equalize,
                        args.ap_budget or APBudget(), args.quantizer, "int8" if args.int8_io else "float32")
 
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="AP points full INT8 may lose against PyTorch on easy, medium, hard (default %s)" % ",".join(str(v) for v in INT8_AP_BUDGET.values()))
     quant.add_argument("--quantizer", choices=("ai-edge-quantizer", "onnx2tf"), default="ai-edge-quantizer",
                        help="full-INT8 tool (default %(default)s: better AP, and mixed precision when the budget needs it)")
-    quant.add_argument("--int8-io", action="store_true", help="INT8 input and output tensors (with --quantizer onnx2tf)")
+    quant.add_argument("--int8-io", action="store_true", help="INT8 input and output tensors with --quantizer onnx2tf (ai-edge-quantizer's are always INT8)")
     quant.add_argument("--no-int8", action="store_true", help="FP32 and FP16 only")
     accuracy = build.add_argument_group("accuracy")
     accuracy.add_argument("--eval-data", help="WIDER FACE root whose WIDER_val images measure every file's AP (default: ../shared)")

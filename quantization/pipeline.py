@@ -43,14 +43,12 @@ class Int8Options:
     equalize: bool = True
     budget: APBudget = field(default_factory=APBudget)
     tool: str = "ai-edge-quantizer"  # or "onnx2tf" (no mixed precision; INT8 input/output possible)
-    io_type: str = "float32"  # "int8": INT8 input and output tensors (onnx2tf only)
+    io_type: str = "float32"  # onnx2tf only ("int8": INT8 input and outputs); ai-edge-quantizer always gives INT8
     threads: int = 2
 
     def __post_init__(self) -> None:
         if self.tool not in TOOLS:
             raise ValueError(f"quantizer must be one of {TOOLS}, got {self.tool!r}")
-        if self.io_type == "int8" and self.tool != "onnx2tf":
-            raise ValueError("INT8 input and output tensors come from the onnx2tf quantizer: add --quantizer onnx2tf")
 
 
 @dataclass
@@ -90,7 +88,7 @@ def build_int8_onnx2tf(
     progress(f"full INT8 with onnx2tf on {len(calibration)} images")
     full_path = quantize_onnx2tf(onnx_path, stage / "model_int8.tflite", size, calibration, options.weight_granularity, options.io_type)
     record: dict = {"tool": "onnx2tf", "calibration": _calibration_record(options, calibration), "ranges": "global min/max",
-                    "weights": f"per-{options.weight_granularity}", "input_output": options.io_type, "kept_float": []}
+                    "weights": f"per-{options.weight_granularity}", "input_output": io_types(full_path), "kept_float": []}
     if accuracy is None:
         record["budget"] = "not checked (no WIDER FACE validation data)"
     else:
@@ -100,6 +98,20 @@ def build_int8_onnx2tf(
             raise BudgetNotMet.single(record["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
     record["seconds"] = round(time.perf_counter() - started, 1)
     return Int8Result(full_path, dynamic_path, record)
+
+
+def io_types(path: Path) -> dict:
+    """dtype and (scale, zero point) of the file's input and outputs: the SDK quantizes and
+    dequantizes at the boundary from these, so INT8 I/O needs nothing from the caller."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+
+    def describe(detail: dict) -> dict:
+        scale, zero_point = detail["quantization"]
+        return {"name": detail["name"], "dtype": detail["dtype"].__name__, **({"scale": scale, "zero_point": zero_point} if scale else {})}
+
+    return {"input": describe(interpreter.get_input_details()[0]), "outputs": [describe(d) for d in interpreter.get_output_details()]}
 
 
 def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
@@ -124,7 +136,6 @@ def build_int8(
         "calibration": _calibration_record(options, calibration),
         "ranges": "moving-average min/max",
         "weights": f"per-{options.weight_granularity}",
-        "input_output": "float32",
         "equalization": "backbone, pre-activation ranges" if equalized_tflite else "off",
     }
     progress("dynamic-range INT8")
@@ -178,5 +189,6 @@ def build_int8(
         record["kept_float_ops"] = len(index_math) + sum(len(g.scopes) for g in groups if g.name in record["kept_float"])
         full_path = stage / "model_int8.tflite"
         full_path.write_bytes(final.read_bytes())
+    record["input_output"] = io_types(full_path)
     record["seconds"] = round(time.perf_counter() - started, 1)
     return Int8Result(full_path, dynamic_path, record)
