@@ -50,8 +50,8 @@ def _summary_lines(manifests: list[dict]) -> list[str]:
     records = summary_records(manifests)
     protocol = ", ".join(protocols(records))
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
-    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50.", "",
-            *[f"- {note}" for note in accuracy_notes(records)], ""]
+    notes = [f"- {note}" for note in accuracy_notes(records)]
+    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50.", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:
@@ -122,7 +122,8 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
         progress(f"re-running the files of {path} on its golden images")
         write_parity_report(path, manifest)
         return [path / "parity.md", path / "parity.json", path / "parity.html"]
-    bundles = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+    # Hidden directories are a build's staging or retired bundles, not bundles.
+    bundles = [p for p in path.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()]
     if not bundles:
         raise ReportError(f"{path}: not a bundle (no manifest.json) and holds no bundles (no */manifest.json)")
     from .build import TARGETS

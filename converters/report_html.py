@@ -18,7 +18,8 @@ from .report_table import COLUMNS, NOT_MEASURED, accuracy_notes, display_row, pr
 
 FLOAT_PRECISIONS = ("fp32", "fp16")  # any other precision is quantized and gets its own section
 SENSITIVITY_ROWS = 20  # the most sensitive tensors shown; the JSON keeps them all
-SENSITIVITY_FIRST = ("tensor", "op", "nmse", "added_nmse", "name", "kept_float")
+# Columns shown first in the quantization record's tables (sensitivity, groups, search steps).
+FIRST_COLUMNS = ("tensor", "op", "nmse", "added_nmse", "name", "kept_float")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px 32px; color: #1d1d1f; max-width: 1500px; }
@@ -26,7 +27,7 @@ h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 19px; margin-top: 32
 h3 { font-size: 15px; margin: 18px 0 6px; } p, li { font-size: 14px; line-height: 1.45; } .meta { color: #555; font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #d0d0d0; padding: 5px 9px; text-align: left; vertical-align: top; }
-td.num, td.missing { white-space: nowrap; } td.status { min-width: 200px; } td.status small { color: #555; }
+td.num { white-space: nowrap; } td.status { min-width: 200px; } .scroll { overflow-x: auto; } td.status small { color: #555; }
 th { background: #f2f2f5; } tr:nth-child(even) td { background: #fafafa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.reference td { background: #eef3ff; font-weight: 600; }
 .pass { color: #0a7a2f; font-weight: 600; } .fail { color: #c62828; font-weight: 600; } .missing { color: #999; font-style: italic; }
@@ -89,7 +90,7 @@ def _summary(bundles: list[BundleView]) -> str:
           "difference to PyTorch FP32 in points." if protocol else "AP: not measured (the manifests carry no accuracy).")
     thresholds = bundles[0].manifest["thresholds"]
     return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         f"<p class=\"meta\">{ap} Recall vs PyTorch: the robust recall of the parity "
         f"check: every face PyTorch finds above score {thresholds['score']} + 0.1 must be found by the file above "
         f"{thresholds['score']} - 0.1 (matched at IoU 0.5). Max output error: the largest |file - PyTorch| over "
@@ -98,25 +99,27 @@ def _summary(bundles: list[BundleView]) -> str:
     )
 
 
+def _curve(label: str, accuracy: dict | None, setting: str) -> plots.Curve | None:
+    """A manifest accuracy's curve for one setting, labelled with its AP; None if absent."""
+    curve = ((accuracy or {}).get("curves") or {}).get(setting)
+    if not curve:
+        return None
+    ap = accuracy.get(setting)
+    return (label if ap is None else f"{label} (AP {100 * ap:.1f})"), curve["recall"], curve["precision"]
+
+
 def _pr_curves(bundles: list[BundleView], several: bool) -> str:
     reference_accuracy = next((b.manifest.get("reference_accuracy") for b in bundles if b.manifest.get("reference_accuracy")), None)
     figures = []
     for setting in SETTINGS:
-        reference = None
-        if reference_accuracy and (reference_accuracy.get("curves") or {}).get(setting):
-            curve = reference_accuracy["curves"][setting]
-            reference = ("PyTorch FP32", curve["recall"], curve["precision"])
-        files = [
-            (_label(b, e["file"], several), e["accuracy"]["curves"][setting]["recall"], e["accuracy"]["curves"][setting]["precision"])
-            for b in bundles for e in b.manifest["files"]
-            if ((e.get("accuracy") or {}).get("curves") or {}).get(setting)
-        ]
+        reference = _curve("PyTorch FP32", reference_accuracy, setting)
+        files = [curve for b in bundles for e in b.manifest["files"] if (curve := _curve(_label(b, e["file"], several), e.get("accuracy"), setting))]
         if reference is None and not files:
             return _note(f"Precision-recall curves: {NOT_MEASURED} (no accuracy curves in the manifest).")
         png = plots.pr_curve_png(setting, reference, files)
         if png is None:
             return _note(plots.MISSING)
-        figures.append(f"<figure>{_img(png, 'image/png', f'precision-recall {setting}', 460)}</figure>")
+        figures.append(f"<figure>{_img(png, 'image/png', f'precision-recall {setting}', 430)}</figure>")
     return f'<div class="plots">{"".join(figures)}</div>'
 
 
@@ -153,7 +156,11 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
             groups.setdefault((name, *same_network), []).append((bundle, index))
     if not groups:
         return _note(f"Detection pictures: {NOT_MEASURED} (no golden vectors).")
-    parts = []
+    parts = [
+        f'<p class="key">Golden images, letterboxed content.<span style="border-color:rgb{images.REFERENCE}"></span>PyTorch '
+        f'<span style="border-color:rgb{images.MATCHED}"></span>found by both<span style="border-color:rgb{images.ONLY_REFERENCE}"></span>'
+        f'PyTorch only (lost by the file)<span style="border-color:rgb{images.ONLY_FILE}"></span>file only</p>'
+    ]
     for (name, *_), members in groups.items():
         first, first_index = members[0]
         image_rgb = first.golden.images_rgb[first_index]
@@ -221,7 +228,7 @@ def _quantization(bundles: list[BundleView], several: bool) -> str:
             if isinstance(rows, list) and rows and isinstance(rows[0], dict):
                 title = "Per-layer sensitivity, most sensitive first" if key == "sensitivity" else key.replace("_", " ").capitalize()
                 limit = SENSITIVITY_ROWS if key == "sensitivity" else None
-                parts.append(f"<p><b>{_e(title)}</b></p>{_records_table(rows, SENSITIVITY_FIRST, limit)}")
+                parts.append(f"<p><b>{_e(title)}</b></p>{_records_table(rows, FIRST_COLUMNS, limit)}")
     return "".join(parts)
 
 
@@ -259,17 +266,13 @@ def render(title: str, bundles: list[BundleView]) -> str:
         "<h2>Precision-recall</h2>", _pr_curves(bundles, several),
         "<h2>Output errors</h2>", _error_histograms(bundles, several),
         "<h2>Detections: PyTorch vs each file</h2>",
-        f'<p class="key">Golden images, letterboxed content.<span style="border-color:rgb{images.REFERENCE}"></span>PyTorch '
-        f'<span style="border-color:rgb{images.MATCHED}"></span>found by both<span style="border-color:rgb{images.ONLY_REFERENCE}"></span>'
-        f'PyTorch only (lost by the file)<span style="border-color:rgb{images.ONLY_FILE}"></span>file only</p>',
         _detections(bundles, several),
         _quantization(bundles, several),
         "<h2>Per output</h2>", _per_output(bundles, several),
         f"<p class=\"meta\">Parity images: {_e(', '.join(parity_images))}</p>",
     ]
     problems = sorted({f"{_label(b, f, several)}: {run.problem}" for b in bundles if b.golden for f, run in b.golden.files.items() if run.problem})
-    for note in problems:
-        body.append(_note(note))
+    body += [_note(problem) for problem in problems]
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n"

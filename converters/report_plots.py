@@ -45,14 +45,14 @@ def pr_curve_png(setting: str, reference: Curve | None, files: list[Curve]) -> b
     plt = _pyplot()
     if plt is None:
         return None
-    figure, axis = plt.subplots(figsize=(4.6, 4.0))
+    figure, axis = plt.subplots(figsize=(4.3, 3.9))
     for i, (label, recall, precision) in enumerate(files):
         axis.plot(recall, precision, label=label, **_style(i))
     if reference is not None:
         axis.plot(reference[1], reference[2], label=reference[0], **REFERENCE_STYLE)
     axis.set(title=f"WIDER FACE {setting}", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="lower left")
+    axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
     return _png(figure, plt)
 

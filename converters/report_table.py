@@ -73,7 +73,7 @@ def _ap_cell(accuracy: dict | None, setting: str) -> str:
     if ap is None:
         return NOT_MEASURED
     delta = accuracy["delta"].get(setting)
-    return f"{100 * ap:.1f}" + ("" if delta is None else f" ({delta:+.2f})")
+    return f"{100 * ap:.1f}" + ("" if delta is None else f" ({round(delta, 2) or 0.0:+.2f})")  # never "-0.00"
 
 
 def _size(size_bytes: int | None) -> str:

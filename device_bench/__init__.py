@@ -4,6 +4,6 @@
 Modules: stats (pure statistics and the interleaved schedule), targets (arguments ->
 verified files), runner (timing, memory), parity (golden vectors vs PyTorch), device
 (what ran it), report (text, JSON, Markdown, plot), coreml (macOS compute units),
-export_golden (golden vectors for the Swift harness in ios/). Importing this package
-imports nothing else.
+export_golden (golden vectors for the Swift harness in ios/), soak (memory over many
+frames). Importing this package imports nothing else.
 """

@@ -77,10 +77,10 @@ def load_golden(bundle: Path, manifest: dict) -> Golden | None:
     golden = manifest.get("golden")
     if not golden:
         return None
-    if not isinstance(golden, dict) or "file" not in golden:
-        raise BundleError(f"{bundle}/manifest.json: malformed golden entry {golden!r}")
+    if not isinstance(golden, dict) or "file" not in golden or "sha256" not in golden:
+        raise BundleError(f"{bundle}/manifest.json: golden entry {golden!r} needs a `file` and its `sha256`")
     path = resolve_in_bundle(bundle, golden["file"])
-    if "sha256" in golden and sha256_of(path) != golden["sha256"]:
+    if sha256_of(path) != golden["sha256"]:
         raise BundleError(f"{path}: sha256 differs from the manifest (modified or truncated file); refusing it")
     try:
         with np.load(path, allow_pickle=False) as data:

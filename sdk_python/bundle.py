@@ -16,6 +16,7 @@ MANIFEST_FIELDS = {
     "format_version", "target", "arch", "checkpoint", "input", "priors", "outputs",
     "thresholds", "tools", "files", "preferred_file", "golden",
 }
+OPTIONAL_FIELDS = {"reference_accuracy"}  # WIDER FACE AP of PyTorch, when the build measured it
 
 
 class BundleError(ValueError):
@@ -52,7 +53,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     version = manifest.get("format_version")
     if version not in SUPPORTED_VERSIONS:
         raise BundleError(f"{path}: format_version {version!r} is not supported (this SDK reads {SUPPORTED_VERSIONS})")
-    unknown = sorted(set(manifest) - MANIFEST_FIELDS)
+    unknown = sorted(set(manifest) - MANIFEST_FIELDS - OPTIONAL_FIELDS)
     if unknown:
         raise BundleError(f"{path}: unknown fields {unknown}; refusing a manifest this SDK does not understand")
     missing = sorted(MANIFEST_FIELDS - set(manifest))
@@ -79,6 +80,10 @@ def resolve_in_bundle(bundle_dir: Path, name: str) -> Path:
         raise BundleError(f"{bundle_dir}: file {name!r} leaves the bundle directory")
     if not candidate.exists():
         raise BundleError(f"{bundle_dir}: file {name} listed in the manifest is missing")
+    # A directory (an .mlpackage) is read whole by its runtime: no link inside may leave either.
+    for inner in candidate.rglob("*") if candidate.is_dir() else ():
+        if not inner.resolve().is_relative_to(root):
+            raise BundleError(f"{bundle_dir}: {inner.relative_to(bundle_dir)} in {name} links out of the bundle directory")
     return candidate
 
 

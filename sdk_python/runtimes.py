@@ -17,6 +17,10 @@ class RuntimeUnavailable(RuntimeError):
     """The runtime a model file needs is not installed or cannot run on this machine."""
 
 
+class ModelFileError(ValueError):
+    """A model file its runtime refuses to load (damaged, or not the format its name says)."""
+
+
 class Runtime(Protocol):
     input_layout: str  # "NCHW" or "NHWC"
 
@@ -138,10 +142,13 @@ def open_runtime(path: str | Path, runtime: str | None = None, num_threads: int 
     name = runtime or runtime_name_for(path)
     if not Path(path).exists():
         raise FileNotFoundError(f"model file not found: {path}")
-    if name == "litert":
-        return LiteRTRuntime(path, num_threads)
-    if name == "onnxruntime":
-        return OnnxRuntime(path, num_threads)
-    if name == "coreml":
-        return CoreMLRuntime(path, num_threads)
-    raise RuntimeUnavailable(f"runtime {name!r} cannot open {path}")
+    runtimes = {"litert": LiteRTRuntime, "onnxruntime": OnnxRuntime, "coreml": CoreMLRuntime}
+    if name not in runtimes:
+        raise RuntimeUnavailable(f"runtime {name!r} cannot open {path}")
+    try:
+        return runtimes[name](path, num_threads)
+    except RuntimeUnavailable:
+        raise
+    except Exception as err:  # each runtime fails in its own way (ONNX Runtime: not even a RuntimeError)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFileError(f"{path}: {name} cannot load this model file ({first})") from None

@@ -91,6 +91,25 @@ def test_priors_follow_a_custom_config():
     np.testing.assert_array_equal(priors, reference_priors(128, 192, cfg))
 
 
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 64), cols=st.integers(1, 64), data=st.data())
+def test_priors_match_the_direct_formula_for_any_size_divisible_by_32(rows, cols, data):
+    height, width = 32 * rows, 32 * cols
+    priors = nbc.make_priors(height, width)
+    per_level = [(height // step) * (width // step) * len(sizes) for step, sizes in zip(PRIORS.steps, PRIORS.min_sizes)]
+    assert len(priors) == sum(per_level)
+    indices = data.draw(st.lists(st.integers(0, len(priors) - 1), min_size=1, max_size=20)) + [0, len(priors) - 1]
+    for index in indices:
+        level, offset = 0, index  # index -> (level, row i, column j, min size)
+        while offset >= per_level[level]:
+            offset, level = offset - per_level[level], level + 1
+        step, sizes = PRIORS.steps[level], PRIORS.min_sizes[level]
+        cell, size = divmod(offset, len(sizes))
+        i, j = divmod(cell, width // step)
+        expected = [(j + 0.5) * step / width, (i + 0.5) * step / height, sizes[size] / width, sizes[size] / height]
+        np.testing.assert_allclose(priors[index], expected, rtol=1e-6, err_msg=f"prior {index}")
+
+
 def test_torch_priors_wrap_numpy_priors():
     t = tbc.make_priors(480, 640)
     assert t.dtype == torch.float32
@@ -137,6 +156,25 @@ def test_decode_inverts_encode_numpy_and_torch_batched():
     tb, tp, tl = torch.from_numpy(boxes), torch.from_numpy(p64), torch.from_numpy(points)
     torch.testing.assert_close(tbc.decode_boxes(tbc.encode_boxes(tb, tp, VAR), tp, VAR), tb)
     torch.testing.assert_close(tbc.decode_landmarks(tbc.encode_landmarks(tl, tp, VAR), tp, VAR), tl)
+
+
+finite = {"allow_nan": False, "allow_infinity": False}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prior=st.tuples(st.floats(-1, 2, **finite), st.floats(-1, 2, **finite), st.floats(1e-3, 2, **finite), st.floats(1e-3, 2, **finite)),
+    corner=st.tuples(st.floats(-2, 2, **finite), st.floats(-2, 2, **finite)),
+    size=st.tuples(st.floats(1e-3, 3, **finite), st.floats(1e-3, 3, **finite)),
+    points=st.lists(st.floats(-2, 3, **finite), min_size=10, max_size=10),
+)
+def test_decode_inverts_encode_for_any_box_and_prior(prior, corner, size, points):
+    priors = np.array([prior])
+    box = np.array([[corner[0], corner[1], corner[0] + size[0], corner[1] + size[1]]])
+    np.testing.assert_allclose(nbc.decode_boxes(nbc.encode_boxes(box, priors, VAR), priors, VAR), box, rtol=1e-9, atol=1e-9)
+    landmarks = np.array([points])
+    np.testing.assert_allclose(
+        nbc.decode_landmarks(nbc.encode_landmarks(landmarks, priors, VAR), priors, VAR), landmarks, rtol=1e-9, atol=1e-9)
 
 
 def test_encode_decode_match_between_numpy_and_torch():

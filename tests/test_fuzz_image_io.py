@@ -1,14 +1,19 @@
-"""Fuzzing the image path: any bytes named .jpg / .png either load as an RGB image or are
-refused with ImageError, never another exception."""
+"""Fuzzing the image and detect path: any bytes named .jpg / .png, and any array, either
+load as an RGB image (and give faces inside it) or are refused with ImageError, never
+another exception. Bounded: a fixed number of examples, each with a deadline."""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
+from featherface.sdk.detector import Detector
 from featherface.sdk.image_io import ImageError, load_image
 
 
@@ -50,3 +55,50 @@ def test_any_bytes_load_or_raise_image_error(tmp_path, data, suffix):
         assert str(path) in str(err) and "\n" not in str(err)
     else:
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_onnx_bundle) -> Detector:
+    return Detector.load(tiny_onnx_bundle)
+
+
+def assert_faces_inside(faces, height: int, width: int) -> None:
+    for face in faces:
+        x1, y1, x2, y2 = face.box
+        assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+        assert 0 <= face.score <= 1 and np.isfinite(face.landmarks).all()
+
+
+@settings(max_examples=200, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=mutated_images(), suffix=st.sampled_from([".jpg", ".png"]))
+def test_detect_on_any_bytes_gives_faces_inside_the_image_or_image_error(detector, tmp_path, data, suffix):
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(data)
+    try:
+        faces = detector.detect(path)
+    except ImageError as err:
+        assert str(path) in str(err) and "\n" not in str(err)
+    else:
+        assert_faces_inside(faces, *load_image(path).shape[:2])
+
+
+@settings(max_examples=200, deadline=timedelta(seconds=5))
+@given(
+    image=arrays(
+        dtype=st.sampled_from([np.uint8, np.uint16, np.float32]),
+        shape=st.one_of(
+            st.tuples(st.integers(1, 200), st.integers(1, 200)),
+            st.tuples(st.integers(1, 200), st.integers(1, 200), st.integers(1, 5)),
+            array_shapes(min_dims=1, max_dims=4, max_side=6),
+        ),
+    ),
+    bgr=st.booleans(),
+)
+def test_detect_on_any_array_gives_faces_inside_the_image_or_image_error(detector, image, bgr):
+    valid = image.dtype == np.uint8 and min(image.shape[:2], default=0) >= 2 and (
+        image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)))
+    if valid:
+        assert_faces_inside(detector.detect(image, bgr=bgr), *image.shape[:2])
+    else:
+        with pytest.raises(ImageError):
+            detector.detect(image, bgr=bgr)

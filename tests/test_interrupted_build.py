@@ -1,4 +1,6 @@
-"""A build killed mid-way leaves nothing that looks like a bundle; the next one succeeds."""
+"""Interrupted and concurrent builds: a build killed mid-way leaves nothing that looks like a
+bundle (and a killed rebuild leaves the previous bundle intact); the next build succeeds;
+of two builds into one directory at once, one fails clearly and the other's bundle is whole."""
 from __future__ import annotations
 
 import json
@@ -6,35 +8,73 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from featherface.sdk.detector import Detector
+
 
 def _build_command(images, out) -> list[str]:
     return [sys.executable, "-m", "featherface.cli", "build", "--target", "onnx", "--arch", "v2-ultra",
-            "--input-size", "64", "--images", str(images), "--out", str(out)]
+            "--input-size", "64", "--images", str(images), "--out", str(out), "--no-eval"]
 
 
-def test_sigkill_during_build_leaves_no_bundle_and_the_next_build_succeeds(tmp_path):
-    images, out = tmp_path / "images", tmp_path / "dist"
+def _images(tmp_path: Path) -> Path:
+    images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(2)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    return images
 
-    process = subprocess.Popen(_build_command(images, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def _start_and_wait_for_staging(images: Path, out: Path, **streams) -> subprocess.Popen:
+    """A build process, returned once it is writing its staging directory (holding the lock)."""
+    process = subprocess.Popen(_build_command(images, out), **streams)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob(".onnx.*.partial")) and process.poll() is None:
         time.sleep(0.05)
-    assert process.poll() is None, "the build ended before it could be interrupted"
+    assert process.poll() is None, "the build ended before it reached its staging directory"
+    return process
+
+
+def _kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def test_sigkill_during_build_leaves_no_bundle_and_the_next_build_succeeds(tmp_path):
+    images, out = _images(tmp_path), tmp_path / "dist"
+    _kill(_start_and_wait_for_staging(images, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     assert not (out / "onnx").exists()
     assert not list(out.glob("*/manifest.json"))
 
     result = subprocess.run(_build_command(images, out), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    manifest_text = (out / "onnx" / "manifest.json").read_text()
+    assert json.loads(manifest_text)["files"][0]["parity"]["status"] == "pass"
+
+    # A rebuild killed mid-way leaves the previous bundle as it was, and loadable.
+    _kill(_start_and_wait_for_staging(images, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    assert (out / "onnx" / "manifest.json").read_text() == manifest_text
+    assert Detector.load(out / "onnx").model_file == "model.onnx"  # every sha256 still matches
+
+
+def test_two_builds_into_one_directory_at_once_one_fails_clearly_and_one_bundle_is_whole(tmp_path):
+    images, out = _images(tmp_path), tmp_path / "dist"
+    first = _start_and_wait_for_staging(images, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        second = subprocess.run(_build_command(images, out), capture_output=True, text=True, timeout=300)
+    finally:
+        first_out, first_err = first.communicate(timeout=300)
+    assert second.returncode == 2 and second.stdout == ""
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"featherface: error: another build is writing to {out}"), second.stderr
+    assert first.returncode == 0, first_err
     manifest = json.loads((out / "onnx" / "manifest.json").read_text())
     assert manifest["files"][0]["parity"]["status"] == "pass"
+    assert Detector.load(out / "onnx").model_file == "model.onnx"
+    assert sorted(p.name for p in out.iterdir()) == [".build.lock", "onnx"]  # no stray staging

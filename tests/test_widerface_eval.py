@@ -219,3 +219,15 @@ def test_ground_truth_as_predictions_scores_ap_one_on_real_subset(wider_dir: Pat
     assert [result[s] for s in SETTINGS] == [1.0, 1.0, 1.0]
     assert result["images"] == 315
     assert 0 < result["faces"]["easy"] < result["faces"]["medium"] < result["faces"]["hard"]
+
+
+def test_curves_are_the_precision_envelope_spread_over_recall():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
+    boxes = [FOUR_FACES[0], [300, 300, 10, 10], FOUR_FACES[1]]  # hit, false positive, hit
+    curve = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5, 0.0])}, gt)["curves"]["easy"]
+    assert len(curve["recall"]) == len(curve["precision"]) <= 100
+    assert curve["recall"] == sorted(curve["recall"]) and curve["recall"][-1] == 0.5
+    assert curve["precision"] == sorted(curve["precision"], reverse=True)  # an envelope never rises
+    # Recall 1/4 is reached at precision 1, recall 2/4 only at 2/3 (the hand-computed AP above).
+    pairs = set(zip(curve["recall"], curve["precision"]))
+    assert (0.25, 1.0) in pairs and (0.5, round(2 / 3, 5)) in pairs

@@ -1,0 +1,159 @@
+"""The HTML parity report: self-contained, a table row per file, plots when matplotlib is
+there (a note when not), optional accuracy/latency/quantization shown or "not measured",
+differences to PyTorch marked in the pictures, and `featherface report` errors in one line."""
+from __future__ import annotations
+
+import copy
+import html
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featherface.cli import main
+from featherface.converters import report_images as images
+from featherface.converters import report_plots
+from featherface.converters.parity import Detections
+from featherface.converters.report import write_report
+from featherface.converters.report_html import BundleView, render
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+PNG = "data:image/png;base64,"
+
+
+@pytest.fixture
+def bundle(tiny_onnx_bundle, tmp_path) -> Path:
+    """A private copy: the report rewrites the bundle's parity files."""
+    return Path(shutil.copytree(tiny_onnx_bundle, tmp_path / "dist" / "onnx"))
+
+
+def _manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def _external_references(page: str) -> list[str]:
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page, flags=re.IGNORECASE)
+    links += re.findall(r"url\(([^)]*)\)", page) + re.findall(r"@import", page)
+    return [link for link in links if not link.startswith("data:")]
+
+
+def _curves(level: float) -> dict:
+    recall = np.linspace(0, level, 50).round(4).tolist()
+    return {s: {"recall": recall, "precision": [1.0] * 25 + [0.8] * 25} for s in ("easy", "medium", "hard")}
+
+
+def _with_measurements(manifest: dict) -> dict:
+    """The optional fields the build adds when it measures AP, latency and INT8 sensitivity."""
+    manifest = copy.deepcopy(manifest)
+    manifest["reference_accuracy"] = {"protocol": "letterboxed 640", "easy": 0.82, "medium": 0.70, "hard": 0.30, "curves": _curves(0.9)}
+    entry = manifest["files"][0]
+    entry["accuracy"] = {"protocol": "letterboxed 640", "easy": 0.817, "medium": 0.69, "hard": 0.29,
+                         "delta_vs_torch": {"easy": -0.3, "medium": -1.0, "hard": -1.0}, "curves": _curves(0.85)}
+    entry["latency"] = {"p50_ms": 3.25}
+    quantized = copy.deepcopy(entry)
+    quantized.update(file="model_int8.tflite", format="tflite", precision="int8", latency={})
+    quantized["accuracy"] = {"status": "not measured", "reason": "no WIDER FACE data here"}
+    quantized["quantization"] = {
+        "kept_float": ["head_conv"], "weights": "per-channel", "calibration": {"images": 200},
+        "sensitivity": [{"op_index": 7, "op": "CONV_2D", "tensor": f"layer_{i}", "nmse": 0.5 / (i + 1), "added_nmse": 0.1} for i in range(25)],
+    }
+    unmeasured = copy.deepcopy(entry)
+    unmeasured.update(file="model_w8.mlpackage", format="coreml", precision="w8")
+    del unmeasured["accuracy"], unmeasured["latency"]
+    manifest["files"] += [quantized, unmeasured]
+    return manifest
+
+
+def test_bundle_report_is_self_contained_with_a_row_per_file(bundle, capsys):
+    assert main(["report", str(bundle)]) == 0
+    assert capsys.readouterr().out.split() == [str(bundle / n) for n in ("parity.md", "parity.json", "parity.html")]
+    page = (bundle / "parity.html").read_text()
+    assert _external_references(page) == []
+    assert "<script" not in page
+    for entry in _manifest(bundle)["files"]:
+        assert re.search(rf"<td>{re.escape(entry['file'])}</td>", page)
+    assert '<tr class="reference">' in page  # the PyTorch FP32 row
+    assert "not measured" in page  # the tiny bundle has no AP and no latency
+    assert ("data:image/jpeg;base64," in page) and ((PNG in page) == HAS_MATPLOTLIB)
+    assert "## Summary" in (bundle / "parity.md").read_text()
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
+def test_accuracy_latency_and_quantization_render_when_present(bundle):
+    page = render("report", [BundleView("onnx", _with_measurements(_manifest(bundle)), None)])
+    assert page.count(PNG) == 3  # a precision-recall figure per setting (no golden run: no histogram)
+    assert "81.7 (-0.30)" in page and "69.0 (-1.00)" in page  # AP in percent, delta in points
+    assert "82.0" in page  # PyTorch's AP in its own row
+    assert "3.2 ms" in page
+    assert "AP not measured for onnx/model_int8.tflite: no WIDER FACE data here" in page
+    assert "letterboxed 640" in page
+    assert "layer_0" in page and "layer_19" in page and "layer_20" not in page  # the 20 most sensitive
+    assert "5 more not shown" in page and "head_conv" in page
+    w8 = page[page.index("model_w8.mlpackage (w8)"):]
+    assert "per-layer sensitivity not measured" in w8[:300]
+    assert _external_references(page) == []
+
+
+def test_without_matplotlib_the_report_renders_with_a_note(bundle, monkeypatch):
+    from featherface.converters.report_golden import run_golden
+
+    manifest = _with_measurements(_manifest(bundle))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    page = render("report", [BundleView("onnx", manifest, run_golden(bundle, _manifest(bundle)))])
+    assert html.escape(report_plots.MISSING) in page
+    assert PNG not in page
+    assert "data:image/jpeg;base64," in page  # detection pictures need only Pillow
+    assert "81.7 (-0.30)" in page
+
+
+def test_a_directory_of_bundles_gets_one_combined_report(bundle):
+    shutil.copytree(bundle, bundle.parent / "other")
+    written = write_report(bundle.parent)
+    assert [p.name for p in written] == ["report.md", "report.json", "report.html"]
+    page = (bundle.parent / "report.html").read_text()
+    assert page.count("<h2>Summary</h2>") == 1
+    assert page.count('<tr class="reference">') == 1  # both bundles come from the same network
+    assert page.count('<tr class="file">') == 2
+    assert "onnx/model.onnx" in page and "other/model.onnx" in page
+    summary = json.loads((bundle.parent / "report.json").read_text())["summary"]
+    assert [r["status"] for r in summary] == ["reference", "pass", "pass"]
+    assert "| onnx | onnx | fp32 | model.onnx |" in (bundle.parent / "report.md").read_text()
+
+
+def test_differences_to_pytorch_are_marked_by_colour():
+    image = np.full((100, 200, 3), 255, np.uint8)
+    boxes = np.array([[10, 10, 40, 40], [100, 10, 130, 40], [150, 50, 190, 90]], np.float32)
+
+    def dets(rows: list[int]) -> Detections:
+        return Detections(boxes[rows], np.full(len(rows), 0.9, np.float32), np.zeros((len(rows), 10), np.float32))
+
+    reference, candidate = dets([0, 1]), dets([0, 2])  # face 1 lost, face 2 extra
+    diff = images.difference(reference, candidate)
+    assert (diff.matched, diff.only_reference, diff.only_file) == ([0], [1], [1])
+    panel = np.asarray(images.file_panel(image, reference, candidate, diff))
+    scale = images.PANEL_WIDTH / 200
+
+    def edge(box) -> tuple[int, ...]:
+        return tuple(panel[round(box[1] * scale), round((box[0] + box[2]) / 2 * scale)])
+
+    assert edge(boxes[0]) == images.MATCHED
+    assert edge(boxes[1]) == images.ONLY_REFERENCE
+    assert edge(boxes[2]) == images.ONLY_FILE
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "bad-manifest"])
+def test_report_of_a_bad_directory_is_one_line_and_status_2(problem, tmp_path, capsys):
+    target = tmp_path / "dist"
+    if problem != "missing":
+        target.mkdir()
+    if problem == "bad-manifest":
+        (target / "manifest.json").write_text("{not json")
+    assert main(["report", str(target)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"featherface: error: {target}")
