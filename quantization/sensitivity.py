@@ -27,34 +27,38 @@ class LayerError:
         return asdict(self)
 
 
-def _all_tensors(path: Path, images: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Per image: tensor name -> float value (dequantized) of every tensor of the file."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+class _TensorDump:
+    """A file run op by op on one image at a time, every tensor kept (dequantized)."""
 
-    # Without the XNNPACK delegate: delegated ops never write their intermediate tensors.
-    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    (image_input,) = interpreter.get_input_details()
-    details = interpreter.get_tensor_details()
-    runs = []
-    for image in images:
+    def __init__(self, path: Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        # Without the XNNPACK delegate: delegated ops never write their intermediate tensors.
+        self.interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter.allocate_tensors()
+        (self.input,) = self.interpreter.get_input_details()
+        self.details = {d["name"]: d for d in self.interpreter.get_tensor_details()}
+
+    def run(self, image: np.ndarray) -> None:
         value = image[None]
-        if image_input["dtype"] != np.float32:
-            scale, zero_point = image_input["quantization"]
-            value = np.clip(np.round(value / scale + zero_point), -128, 127).astype(image_input["dtype"])
-        interpreter.set_tensor(image_input["index"], value)
-        interpreter.invoke()
-        tensors = {}
-        for detail in details:
-            try:
-                raw = interpreter.get_tensor(detail["index"])
-            except ValueError:  # tensors without data (e.g. optional inputs)
-                continue
-            scale, zero_point = detail["quantization"]
-            tensors[detail["name"]] = (raw.astype(np.float32) - zero_point) * scale if scale else raw.astype(np.float32)
-        runs.append(tensors)
-    return runs
+        if self.input["dtype"] != np.float32:
+            scale, zero_point = self.input["quantization"]
+            info = np.iinfo(self.input["dtype"])
+            value = np.clip(np.round(value / scale + zero_point), info.min, info.max).astype(self.input["dtype"])
+        self.interpreter.set_tensor(self.input["index"], value)
+        self.interpreter.invoke()
+
+    def tensor(self, name: str) -> np.ndarray | None:
+        detail = self.details.get(name)
+        if detail is None:
+            return None
+        try:
+            raw = self.interpreter.get_tensor(detail["index"])
+        except ValueError:  # tensors without data (e.g. optional inputs)
+            return None
+        scale, zero_point = detail["quantization"]
+        return (raw.astype(np.float32) - zero_point) * scale if scale else raw.astype(np.float32)
 
 
 def normalised_error(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -64,26 +68,25 @@ def normalised_error(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def layer_errors(graph: Graph, float_path: Path, quantized_path: Path, images: np.ndarray) -> list[LayerError]:
     """Every op of `graph` (the float file's) with its error in the quantized file, ranked
-    by the error it adds, largest first."""
-    reference = _all_tensors(float_path, images)
-    candidate = _all_tensors(quantized_path, images)
-    tensor_names = {}
-    from ai_edge_litert.interpreter import Interpreter
-
-    for detail in Interpreter(model_path=str(float_path)).get_tensor_details():
-        tensor_names[detail["index"]] = detail["name"]
-    nmse: dict[str, float] = {}
-    for name in reference[0]:
-        if all(name in run for run in candidate) and reference[0][name].size > 1:
-            pairs = [(ref[name], cand[name]) for ref, cand in zip(reference, candidate) if ref[name].shape == cand[name].shape]
-            if pairs:
-                nmse[name] = float(np.mean([normalised_error(r, c) for r, c in pairs]))
-    produced = graph.producers()
+    by the error it adds, largest first. One image at a time: the DCN tables of v1 at 640
+    would need gigabytes to keep every tensor of several images."""
+    reference, candidate = _TensorDump(float_path), _TensorDump(quantized_path)
+    names = [op.scope for op in graph.ops]
+    sums: dict[str, list[float]] = {}
+    for image in images:
+        reference.run(image)
+        candidate.run(image)
+        for name in names:
+            ref, cand = reference.tensor(name), candidate.tensor(name)
+            if ref is not None and cand is not None and ref.shape == cand.shape and ref.size > 1:
+                sums.setdefault(name, []).append(normalised_error(ref, cand))
+    nmse = {name: float(np.mean(values)) for name, values in sums.items()}
+    tensor_names = {t: op.scope for op in graph.ops for t in op.outputs}
     errors = []
     for op in graph.ops:
         if op.scope not in nmse:
             continue
         # Only activations count upstream: constants (weights, biases) are the op's own share.
-        upstream = max((nmse.get(tensor_names.get(t, ""), 0.0) for t in op.inputs if t in produced), default=0.0)
+        upstream = max((nmse.get(tensor_names[t], 0.0) for t in op.inputs if t in tensor_names), default=0.0)
         errors.append(LayerError(op.index, op.type, op.scope, nmse[op.scope], max(0.0, nmse[op.scope] - upstream)))
     return sorted(errors, key=lambda e: e.added_nmse, reverse=True)
