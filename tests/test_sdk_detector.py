@@ -102,7 +102,7 @@ def test_load_takes_everything_from_the_manifest(onnx_bundle, pi4_bundle):
         assert detector.spec.input_size == SIZE
         assert detector.spec.thresholds == DEPLOY_THRESHOLDS
         assert detector.spec.priors == PRIORS
-    assert Detector.load(pi4_bundle).model_file == "model_fp32.tflite"  # the preferred file
+    assert Detector.load(pi4_bundle).model_file == "model_int8.tflite"  # the preferred file
     fp16 = Detector.load(pi4_bundle, file="model_fp16.tflite")
     assert fp16.model_file == "model_fp16.tflite" and fp16.runtime.input_layout == "NHWC"
 
