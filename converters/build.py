@@ -31,6 +31,7 @@ from featherface.sdk.box_coding import make_priors
 from featherface.sdk.faces import postprocess_arrays
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
+from featherface.sdk.sources import image_files, spread
 
 from . import manifest as mf
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 from .parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
 
 TARGETS = ("onnx", "pi4", "a14")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 Progress = Callable[[str], None]
 
 
@@ -75,11 +75,10 @@ def find_images(directory: Path, count: int) -> list[Path]:
     """`count` images spread evenly over the sorted images below `directory` (deterministic)."""
     if not directory.is_dir():
         raise BuildError(f"image directory not found: {directory}")
-    images = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(directory)
     if not images:
         raise BuildError(f"no images (*.jpg, *.png, ...) found below {directory}")
-    picks = np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)
-    return [images[i] for i in sorted(set(picks))]
+    return spread(images, count)
 
 
 def detections_of(outputs: dict[str, np.ndarray], index: int, letterbox, priors: np.ndarray, size: int) -> Detections:

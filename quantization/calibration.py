@@ -15,8 +15,8 @@ import numpy as np
 from featherface.config import CALIBRATION_IMAGES as DEFAULT_CALIBRATION_IMAGES
 from featherface.sdk.image_io import ImageError, load_image
 from featherface.sdk.preprocess import preprocess
+from featherface.sdk.sources import image_files, spread
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class CalibrationError(ValueError):
@@ -42,11 +42,10 @@ def select_images(source: str | Path, count: int = DEFAULT_CALIBRATION_IMAGES) -
     if count < 1:
         raise CalibrationError(f"the number of calibration images must be at least 1, got {count}")
     root = calibration_root(source)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(root)
     if not files:
         raise CalibrationError(f"no images (*.jpg, *.png, ...) found below {root} for calibration")
-    picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
-    return [files[i] for i in sorted(set(picks))]
+    return spread(files, count)
 
 
 def calibration_batches(paths: list[Path], size: int, layout: str = "NHWC") -> Iterator[np.ndarray]:

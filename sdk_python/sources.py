@@ -28,6 +28,17 @@ class Frame:
     rgb: np.ndarray | None = None
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file below `folder`, recursively, sorted (a deterministic order)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def spread(paths: list[Path], count: int) -> list[Path]:
+    """At most `count` of `paths`, spread evenly from the first to the last."""
+    picks = np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int)
+    return [paths[i] for i in sorted(set(picks))]
+
+
 def _require_cv2():
     try:
         import cv2
@@ -62,7 +73,7 @@ def expand_inputs(inputs: list[str]) -> Iterator[Frame]:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = image_files(path)
             if not files:
                 raise SourceError(f"no images found in folder {path}")
             yield from (Frame(str(p), path=p) for p in files)
