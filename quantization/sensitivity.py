@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featherface.sdk.runtimes import dequantize, quantize_to
+
 from .graph import Graph
 
 
@@ -41,12 +43,7 @@ class _TensorDump:
         self.details = {d["name"]: d for d in self.interpreter.get_tensor_details()}
 
     def run(self, image: np.ndarray) -> None:
-        value = image[None]
-        if self.input["dtype"] != np.float32:
-            scale, zero_point = self.input["quantization"]
-            info = np.iinfo(self.input["dtype"])
-            value = np.clip(np.round(value / scale + zero_point), info.min, info.max).astype(self.input["dtype"])
-        self.interpreter.set_tensor(self.input["index"], value)
+        self.interpreter.set_tensor(self.input["index"], quantize_to(image[None], self.input))
         self.interpreter.invoke()
 
     def tensor(self, name: str) -> np.ndarray | None:
@@ -57,8 +54,7 @@ class _TensorDump:
             raw = self.interpreter.get_tensor(detail["index"])
         except ValueError:  # tensors without data (e.g. optional inputs)
             return None
-        scale, zero_point = detail["quantization"]
-        return (raw.astype(np.float32) - zero_point) * scale if scale else raw.astype(np.float32)
+        return dequantize(raw, detail)
 
 
 def normalised_error(reference: np.ndarray, candidate: np.ndarray) -> float:

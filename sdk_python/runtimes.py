@@ -72,14 +72,15 @@ class LiteRTRuntime:
         results: list[dict[str, np.ndarray]] = []
         # Converted files have a static batch of one: run images one at a time.
         for image in batch:
-            self.interpreter.set_tensor(self.input["index"], _quantize(image[None], self.input))
+            self.interpreter.set_tensor(self.input["index"], quantize_to(image[None], self.input))
             self.interpreter.invoke()
-            results.append({o["name"]: _dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self.outputs})
+            results.append({o["name"]: dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self.outputs})
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float input to the tensor's dtype (identity for float tensors)."""
+def quantize_to(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values in a LiteRT tensor's dtype, by its (scale, zero point); identity for
+    float tensors."""
     if detail["dtype"] == np.float32:
         return x.astype(np.float32, copy=False)
     scale, zero_point = detail["quantization"]
@@ -87,8 +88,10 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
 
 
-def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    if np.issubdtype(x.dtype, np.floating):
+def dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """A LiteRT tensor's values as float32: integer tensors without a scale (indices)
+    keep their values."""
+    if np.issubdtype(x.dtype, np.floating) or not detail["quantization"][0]:
         return x.astype(np.float32, copy=False)
     scale, zero_point = detail["quantization"]
     return ((x.astype(np.float32) - zero_point) * scale).astype(np.float32)
