@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import CALIBRATION_IMAGES as DEFAULT_CALIBRATION_IMAGES
+from featherface.config import CALIBRATION_IMAGES
 from featherface.sdk.image_io import ImageError, load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
@@ -36,7 +36,7 @@ def calibration_root(source: str | Path) -> Path:
     return source
 
 
-def select_images(source: str | Path, count: int = DEFAULT_CALIBRATION_IMAGES) -> list[Path]:
+def select_images(source: str | Path, count: int = CALIBRATION_IMAGES) -> list[Path]:
     """`count` image files spread evenly over the sorted files below `source` (deterministic:
     the same directory always gives the same list, whatever the filesystem order)."""
     if count < 1:
@@ -68,6 +68,6 @@ def calibration_batches(paths: list[Path], size: int, layout: str = "NHWC") -> I
         raise CalibrationError(f"none of the {len(paths)} calibration files below {where} is a readable image: " + "; ".join(skipped[:3]))
 
 
-def calibration_set(source: str | Path, size: int, count: int = DEFAULT_CALIBRATION_IMAGES, layout: str = "NHWC") -> np.ndarray:
+def calibration_set(source: str | Path, size: int, count: int = CALIBRATION_IMAGES, layout: str = "NHWC") -> np.ndarray:
     """[N, ...] float32 stack of the calibration inputs (N <= count)."""
     return np.concatenate(list(calibration_batches(select_images(source, count), size, layout)))

@@ -21,8 +21,10 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
+from featherface.config import CALIBRATION_IMAGES
+
 from .accuracy import AccuracyCheck, APBudget
-from .calibration import DEFAULT_CALIBRATION_IMAGES, calibration_set
+from .calibration import calibration_set
 from .graph import read_graph, sampling_ops
 from .mixed_precision import BudgetNotMet, float_groups, search
 from .sensitivity import layer_errors
@@ -33,12 +35,13 @@ EQUALIZATION_IMAGES = 32  # of the calibration set, for the backbone's channel r
 SENSITIVITY_IMAGES = 4
 SENSITIVITY_REPORTED = 20
 TOOLS = ("ai-edge-quantizer", "onnx2tf")
+BUDGET_NOT_CHECKED = "not checked (no WIDER FACE validation data)"
 
 
 @dataclass(frozen=True)
 class Int8Options:
     calibration: Path
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    calibration_images: int = CALIBRATION_IMAGES
     weight_granularity: str = "channel"
     equalize: bool = True
     budget: APBudget = field(default_factory=APBudget)
@@ -83,14 +86,13 @@ def build_int8_onnx2tf(
     from .onnx2tf_int8 import quantize_onnx2tf
 
     started = time.perf_counter()
-    dynamic_path = quantize(with_signature(float_tflite), stage / "model_dynamic_int8.tflite",
-                            Int8Recipe("dynamic", options.weight_granularity), None)
+    dynamic_path = _dynamic_int8(float_tflite, stage, options, progress)
     progress(f"full INT8 with onnx2tf on {len(calibration)} images")
     full_path = quantize_onnx2tf(onnx_path, stage / "model_int8.tflite", size, calibration, options.weight_granularity, options.io_type)
     record: dict = {"tool": "onnx2tf", "calibration": _calibration_record(options, calibration), "ranges": "global min/max",
                     "weights": f"per-{options.weight_granularity}", "input_output": io_types(full_path), "kept_float": []}
     if accuracy is None:
-        record["budget"] = "not checked (no WIDER FACE validation data)"
+        record["budget"] = BUDGET_NOT_CHECKED
     else:
         reference, measured = _ap_only(accuracy.reference(progress)), _ap_only(accuracy.of_path(full_path))
         record.update(budget=asdict(options.budget), reference_ap=reference, losses=options.budget.losses(reference, measured))
@@ -112,6 +114,11 @@ def io_types(path: Path) -> dict:
         return {"name": detail["name"], "dtype": detail["dtype"].__name__, **({"scale": scale, "zero_point": zero_point} if scale else {})}
 
     return {"input": describe(interpreter.get_input_details()[0]), "outputs": [describe(d) for d in interpreter.get_output_details()]}
+
+
+def _dynamic_int8(float_tflite: Path, stage: Path, options: Int8Options, progress: Progress) -> Path:
+    progress("dynamic-range INT8")
+    return quantize(with_signature(float_tflite), stage / "model_dynamic_int8.tflite", Int8Recipe("dynamic", options.weight_granularity), None)
 
 
 def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
@@ -138,9 +145,7 @@ def build_int8(
         "weights": f"per-{options.weight_granularity}",
         "equalization": "backbone, pre-activation ranges" if equalized_tflite else "off",
     }
-    progress("dynamic-range INT8")
-    dynamic_path = quantize(with_signature(float_tflite), stage / "model_dynamic_int8.tflite",
-                            Int8Recipe("dynamic", options.weight_granularity), None)
+    dynamic_path = _dynamic_int8(float_tflite, stage, options, progress)
 
     with tempfile.TemporaryDirectory(prefix="featherface-int8-") as scratch_name:
         scratch = Path(scratch_name)
@@ -150,8 +155,10 @@ def build_int8(
         progress(f"calibrating activation ranges on {len(calibration)} images")
         ranges = calibrate(float_model, calibration, options.threads)
 
-        def quantized(scopes: tuple[str, ...], name: str = "candidate.tflite") -> Path:
-            return quantize(float_model, scratch / name, Int8Recipe("full", options.weight_granularity, scopes), ranges)
+        candidate = scratch / "candidate.tflite"
+
+        def quantized(scopes: tuple[str, ...]) -> Path:
+            return quantize(float_model, candidate, Int8Recipe("full", options.weight_granularity, scopes), ranges)
 
         graph = read_graph(scratch / "float.tflite")
         # The deformable convolutions' sampling positions stay float: at stride 8 an 8-bit
@@ -167,7 +174,7 @@ def build_int8(
         record["float_groups"] = [{"name": g.name, "ops": len(g.scopes), "added_nmse": g.added_nmse} for g in groups]
 
         if accuracy is None:
-            record["budget"] = "not checked (no WIDER FACE validation data)"
+            record["budget"] = BUDGET_NOT_CHECKED
             record["kept_float"] = []
             final = first
         else:
@@ -185,7 +192,7 @@ def build_int8(
                 raise
             record["search"] = [asdict(step) for step in result.steps]
             record["kept_float"] = result.final.kept_float
-            final = quantized(index_math + result.float_scopes(groups), "final.tflite")
+            final = candidate  # the last file the search evaluated: the one within budget
         record["kept_float_ops"] = len(index_math) + sum(len(g.scopes) for g in groups if g.name in record["kept_float"])
         full_path = stage / "model_int8.tflite"
         full_path.write_bytes(final.read_bytes())

@@ -8,7 +8,8 @@ tensors with their own scales.
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,9 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from featherface.atomic import atomic_path
-
-# ai-edge-quantizer draws tqdm progress bars on stderr; the build reports its own progress.
-os.environ.setdefault("TQDM_DISABLE", "1")
 
 SIGNATURE = "serving_default"
 GRANULARITIES = ("channel", "tensor")
@@ -93,7 +91,9 @@ def calibrate(float_model: bytes, calibration_nhwc: np.ndarray, threads: int = 2
     images; reusable for any recipe of the same float file."""
     tool = _quantizer(float_model, Int8Recipe())
     batches = [{"input": calibration_nhwc[i : i + 1]} for i in range(len(calibration_nhwc))]
-    return tool.calibrate({SIGNATURE: batches}, num_threads=threads)
+    # Its tqdm bar has no off switch once tqdm is imported; the build reports progress itself.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return tool.calibrate({SIGNATURE: batches}, num_threads=threads)
 
 
 def quantize(float_model: bytes, out_path: str | Path, recipe: Int8Recipe, ranges: dict | None) -> Path:
