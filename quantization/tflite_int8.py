@@ -91,7 +91,7 @@ def calibrate(float_model: bytes, calibration_nhwc: np.ndarray, threads: int = 2
     images; reusable for any recipe of the same float file."""
     tool = _quantizer(float_model, Int8Recipe())
     batches = [{"input": calibration_nhwc[i : i + 1]} for i in range(len(calibration_nhwc))]
-    # Its tqdm bar has no off switch once tqdm is imported; the build reports progress itself.
+    # Its tqdm bar has no off switch; the build reports progress itself.
     with contextlib.redirect_stderr(io.StringIO()):
         return tool.calibrate({SIGNATURE: batches}, num_threads=threads)
 
@@ -101,7 +101,8 @@ def quantize(float_model: bytes, out_path: str | Path, recipe: Int8Recipe, range
     if recipe.mode == "full" and not ranges:
         raise ValueError("full INT8 needs calibration ranges")
     tool = _quantizer(float_model, recipe)
-    result = tool.quantize(ranges if recipe.mode == "full" else None, enable_progress_bar=False, enable_progress_report=False)
+    with contextlib.redirect_stderr(io.StringIO()):  # its transformation bar ignores enable_progress_bar
+        result = tool.quantize(ranges if recipe.mode == "full" else None, enable_progress_bar=False, enable_progress_report=False)
     with atomic_path(out_path) as tmp:
         Path(tmp).write_bytes(bytes(result.quantized_model))
     return Path(out_path)
