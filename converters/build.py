@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from featherface.quantization.accuracy import AccuracyCheck
     from featherface.quantization.pipeline import Int8Options
 
+    from .coreml_export import Compression
+
 from .parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
 
 TARGETS = ("onnx", "pi4", "a14")
@@ -52,7 +54,7 @@ class BuildError(RuntimeError):
 class ModelFile:
     path: Path
     format: str  # onnx | tflite | coreml
-    precision: str  # fp32 | fp16 | w8 | int8
+    precision: str  # a PARITY_THRESHOLDS key: fp32 | fp16 | w8 | p6 | a8w8 | dynamic_int8 | int8
     seconds: float
     image_input: bool = False
     record: dict = field(default_factory=dict)
@@ -236,7 +238,8 @@ def _int8_files(result, seconds: float) -> list[ModelFile]:
 
 
 def export_target(target: str, model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress,
-                  int8: "Int8Options | None" = None, accuracy: "AccuracyCheck | None" = None) -> list[ModelFile]:
+                  int8: "Int8Options | None" = None, accuracy: "AccuracyCheck | None" = None,
+                  compression: "Compression | None" = None) -> list[ModelFile]:
     from .onnx_export import export_onnx
 
     if target == "onnx":
@@ -259,8 +262,34 @@ def export_target(target: str, model: nn.Module, stage: Path, size: int, metadat
         progress("compressing Core ML weights to INT8 (weight-only)")
         path, seconds = _timed(lambda: compress_weights_int8(stage / "model_fp16.mlpackage", stage / "model_w8.mlpackage"))
         made.append(ModelFile(path, "coreml", "w8", seconds))
-        return made
+        return made + _export_a14_compressed(stage, size, progress, compression)
     raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+
+
+def _export_a14_compressed(stage: Path, size: int, progress: Progress, compression: "Compression | None") -> list[ModelFile]:
+    """The optional a14 files, each made from the saved model_fp16.mlpackage."""
+    from .coreml_export import a8w8_record, palette_record, palettize_weights, quantize_activations_int8
+
+    if compression is None:
+        return []
+    made = []
+    fp16 = stage / "model_fp16.mlpackage"
+    if compression.palettize:
+        progress("palettizing Core ML weights to 6 bits (k-means)")
+        path, seconds = _timed(lambda: palettize_weights(fp16, stage / "model_p6.mlpackage"))
+        made.append(ModelFile(path, "coreml", "p6", seconds, quantization=palette_record()))
+    if compression.a8w8:
+        from featherface.quantization.calibration import calibration_set
+
+        if compression.calibration is None:
+            raise BuildError("model_a8w8.mlpackage needs calibration images (Compression.calibration is None)")
+        progress(f"experimental INT8 activations: ranges of {compression.calibration_images} images below {compression.calibration}")
+        start = time.perf_counter()
+        samples = calibration_set(compression.calibration, size, compression.calibration_images, layout="NCHW")
+        path = quantize_activations_int8(fp16, stage / "model_a8w8.mlpackage", samples)
+        made.append(ModelFile(path, "coreml", "a8w8", time.perf_counter() - start,
+                              quantization=a8w8_record(compression.calibration, len(samples))))
+    return made
 
 
 PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
@@ -282,19 +311,20 @@ def output_lock(out_dir: Path) -> Iterator[None]:
 def build_bundle(
     target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
     size: int, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
-    accuracy: "AccuracyCheck | None" = None,
+    accuracy: "AccuracyCheck | None" = None, compression: "Compression | None" = None,
 ) -> dict:
     """Build one target's bundle into `out_dir/target`; returns its manifest.
 
     `int8`: how to make the pi4 INT8 files (None: FP32 and FP16 only). `accuracy`: WIDER
-    FACE AP of every file that runs here, against PyTorch (None: parity only)."""
+    FACE AP of every file that runs here, against PyTorch (None: parity only). `compression`:
+    the optional a14 files (None: none)."""
     if target not in TARGETS:
         raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
     manifest = mf.new_manifest(target, arch, checkpoint, size, LAYOUT[target])
     with staging_directory(bundle_dir) as stage:
-        files = export_target(target, model, stage, size, mf.embedded_metadata(manifest), progress, int8, accuracy)
+        files = export_target(target, model, stage, size, mf.embedded_metadata(manifest), progress, int8, accuracy, compression)
         for model_file in files:
             progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")
             model_file.record = check_file(model_file, parity, size)

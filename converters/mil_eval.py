@@ -574,6 +574,34 @@ def _const(val):
 
 
 # ---------------------------------------------------------------------------------
+# Activation quantization (quantize / dequantize pairs around int8 activations).
+# ---------------------------------------------------------------------------------
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+@_op("quantize")
+def _quantize(input, scale, output_dtype, zero_point=None, axis=None):
+    """iOS17 activation quantization: clip(round(input / scale) + zero_point) to the range of
+    `output_dtype` (int8 or uint8). Rounds half to even, as coremltools' value inference
+    (np.around); scale / zero_point are scalars or vectors along `axis`."""
+    x = np.asarray(input, dtype=np.float32)
+    q = np.rint(x / _per_axis(scale, x, axis).astype(np.float32))
+    if zero_point is not None:
+        q = q + _per_axis(zero_point, x, axis).astype(np.float32)
+    low, high = _INT_RANGES[str(output_dtype)]
+    return np.clip(q, low, high).astype(_MIL_DTYPES[str(output_dtype)])
+
+
+@_op("dequantize")
+def _dequantize(input, scale, zero_point=None, axis=None):
+    """iOS17: scale * (input - zero_point), in scale's dtype (the driver rounds to it)."""
+    q = np.asarray(input).astype(np.float32)
+    if zero_point is not None:
+        q = q - _per_axis(zero_point, q, axis).astype(np.float32)
+    return _per_axis(scale, q, axis).astype(np.float32) * q
+
+
+# ---------------------------------------------------------------------------------
 # Loading and running a saved package.
 # ---------------------------------------------------------------------------------
 def _main_function_spec(spec):
@@ -695,12 +723,17 @@ def _image_to_tensor(image, image_type, shape) -> np.ndarray:
     return tensor
 
 
-def run_mlpackage(path: str | Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_mlpackage(
+    path: str | Path, inputs: dict[str, np.ndarray], observe: Callable[[str, np.ndarray], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Evaluate a saved .mlpackage's main function on `inputs`.
 
     `inputs` maps the model's input names to arrays (image inputs: see the module
     docstring). Returns {output name: array} in the declared output order and
     dtypes. Raises NotImplementedError naming any op type it cannot evaluate.
+    `observe(name, value)` sees every input and non-const op result (in its declared
+    dtype) as it is computed: activation ranges for calibration, where coremltools
+    would need Core ML's predict (macOS only).
     """
     spec, program = load_mil_program(path)
     _, function_name = _main_function_spec(spec)
@@ -724,6 +757,8 @@ def run_mlpackage(path: str | Path, inputs: dict[str, np.ndarray]) -> dict[str, 
             if shape is not None and value.shape != shape:
                 raise ValueError(f"input {name!r}: shape {value.shape}, the model expects {shape}")
         values[id(var)] = value.astype(_declared_dtype(var), copy=False)
+        if observe is not None:
+            observe(name, values[id(var)])
 
     operations = list(function.operations)
     # Free intermediates after their last use (large DCN gathers at big inputs).
@@ -749,6 +784,8 @@ def run_mlpackage(path: str | Path, inputs: dict[str, np.ndarray]) -> dict[str, 
                                  f"the program declares {len(op.outputs)}")
         for var, value in zip(op.outputs, results):
             values[id(var)] = _narrow(value, var, op)
+            if observe is not None:
+                observe(var.name, values[id(var)])
         for var in _input_vars(op):
             if last_use.get(id(var)) == step and id(var) not in keep:
                 values.pop(id(var), None)

@@ -127,6 +127,23 @@ def _int8_options(args: argparse.Namespace, targets: Sequence[str]):
                        args.ap_budget or APBudget(), args.quantizer, "int8" if args.int8_io else "float32")
 
 
+def _coreml_compression(args: argparse.Namespace, targets: Sequence[str]):
+    """The optional a14 files (None when none is asked for)."""
+    if not (args.palettize or args.coreml_a8w8):
+        return None
+    from .converters.coreml_export import Compression
+    from .paths import WIDERFACE
+
+    if "a14" not in targets:
+        raise UsageError("--palettize and --coreml-a8w8 make a14 files: use them with --target a14 or all")
+    calibration = None
+    if args.coreml_a8w8:
+        calibration = Path(args.calib) if args.calib else WIDERFACE / "WIDER_train"
+        if not calibration.is_dir():
+            raise UsageError(f"no calibration images at {calibration} for --coreml-a8w8: pass --calib DIR")
+    return Compression(palettize=args.palettize, a8w8=args.coreml_a8w8, calibration=calibration)
+
+
 def _accuracy_check(args: argparse.Namespace, model):
     """WIDER FACE AP of every file (None with --no-eval or without validation data)."""
     from .paths import WIDERFACE
@@ -150,6 +167,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     model, weights = _load_model(args)
     targets = TARGETS if args.target == "all" else (args.target,)
     int8 = _int8_options(args, targets)
+    compression = _coreml_compression(args, targets)
     out = Path(args.out)
     manifests = []
     with output_lock(out):
@@ -157,7 +175,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         accuracy = _accuracy_check(args, model)
         for target in targets:
             manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target),
-                                          int8=int8, accuracy=accuracy))
+                                          int8=int8, accuracy=accuracy, compression=compression))
     for manifest in manifests:
         print_table(manifest, sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -316,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="full-INT8 tool (default %(default)s: better AP, and mixed precision when the budget needs it)")
     quant.add_argument("--int8-io", action="store_true", help="INT8 input and output tensors with --quantizer onnx2tf (ai-edge-quantizer's are always INT8)")
     quant.add_argument("--no-int8", action="store_true", help="FP32 and FP16 only")
+    a14 = build.add_argument_group("a14 compression")
+    a14.add_argument("--palettize", action="store_true",
+                     help="also write model_p6.mlpackage: 6-bit k-means palettized weights, from model_fp16 (iOS 16)")
+    a14.add_argument("--coreml-a8w8", action="store_true",
+                     help="experimental: also write model_a8w8.mlpackage, INT8 activations and weights (iOS 17), calibrated "
+                     "on --calib images; no faster than FP16 on an A14")
     accuracy = build.add_argument_group("accuracy")
     accuracy.add_argument("--eval-data", help="WIDER FACE root whose WIDER_val images measure every file's AP (default: ../shared)")
     accuracy.add_argument("--no-eval", action="store_true", help="parity only: no WIDER FACE AP (the INT8 budget is then not checked)")

@@ -78,6 +78,13 @@ PARITY_THRESHOLDS: dict[str, ParityThresholds] = {
     "fp32": ParityThresholds(abs_tolerance=1e-4, min_recall=0.99, min_precision=0.99),
     "fp16": ParityThresholds(abs_tolerance=None, min_recall=0.99, min_precision=0.98),
     "w8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
+    # 6-bit k-means palette per tensor (Core ML): w8's bar, not lowered. Measured, v2-ultra at
+    # 640: robust recall / precision 1.000 / 1.000 on the 12 parity images (23 faces) and on 40
+    # WIDER_val images (165 faces), as w8; max error 1.16 / 1.28 against w8's 0.47 / 0.27.
+    "p6": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
+    # Experimental INT8 activations + INT8 weights (Core ML): w8's bar, not lowered. Measured as
+    # p6: robust 1.000 / 1.000 on both sets, max error 3.37 / 2.96, mean IoU 0.90 / 0.93.
+    "a8w8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
     "dynamic_int8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
     "int8": ParityThresholds(abs_tolerance=None, min_recall=0.95, min_precision=0.95),
 }

@@ -181,7 +181,9 @@ def build_int8(
             reference = _ap_only(accuracy.reference(progress))
 
             def evaluate(scopes: tuple[str, ...]) -> dict:
-                return _ap_only(accuracy.of_path(quantized(index_math + scopes)))
+                """AP of the candidate, and its size: what keeping groups float costs."""
+                path = quantized(index_math + scopes)
+                return {**_ap_only(accuracy.of_path(path)), "size_bytes": path.stat().st_size}
 
             record["budget"] = asdict(options.budget)
             record["reference_ap"] = reference

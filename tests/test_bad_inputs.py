@@ -345,6 +345,23 @@ def test_missing_calibration_folder_is_refused(tmp_path):
         calibration_set(tmp_path / "nowhere", 64, 4)
 
 
+@pytest.mark.parametrize("content", ["empty", "non_images"])
+def test_cli_build_with_an_unusable_calibration_folder_is_one_error_line(content, parity_images, tmp_path, capsys):
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    if content == "non_images":
+        (calibration / "notes.jpg").write_text("not a picture")
+        (calibration / "weights.pth").write_bytes(b"\0" * 64)
+    out = tmp_path / "dist"
+    status, stdout, err = run_cli(["build", "--target", "pi4", "--arch", "v2-ultra", "--input-size", "64",
+                                   "--images", parity_images, "--calib", calibration, "--no-eval", "--out", out], capsys)
+    assert status == 2 and stdout == ""
+    progress = [line for line in err.splitlines() if line.startswith("[")]  # the build's "[  0.0s] pi4: ..." lines
+    line = assert_one_error_line("\n".join(line for line in err.splitlines() if line not in progress))
+    assert str(calibration) in line and "calibration" in line
+    assert not (out / "pi4").exists() and not (out / "pi4.parity-failed.json").exists()
+
+
 def test_calibration_skips_unreadable_files_among_images(tmp_path):
     for case in ("text.jpg", "truncated.png", "grayscale.png", "rgba.png"):
         write_image(case, tmp_path)

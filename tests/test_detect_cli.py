@@ -207,3 +207,28 @@ def test_detect_on_a_video_without_opencv_is_reported(onnx_bundle, photo_folder,
     assert "OpenCV" in result.stderr and "clip.mp4" not in result.stdout
     assert [Path(r["image"]).name for r in json_lines(result.stdout)] == ["c_landscape.jpg"]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not HAVE_CV2, reason=NO_CV2)
+def test_pi_script_stops_cleanly_on_ctrl_c(pi4_bundle, shared, tmp_path):
+    """SIGINT mid-video: the frame in flight finishes, the summary is printed, exit 0."""
+    import signal
+
+    import cv2
+
+    path = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
+    frame = cv2.resize(cv2.imread(str(shared.image_paths[0])), (320, 240))
+    for _ in range(2000):
+        writer.write(frame)
+    writer.release()
+    process = subprocess.Popen([str(BIN / "featherface-pi"), "--bundle", str(pi4_bundle), "--source", str(path),
+                                "--json", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # running: one frame is out
+    process.send_signal(signal.SIGINT)
+    rest, err = process.communicate(timeout=60)
+    records = json_lines(first + rest)
+    assert process.returncode == 0, err
+    assert 1 <= len(records) < 2000  # stopped early, every line a whole record
+    assert f"featherface-pi: {len(records)} frames, 0 skipped" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

@@ -149,7 +149,16 @@ def test_sdk_pipeline_on_torch_matches_the_builds_reference(shared, torch_refere
         np.testing.assert_allclose(mine.landmarks, build.landmarks, atol=1e-3)
 
 
-@pytest.mark.parametrize("file, precision", [("model.onnx", "fp32"), ("model_fp32.tflite", "fp32"), ("model_fp16.tflite", "fp16")])
+@pytest.mark.parametrize(
+    "file, precision",
+    [
+        ("model.onnx", "fp32"),
+        ("model_fp32.tflite", "fp32"),
+        ("model_fp16.tflite", "fp16"),
+        ("model_dynamic_int8.tflite", "dynamic_int8"),
+        ("model_int8.tflite", "int8"),  # INT8 input and outputs: the SDK quantizes and dequantizes
+    ],
+)
 def test_runtimes_agree_with_pytorch_on_real_photos(torch_reference, onnx_bundle, pi4_bundle, photos, file, precision):
     bundle = onnx_bundle if file.endswith(".onnx") else pi4_bundle
     detector = Detector.load(bundle, file=file)
@@ -160,7 +169,7 @@ def test_runtimes_agree_with_pytorch_on_real_photos(torch_reference, onnx_bundle
     assert agreement["reference_faces"] == 5  # not vacuous
     assert agreement["robust_recall"] >= thresholds.min_recall, agreement
     assert agreement["robust_precision"] >= thresholds.min_precision, agreement
-    assert agreement["mean_iou"] > (0.999 if precision == "fp32" else 0.95), agreement
+    assert agreement["mean_iou"] > {"fp32": 0.999, "fp16": 0.95}.get(precision, 0.9), agreement
     if precision == "fp32":  # same faces, same order, same pixels
         for ref, cand in zip(reference, candidate):
             keep = ref.scores > DEPLOY_THRESHOLDS.score
@@ -190,7 +199,7 @@ def test_faces_are_in_image_pixels_on_annotated_faces(shared, onnx_bundle, photo
                 assert x1 - margin <= x <= x2 + margin and y1 - margin <= y <= y2 + margin
 
 
-@pytest.mark.parametrize("file", ["model.onnx", "model_fp32.tflite"])
+@pytest.mark.parametrize("file", ["model.onnx", "model_fp32.tflite", "model_int8.tflite"])
 def test_detect_batch_equals_single_calls(onnx_bundle, pi4_bundle, photos, file):
     detector = Detector.load(onnx_bundle if file.endswith(".onnx") else pi4_bundle, file=file)
     images = [photos[1], photos[2]]  # a portrait and a landscape photo in one batch
