@@ -89,8 +89,13 @@ class Detector:
         )
 
     def prepare(self, image: ImageSource, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
-        """Load and letterbox one image to the model's input: (NCHW float32 batch of 1, letterbox)."""
-        return preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr)
+        """Load and letterbox one image to the model's input: (NCHW float32 batch of 1, letterbox).
+
+        For an NHWC runtime the batch is an NCHW view of an NHWC buffer, so `infer` passes
+        it on without a copy."""
+        layout = self.runtime.input_layout
+        batch, box = preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr, layout)
+        return (batch.transpose(0, 3, 1, 2) if layout == "NHWC" else batch), box
 
     def infer(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: {"loc", "conf", "landmarks"}."""
@@ -126,5 +131,6 @@ class Detector:
         """`detect` over several images in one model call where the model allows batches."""
         thresholds = self.thresholds(score_threshold, nms_threshold, top_k)
         prepared = [self.prepare(image, bgr) for image in images]
-        outputs = self.infer(np.concatenate([batch for batch, _ in prepared]))
+        batches = [batch for batch, _ in prepared]
+        outputs = self.infer(batches[0] if len(batches) == 1 else np.concatenate(batches))  # one image: no copy
         return [self.decode(outputs, i, letterbox, thresholds) for i, (_, letterbox) in enumerate(prepared)]

@@ -141,16 +141,26 @@ def preprocess(
 ) -> tuple[np.ndarray, Letterbox]:
     """Letterbox to size x size then normalise; returns (input tensor, Letterbox).
 
-    The padding is exactly 0 in the tensor even for a non-integer mean (the uint8
-    canvas can only hold the rounded mean).
+    Equal, value for value, to `normalize(letterbox(...))` with the padding exactly 0 (the
+    uint8 canvas can only hold the rounded mean), but written straight into the tensor in
+    `layout`: no canvas, no transposed copy (half the time on a 1280x1024 frame).
     """
-    canvas, box = letterbox(image_rgb, size, mean_bgr=mean_bgr)
-    tensor = normalize(canvas, mean_bgr, layout)
-    new_height, new_width, _ = _content_size(box.image_height, box.image_width, size)
-    spatial = tensor[0] if layout == "NHWC" else tensor[0].transpose(1, 2, 0)  # a view
-    spatial[new_height:, :] = 0
-    spatial[:, new_width:] = 0
-    return tensor, box
+    height, width = _check_rgb(image_rgb)
+    if size <= 0:
+        raise ValueError(f"letterbox size must be positive, got {size}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    new_height, new_width, scale = _content_size(height, width, size)
+    content = image_rgb
+    if (new_height, new_width) != (height, width):
+        content = np.asarray(Image.fromarray(image_rgb).resize((new_width, new_height), RESAMPLE))
+    mean = np.asarray(mean_bgr, dtype=np.float32)
+    nhwc = layout == "NHWC"
+    tensor = np.zeros((1, size, size, 3) if nhwc else (1, 3, size, size), dtype=np.float32)
+    for channel in range(3):  # BGR: channel 0 is the image's blue, index 2; one plane at a time is fastest
+        plane = tensor[0, :new_height, :new_width, channel] if nhwc else tensor[0, channel, :new_height, :new_width]
+        np.subtract(content[..., 2 - channel], mean[channel], out=plane, dtype=np.float32)
+    return tensor, Letterbox(scale, 0, 0, width, height)
 
 
 def preprocess_original_size(
