@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import fcntl
 import json
+import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -305,7 +307,21 @@ def output_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BuildError(f"another build is writing to {out_dir}; wait for it or choose another --out") from None
+        recover_interrupted(out_dir)
         yield
+
+
+def recover_interrupted(out_dir: Path) -> None:
+    """Clear what killed builds left in `out_dir` (only under the lock): staging directories
+    go; a bundle retired for a rebuild that died before the new one moved in comes back."""
+    for staging in out_dir.glob(".*.partial"):
+        shutil.rmtree(staging, ignore_errors=True)
+    for retired in out_dir.glob(".*.old-*"):
+        bundle = out_dir / retired.name[1:].rsplit(".old-", 1)[0]
+        if bundle.exists():
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(retired, bundle)
 
 
 def build_bundle(

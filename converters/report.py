@@ -51,7 +51,7 @@ def _summary_lines(manifests: list[dict]) -> list[str]:
     protocol = ", ".join(protocols(records))
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
     notes = [f"- {note}" for note in accuracy_notes(records)]
-    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50.", ""] + (notes + [""] if notes else [])
+    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:
@@ -90,12 +90,14 @@ def combined_markdown(names: list[str], manifests: list[dict]) -> str:
 def write_parity_report(bundle_dir: Path, manifest: dict) -> None:
     """parity.md, parity.json and parity.html into the bundle (the files and golden.npz
     must already be there: the HTML page re-runs every file on the golden images)."""
-    from .report_golden import run_golden
+    from .report_golden import run_golden, with_latency
     from .report_html import BundleView, render
 
+    golden = run_golden(bundle_dir, manifest)
+    manifest = with_latency(manifest, golden)
     write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
     write_text_atomic(bundle_dir / "parity.json", json.dumps({f["file"]: f["parity"] for f in manifest["files"]}, indent=2) + "\n")
-    view = BundleView(manifest["target"], manifest, run_golden(bundle_dir, manifest))
+    view = BundleView(manifest["target"], manifest, golden)
     write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
 
 
@@ -127,7 +129,7 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     if not bundles:
         raise ReportError(f"{path}: not a bundle (no manifest.json) and holds no bundles (no */manifest.json)")
     from .build import TARGETS
-    from .report_golden import run_golden
+    from .report_golden import run_golden, with_latency
     from .report_html import BundleView, render
 
     bundles.sort(key=lambda p: (TARGETS.index(p.name) if p.name in TARGETS else len(TARGETS), p.name))
@@ -135,7 +137,9 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     views = []
     for bundle, manifest in zip(bundles, manifests):
         progress(f"re-running the files of {bundle.name} on its golden images")
-        views.append(BundleView(bundle.name, manifest, run_golden(bundle, manifest)))
+        golden = run_golden(bundle, manifest)
+        views.append(BundleView(bundle.name, with_latency(manifest, golden), golden))
+    manifests = [view.manifest for view in views]
     names = [v.name for v in views]
     arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
     return [

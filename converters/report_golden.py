@@ -3,7 +3,10 @@ histograms and detection pictures: the PyTorch side comes from golden.npz, so no
 network is needed (only the runtimes that open the files)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import platform
+import statistics
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,29 @@ class FileRun:
     abs_errors: dict[str, np.ndarray]  # output name -> |file - PyTorch|, flattened
     detections: list[Detections]  # per golden image, model-input pixels, down to the robust floor
     problem: str | None = None
+    latency: dict | None = None  # {"p50_ms", "runs", "threads"}; None where the file cannot run natively
+
+
+# The report's latency column: the model alone, one thread, on the machine writing the
+# report. A first look, not a benchmark (`featherface bench` interleaves files, more runs).
+LATENCY_WARMUP = 3
+LATENCY_RUNS = 15
+
+
+def model_latency(path: Path, batch_nchw: np.ndarray) -> dict:
+    """p50 of the model alone on one golden input, one thread."""
+    from featherface.sdk.runtimes import open_runtime
+
+    runtime = open_runtime(path, num_threads=1)
+    batch = np.ascontiguousarray(batch_nchw.transpose(0, 2, 3, 1) if runtime.input_layout == "NHWC" else batch_nchw)
+    for _ in range(LATENCY_WARMUP):
+        runtime.run(batch)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        runtime.run(batch)
+        times.append(1000 * (time.perf_counter() - start))
+    return {"p50_ms": round(statistics.median(times), 2), "runs": LATENCY_RUNS, "threads": 1}
 
 
 @dataclass(frozen=True)
@@ -62,7 +88,19 @@ def _run_file(bundle_dir: Path, entry: dict, inputs: np.ndarray, reference: dict
     errors = {name: np.abs(outputs[name].astype(np.float64) - reference[name]).ravel() for name in OUTPUT_NAMES}
     identity = Letterbox(1.0, 0, 0, size, size)
     priors = make_priors(size, size)
-    return FileRun(errors, [detections_of(outputs, i, identity, priors, size) for i in range(len(inputs))])
+    run = FileRun(errors, [detections_of(outputs, i, identity, priors, size) for i in range(len(inputs))])
+    if entry["format"] == "coreml" and platform.system() != "Darwin":
+        return run  # our MIL evaluator checks numbers, its speed says nothing about Core ML
+    return replace(run, latency=model_latency(model_file.path, inputs[:1]))
+
+
+def with_latency(manifest: dict, golden: "GoldenRun | None") -> dict:
+    """The manifest with each file's measured `latency` (for the report; not written back)."""
+    if golden is None:
+        return manifest
+    files = [dict(entry, latency=golden.files[entry["file"]].latency) if entry["file"] in golden.files else entry
+             for entry in manifest["files"]]
+    return dict(manifest, files=files)
 
 
 def run_golden(bundle_dir: Path, manifest: dict) -> GoldenRun | None:

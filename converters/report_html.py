@@ -94,7 +94,7 @@ def _summary(bundles: list[BundleView]) -> str:
         f"<p class=\"meta\">{ap} Recall vs PyTorch: the robust recall of the parity "
         f"check: every face PyTorch finds above score {thresholds['score']} + 0.1 must be found by the file above "
         f"{thresholds['score']} - 0.1 (matched at IoU 0.5). Max output error: the largest |file - PyTorch| over "
-        "loc, conf and landmarks on the parity images. Latency: p50 on the machine that built the bundle.</p>"
+        "loc, conf and landmarks on the parity images. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
         + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(records))
     )
 

@@ -78,3 +78,21 @@ def test_two_builds_into_one_directory_at_once_one_fails_clearly_and_one_bundle_
     assert manifest["files"][0]["parity"]["status"] == "pass"
     assert Detector.load(out / "onnx").model_file == "model.onnx"
     assert sorted(p.name for p in out.iterdir()) == [".build.lock", "onnx"]  # no stray staging
+
+
+def test_next_build_clears_what_killed_builds_left(tmp_path):
+    """Staging directories go; a bundle retired by a rebuild killed between its two renames
+    comes back; a retired copy beside a whole bundle goes."""
+    from featherface.converters.build import output_lock
+
+    out = tmp_path / "dist"
+    (out / ".onnx.x1y2.partial").mkdir(parents=True)
+    (out / ".onnx.x1y2.partial" / "model.onnx").write_bytes(b"half")
+    (out / ".pi4.old-4242").mkdir()
+    (out / ".pi4.old-4242" / "manifest.json").write_text("{}")
+    (out / "a14").mkdir()
+    (out / ".a14.old-99").mkdir()
+    with output_lock(out):
+        names = sorted(p.name for p in out.iterdir())
+    assert names == [".build.lock", "a14", "pi4"]
+    assert (out / "pi4" / "manifest.json").read_text() == "{}"

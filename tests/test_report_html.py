@@ -78,7 +78,10 @@ def test_bundle_report_is_self_contained_with_a_row_per_file(bundle, capsys):
     for entry in _manifest(bundle)["files"]:
         assert re.search(rf"<td>{re.escape(entry['file'])}</td>", page)
     assert '<tr class="reference">' in page  # the PyTorch FP32 row
-    assert "not measured" in page  # the tiny bundle has no AP and no latency
+    assert "not measured" in page  # the tiny bundle has no AP
+    latency = re.search(r"<td>model.onnx</td>.*?<td class=\"num\">([\d.]+) ms</td>", page, flags=re.S)
+    assert latency and float(latency.group(1)) > 0  # measured here, one thread
+    assert re.search(r"\| [\d.]+ ms \| pass", (bundle / "parity.md").read_text())
     assert ("data:image/jpeg;base64," in page) and ((PNG in page) == HAS_MATPLOTLIB)
     assert "## Summary" in (bundle / "parity.md").read_text()
 
@@ -122,6 +125,7 @@ def test_a_directory_of_bundles_gets_one_combined_report(bundle):
     assert "onnx/model.onnx" in page and "other/model.onnx" in page
     summary = json.loads((bundle.parent / "report.json").read_text())["summary"]
     assert [r["status"] for r in summary] == ["reference", "pass", "pass"]
+    assert [r["latency_p50_ms"] is not None for r in summary] == [False, True, True]
     assert "| onnx | onnx | fp32 | model.onnx |" in (bundle.parent / "report.md").read_text()
 
 
