@@ -8,7 +8,6 @@ the mean, so an iOS app writes no pre-processing of its own. Compressed files (I
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import warnings
@@ -30,7 +29,6 @@ A8W8_NOTE = ("On an A14, INT8 activations bring no speed: its Neural Engine comp
              "throughput came with the A17 Pro and M4), and on the CPU and GPU the quantize/dequantize "
              "pairs only add work. Experimental: for newer chips and for comparison, not a faster A14 file.")
 os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' progress bars would flood the build log
-logging.getLogger("coremltools").setLevel(logging.ERROR)  # int64 -> int32 notices, one per op
 
 
 def convert_coreml(
