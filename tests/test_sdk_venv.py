@@ -43,3 +43,20 @@ def test_detect_runs_in_the_sdk_only_environment(sdk_venv, tiny_onnx_bundle, tmp
     record = json.loads(result.stdout.splitlines()[0])
     assert record["image"] == str(image) and isinstance(record["faces"], list)
     assert "Traceback" not in result.stderr
+
+
+def test_bench_runs_in_the_sdk_only_environment(sdk_venv, tiny_onnx_bundle, tmp_path):
+    """`python -m featherface.bench` on the device: numpy, pillow and one runtime suffice."""
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [str(sdk_venv / "bin" / "python"), "-m", "featherface.bench", str(tiny_onnx_bundle), "--threads", "1",
+         "--runs", "3", "--warmup", "1", "--json", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path,  # as on a device: not inside a checkout, whose featherface/ would shadow the install
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (entry,) = report["results"]
+    assert entry["model_ms"]["p50"] > 0 and entry["total_ms"]["p50"] >= entry["model_ms"]["p50"] * 0.5
+    assert entry["parity"]["status"] == "pass"
+    assert (out / "bench.json").is_file() and (out / "bench.md").is_file()
+    assert "Traceback" not in result.stderr
