@@ -147,3 +147,16 @@ def test_budget_per_setting():
     budget = APBudget(1.0, 1.0, 2.0)
     assert budget.holds(REFERENCE, {"easy": 0.891, "medium": 0.841, "hard": 0.581})
     assert not budget.holds(REFERENCE, {"easy": 0.891, "medium": 0.839, "hard": 0.60})
+
+
+def test_normalised_error_is_nmse_for_small_errors_and_bounded_near_zero():
+    from featherface.quantization.sensitivity import normalised_error
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=1000)
+    candidate = reference + rng.normal(scale=0.01, size=1000)
+    plain = np.mean((reference - candidate) ** 2) / np.mean(reference**2)
+    assert normalised_error(reference, candidate) == pytest.approx(plain, rel=0.01)
+    assert normalised_error(np.zeros(100), np.full(100, 1e-3)) == pytest.approx(2.0)  # not 1e6
+    assert normalised_error(reference, -reference) == pytest.approx(4.0)  # the bound
+    assert normalised_error(np.zeros(10), np.zeros(10)) == 0.0
