@@ -176,6 +176,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
         for target in targets:
             manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target),
                                           int8=int8, accuracy=accuracy, compression=compression))
+        if len(targets) > 1:  # one report over the bundles just built (and any others in --out)
+            from .converters.report import write_report
+
+            write_report(out, _progress("report"))
     for manifest in manifests:
         print_table(manifest, sys.stderr if args.json else sys.stdout)
     if args.json:
