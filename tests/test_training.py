@@ -463,3 +463,21 @@ def test_ablate_trains_each_switch_with_one_budget_and_writes_the_table(tiny_lab
     table = (tmp_path / "ablation" / "ablation.md").read_text()
     assert "| no_feature_reuse | feature_reuse | yes |" in table and "| no_distillation | - | no |" in table
     assert (tmp_path / "ablation" / "full" / "last.pth").is_file()
+
+
+def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
+    """`ablate --init-weights`: a variant without the level gate takes every weight it has."""
+    from featherface.model.checkpoint import CheckpointError, save_weights
+    from featherface.training.trainer import build_student, init_from_checkpoint
+
+    torch.manual_seed(0)
+    full = build_student("v2-ultra", ())
+    path = tmp_path / "full.pth"
+    save_weights(full, path)
+    variant = build_student("v2-ultra", ("dynamic_weight_sharing",))
+    init_from_checkpoint(variant, path, "v2-ultra", ("dynamic_weight_sharing",))
+    reference = full.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in variant.state_dict().items())
+    assert len(variant.state_dict()) < len(reference)
+    with pytest.raises(CheckpointError):  # without the switch the load stays strict
+        init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())

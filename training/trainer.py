@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +115,17 @@ class TrainResult:
     images_per_second: float
     out_dir: Path
     history: list[dict] = field(default_factory=list)
+
+
+def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, disabled: Sequence[str]) -> None:
+    """Strict load of a full checkpoint; an ablation variant (innovations switched off)
+    takes every weight it has from the full network, which also holds the switched-off
+    modules' weights (the level gate of dynamic weight sharing)."""
+    if not disabled:
+        load_weights(student, path, arch=arch)
+        return
+    full = load_weights(build_student(arch, ()), path, arch=arch)
+    student.load_state_dict({k: v for k, v in full.state_dict().items() if k in student.state_dict()}, strict=True)
 
 
 def build_student(arch: str, disabled_innovations: tuple[str, ...] = ()) -> nn.Module:
@@ -253,7 +264,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
 
     student = build_student(config.arch, config.disabled_innovations)
     if config.init_weights:
-        load_weights(student, config.init_weights, arch=config.arch)
+        init_from_checkpoint(student, config.init_weights, config.arch, config.disabled_innovations)
     if config.backbone_weights:
         load_backbone_weights(student, config.backbone_weights)
     teacher = None
