@@ -231,3 +231,19 @@ def test_curves_are_the_precision_envelope_spread_over_recall():
     # Recall 1/4 is reached at precision 1, recall 2/4 only at 2/3 (the hand-computed AP above).
     pairs = set(zip(curve["recall"], curve["precision"]))
     assert (0.25, 1.0) in pairs and (0.5, round(2 / 3, 5)) in pairs
+
+
+@pytest.mark.shared
+def test_keep_lists_select_faces_by_height_as_the_official_settings_do(official_gt: GroundTruth):
+    """The .mat keep lists are 1-based; read one off and the "ignored" faces are no longer
+    the small ones. Officially every face taller than 50 / 30 / 10 px counts in easy /
+    medium / hard (the rest are ignored or kept by other criteria)."""
+    for setting, height in {"easy": 50, "medium": 30, "hard": 10}.items():
+        ignored, kept = [], []
+        for image in official_gt.images.values():
+            mask = np.zeros(len(image.boxes), bool)
+            mask[image.keep[setting]] = True
+            kept.append(image.boxes[mask, 3])
+            ignored.append(image.boxes[~mask, 3])
+        assert np.concatenate(ignored).max() <= height, setting
+        assert np.percentile(np.concatenate(kept), 1) >= height, setting

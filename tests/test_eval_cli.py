@@ -1,0 +1,69 @@
+"""`featherface eval` on the normal path: the command contract, the prediction layout and
+AP that reflects the detector (a trained network scores high, an untrained one low)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import require_shared
+from test_cli import run_cli
+
+from featherface.widerface import read_prediction_file
+
+IMAGES = {  # two events, four images of the shared validation subset
+    "0--Parade": ["0_Parade_Parade_0_102", "0_Parade_Parade_0_12"],
+    "13--Interview": None,  # the first two of the event
+}
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory) -> Path:
+    """A WIDER FACE root holding four of the shared validation images (linked, not copied)."""
+    shared = require_shared("data/widerface")
+    root = tmp_path_factory.mktemp("widerface")
+    for name in ("ground_truth", "wider_face_split"):
+        (root / name).symlink_to(shared / name)
+    for event, names in IMAGES.items():
+        source = shared / "WIDER_val" / "images" / event
+        chosen = [source / f"{n}.jpg" for n in names] if names else sorted(source.glob("*.jpg"))[:2]
+        target = root / "WIDER_val" / "images" / event
+        target.mkdir(parents=True)
+        for image in chosen:
+            (target / image.name).symlink_to(image)
+    return root
+
+
+def _eval(argv: list[str], capsys) -> dict:
+    status, out, err = run_cli(["eval", *map(str, argv), "--json"], capsys)
+    assert status == 0, err
+    assert "Traceback" not in err
+    return json.loads(out.strip().splitlines()[-1])  # the contract: the JSON is the last line
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("protocol", [["--origin-size"], ["--input-size", "320"]])
+def test_eval_of_a_trained_network_writes_the_standard_layout_and_its_ap(protocol, small_root, tmp_path, capsys):
+    weights = require_shared("weights/retinaface_mnet025.pth")
+    out = tmp_path / "predictions"
+    result = _eval(["--arch", "retinaface-mnet025", "--weights", weights, "--data", small_root, *protocol, "--out", out], capsys)
+    assert {"easy", "medium", "hard", "images"} <= set(result)
+    assert result["images"] == 4
+    assert result["protocol"] == ("original size" if protocol == ["--origin-size"] else "letterboxed 320")
+    assert result["easy"] > 0.7  # RetinaFace finds the large faces of these photos
+    files = sorted(out.glob("*/*.txt"))
+    assert [(f.parent.name, f.stem) for f in files] == sorted(
+        (p.parent.name, p.stem) for p in small_root.glob("WIDER_val/images/*/*.jpg"))
+    name, boxes = read_prediction_file(files[0])
+    assert name == files[0].stem and boxes.shape[1] == 5 and len(boxes) > 0
+    assert (boxes[:, :4] == boxes[:, :4].astype(int)).all()  # truncated integer pixels, as the original script
+
+
+@pytest.mark.shared
+def test_arch_without_weights_uses_the_embedded_default_and_a_bundle_file_evaluates(small_root, tiny_onnx_bundle, tmp_path, capsys):
+    embedded = _eval(["--arch", "v2-ultra", "--data", small_root, "--input-size", "320", "--out", tmp_path / "a"], capsys)
+    assert embedded["weights"].endswith("v2_ultra.pth") and embedded["images"] == 4
+    bundle = _eval(["--bundle", tiny_onnx_bundle, "--file", "model.onnx", "--data", small_root, "--out", tmp_path / "b"], capsys)
+    assert bundle["file"] == "model.onnx" and bundle["images"] == 4
+    # The tiny bundle is an untrained network: its AP must not look like a detector's.
+    assert bundle["easy"] < embedded["easy"]
