@@ -432,6 +432,31 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
         parser.parse_args(["train", "--input-size", "100"])
 
 
+def test_cli_takes_shared_values_from_their_owners():
+    from featherface.config import DEFAULT_INPUT_SIZE, PRIORS
+    from featherface.model.v2_ultra import INNOVATIONS
+    from featherface.training.cli import INNOVATION_NAMES
+
+    assert INNOVATION_NAMES == INNOVATIONS
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command")
+    add_distill_parser(commands)
+    add_ablate_parser(commands)
+    args = parser.parse_args(["distill"])
+    assert args.input_size == DEFAULT_INPUT_SIZE
+    assert train_config_from_args(args, distill=True).teacher.loss == DistillConfig()
+    ablate = parser.parse_args(["ablate"])
+    assert ablate.eval_size == ablate.latency_size == DEFAULT_INPUT_SIZE
+    assert parser.parse_args(["ablate", "--eval-size", "0", "--latency-size", "320"]).eval_size == 0
+    stride = max(PRIORS.steps)
+    for option in ("--eval-size", "--latency-size"):
+        for bad in (str(stride + 1), "-32", "x"):
+            with pytest.raises(SystemExit):
+                parser.parse_args(["ablate", option, bad])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ablate", "--latency-size", "0"])
+
+
 def test_standalone_cli_reports_bad_data_in_one_line(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "featherface.training.cli", "train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],

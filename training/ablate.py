@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from featherface.atomic import atomic_path, write_text_atomic
+from featherface.config import DEFAULT_INPUT_SIZE, WIDER_EVAL_THRESHOLDS
 from featherface.model.profile import count_macs, parameter_counts
 from featherface.model.v2_ultra import INNOVATIONS
 from featherface.paths import WIDERFACE
@@ -70,7 +71,7 @@ COLUMNS = ("run", "disabled", "distillation", "params", "macs", "latency_ms", "e
 def render_table(rows: list[dict], eval_protocol: str, latency_size: int) -> str:
     """Markdown table of the ablation rows."""
     lines = [
-        f"AP on WIDER_val ({eval_protocol}, conf 0.02, NMS 0.4); MACs and latency at {latency_size}x{latency_size}, "
+        f"AP on WIDER_val ({eval_protocol}, conf {WIDER_EVAL_THRESHOLDS.score:g}, NMS {WIDER_EVAL_THRESHOLDS.nms_iou:g}); MACs and latency at {latency_size}x{latency_size}, "
         f"latency = median forward on {torch.get_num_threads()} CPU thread(s).",
         "",
         "| run | disabled | distillation | params | MACs | latency ms | easy | medium | hard | epochs | train min |",
@@ -89,9 +90,9 @@ def ablate(
     base: TrainConfig,
     runs: Sequence[AblationRun] | None = None,
     out_dir: str | Path = "runs/ablate",
-    eval_size: int | None = 640,
+    eval_size: int | None = DEFAULT_INPUT_SIZE,
     eval_limit: int = 0,
-    latency_size: int = 640,
+    latency_size: int = DEFAULT_INPUT_SIZE,
     widerface_root: str | Path = WIDERFACE,
     progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> list[dict]:

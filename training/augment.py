@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from featherface.config import MEAN_BGR
+from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR
 
 __all__ = ["AugmentConfig", "augment", "distort", "mirror", "random_square_crop", "MIRROR_ORDER"]
 
@@ -45,7 +45,7 @@ class AugmentConfig:
     and the mirror happen with probability 0.5.
     """
 
-    size: int = 640
+    size: int = DEFAULT_INPUT_SIZE
     crop_scales: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
     crop_tries: int = 250
     min_face_size: float = 1.0

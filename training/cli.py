@@ -1,44 +1,57 @@
-"""Subcommands `train`, `distill`, `ablate` and `evaluate` for the `featherface` command.
+"""Subcommands `train`, `distill` and `ablate` for the `featherface` command.
 
 `featherface/cli.py` registers them with `add_*_parser(subparsers)`; each sets `run=`,
 a callable taking the parsed Namespace and returning an exit code. Standalone:
 `python -m featherface.training.cli train ...` (and under `torchrun` for several processes).
+Building the parsers must not import torch (`featherface --help` runs on devices without it).
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from featherface.cli import input_size
+from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model_names import ARCH_NAMES
 from featherface.paths import WIDERFACE
 
+from .distill_config import DistillConfig
+
 __all__ = [
+    "INNOVATION_NAMES",
     "add_ablate_parser",
     "add_distill_parser",
-    "add_evaluate_parser",
     "add_train_parser",
     "build_parser",
     "main",
 ]
 
-INNOVATION_NAMES = (
-    "feature_reuse",
-    "attention_multiplication",
-    "progressive_enhancement",
-    "multiscale_context",
-    "dynamic_weight_sharing",
-)  # featherface.model.v2_ultra.INNOVATIONS, without importing torch for --help
+
+def _innovation_names() -> tuple[str, ...]:
+    """`featherface.model.v2_ultra.INNOVATIONS`, read from its source: importing the module
+    would load torch, which building the parsers must not."""
+    source = Path(importlib.util.find_spec("featherface.model.v2_ultra").origin).read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "INNOVATIONS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise ImportError("featherface.model.v2_ultra defines no literal INNOVATIONS tuple")
 
 
-def _training_size(text: str) -> int:
+INNOVATION_NAMES = _innovation_names()
+
+
+def _size_or_zero(text: str) -> int:
+    """argparse type: an input size as `featherface.cli.input_size` checks it, or 0."""
+    if text.strip() == "0":
+        return 0
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0 or value % 32:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32, got {value}")
-    return value
+        return input_size(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (or 0 for each image's original size)") from None
 
 
 def _positive(kind):
@@ -59,7 +72,7 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
     parser.add_argument("--epochs", type=_positive(int), default=350, help="epochs; fixes the OneCycle schedule (default %(default)s)")
     parser.add_argument("--batch-size", type=_positive(int), default=32, help="images per step and process (default %(default)s)")
-    parser.add_argument("--input-size", type=_training_size, default=640, help="square training size (default %(default)s)")
+    parser.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square training size (default %(default)s)")
     parser.add_argument("--lr", type=_positive(float), default=1e-3, help="AdamW peak learning rate of OneCycle (default %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default %(default)s)")
     parser.add_argument("--warmup-fraction", type=float, default=0.1, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
@@ -83,20 +96,22 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-arch", default="v1", choices=ARCH_NAMES, help=f"teacher variant {from_defaults}")
     parser.add_argument("--teacher-weights", help="teacher checkpoint (default: the variant's default weights)")
     parser.add_argument("--no-teacher-backbone", action="store_true", help="do not initialise the student's backbone from the teacher's")
-    parser.add_argument("--task-weight", type=float, default=0.3, help=f"MultiBoxLoss weight {from_defaults}")
-    parser.add_argument("--kd-weight", type=float, default=0.7, help=f"T^2 KL(teacher || student) weight {from_defaults}")
-    parser.add_argument("--feature-weight", type=float, default=0.1, help=f"feature alignment weight {from_defaults}")
-    parser.add_argument("--attention-weight", type=float, default=0.05, help=f"attention transfer weight {from_defaults}")
-    parser.add_argument("--box-weight", type=float, default=0.0, help=f"box regression towards the teacher {from_defaults}")
-    parser.add_argument("--landmark-weight", type=float, default=0.0, help=f"landmark regression towards the teacher on matched priors {from_defaults}")
-    parser.add_argument("--temperature-range", type=float, default=4.0, help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
-    parser.add_argument("--temperature-min", type=float, default=2.0, help=f"see --temperature-range {from_defaults}")
+    defaults = DistillConfig()  # the seed's recipe, one copy
+    parser.add_argument("--task-weight", type=float, default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
+    parser.add_argument("--kd-weight", type=float, default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
+    parser.add_argument("--feature-weight", type=float, default=defaults.feature_weight, help=f"feature alignment weight {from_defaults}")
+    parser.add_argument("--attention-weight", type=float, default=defaults.attention_weight, help=f"attention transfer weight {from_defaults}")
+    parser.add_argument("--box-weight", type=float, default=defaults.box_weight, help=f"box regression towards the teacher {from_defaults}")
+    parser.add_argument("--landmark-weight", type=float, default=defaults.landmark_weight,
+                        help=f"landmark regression towards the teacher on matched priors {from_defaults}")
+    parser.add_argument("--temperature-range", type=float, default=defaults.temperature_range,
+                        help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
+    parser.add_argument("--temperature-min", type=float, default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
 
 
 def train_config_from_args(args: argparse.Namespace, distill: bool):
     """The TrainConfig that a parsed `train` / `distill` / `ablate` command describes."""
     from .augment import AugmentConfig
-    from .distill import DistillConfig
     from .trainer import TeacherConfig, TrainConfig
 
     teacher = None
@@ -177,22 +192,10 @@ def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
     _add_distill_options(parser)
     parser.add_argument("--innovations", nargs="*", choices=INNOVATION_NAMES, help="innovations to ablate (default: all five)")
     parser.add_argument("--no-distill-off-run", action="store_true", help="skip the run without distillation")
-    parser.add_argument("--eval-size", type=int, default=640, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
+    parser.add_argument("--eval-size", type=_size_or_zero, default=DEFAULT_INPUT_SIZE, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
     parser.add_argument("--eval-limit", type=int, default=0, help="validation images per evaluation (default: all)")
-    parser.add_argument("--latency-size", type=int, default=640, help="input size of the MACs and latency columns (default %(default)s)")
+    parser.add_argument("--latency-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="input size of the MACs and latency columns (default %(default)s)")
     parser.set_defaults(run=_run_ablate, command_kind="ablate")
-    return parser
-
-
-def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
-    from . import evaluate
-
-    parser = subparsers.add_parser(
-        "evaluate", help="WIDER FACE val AP (easy/medium/hard) of a torch checkpoint",
-        description=evaluate.__doc__.splitlines()[0],
-    )
-    evaluate.add_arguments(parser)
-    parser.set_defaults(run=evaluate.run)
     return parser
 
 
@@ -200,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m featherface.training.cli", description="Train, distil and ablate FeatherFace networks.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for add in (add_train_parser, add_distill_parser, add_ablate_parser, add_evaluate_parser):
+    for add in (add_train_parser, add_distill_parser, add_ablate_parser):
         add(commands)
     return parser
 

@@ -4,13 +4,10 @@ Two protocols: the paper's (each image at its original size) and the deployment 
 (letterboxed into N x N, e.g. 640). Both use confidence > 0.02, NMS IoU 0.4, no top-k
 (featherface.config.WIDER_EVAL_THRESHOLDS). Predictions go through the standard
 prediction files (`write_predictions`, same truncation as the published RetinaFace
-scripts) and the official Easy/Medium/Hard evaluator.
+scripts) and the official Easy/Medium/Hard evaluator. `featherface eval --arch` is its command.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -72,52 +69,3 @@ def evaluate_model(
         model.train(was_training)
     result["protocol"] = protocol_name(input_size)
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from featherface.model_names import ARCH_NAMES
-
-    parser.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
-    parser.add_argument("--weights", help="checkpoint (default: the variant's default weights)")
-    parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root with WIDER_val/images and ground_truth/ (default %(default)s)")
-    parser.add_argument("--input-size", type=int, default=0, help="letterbox into N x N; 0 = original size, the paper's protocol (default %(default)s)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N validation images (default: all)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--pred-dir", help="keep the WIDER prediction files here")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args: argparse.Namespace) -> int:
-    from featherface.model.checkpoint import load_weights
-    from featherface.model.registry import get_variant
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    variant = get_variant(args.arch)
-    weights = args.weights or variant.find_default_weights()
-    if weights is None:
-        raise ValueError(f"--arch {args.arch} has no default weights here; pass --weights PATH")
-    model = load_weights(variant.build(), weights, arch=args.arch)
-    result = evaluate_model(
-        model, args.data, args.input_size or None, limit=args.limit, pred_dir=args.pred_dir,
-        progress=lambda m: print(m, file=sys.stderr, flush=True),
-    )
-    result.update(arch=args.arch, weights=str(weights))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{args.arch} ({result['protocol']}, {result['images']} images): easy {result['easy']:.4f} "
-            f"medium {result['medium']:.4f} hard {result['hard']:.4f} in {result['seconds']:.0f}s"
-        )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m featherface.training.evaluate", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

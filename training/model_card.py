@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from featherface.atomic import write_text_atomic
+from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, WIDER_EVAL_THRESHOLDS
 from featherface.paths import WIDERFACE
 
 __all__ = ["main", "render_model_card", "run_evaluations"]
 
-PROTOCOLS: tuple[int | None, ...] = (None, 640)  # original size (the paper's), letterboxed 640
+PROTOCOLS: tuple[int | None, ...] = (None, DEFAULT_INPUT_SIZE)  # original size (the paper's), letterboxed
 
 
 def _key(arch: str, size: int | None) -> str:
@@ -49,7 +50,7 @@ def run_evaluations(
         counts = parameter_counts(model)
         results.setdefault(f"{arch}@info", {
             "weights": str(weights), "params": counts["params"], "params_thop_style": counts["params_thop_style"],
-            **count_macs(model, 640),
+            **count_macs(model, DEFAULT_INPUT_SIZE),
         })
         for size in PROTOCOLS:
             key = _key(arch, size)
@@ -89,7 +90,7 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
         label = f"**{name}** (this file)" if name == arch else name
         params = f"{model_info['params']:,}" if model_info else "?"
         macs = f"{model_info['macs'] / 1e9:.3f}" if model_info else "?"
-        rows.append(f"| {label} | {params} | {macs} | {_ap(results, name, None)} | {_ap(results, name, 640)} |")
+        rows.append(f"| {label} | {params} | {macs} | {_ap(results, name, None)} | {_ap(results, name, DEFAULT_INPUT_SIZE)} |")
 
     lines = [
         f"# Model card: `{weights.name}` ({arch})",
@@ -102,8 +103,8 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
         "## File",
         f"- state dict only, {size_bytes:,} bytes, sha256 `{digest}`",
         f"- parameters: {info.get('params', '?'):,} (true count), {info.get('params_thop_style', '?'):,} (thop-style); "
-        f"MACs at 640x640: {info.get('macs', 0) / 1e9:.3f} G" if info else "- parameters: see `featherface info`",
-        "- input: BGR, mean (104, 117, 123) subtracted, no scaling, NCHW (the one preprocessing of the SDK); "
+        f"MACs at {DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}: {info.get('macs', 0) / 1e9:.3f} G" if info else "- parameters: see `featherface info`",
+        f"- input: BGR, mean ({', '.join(f'{v:g}' for v in MEAN_BGR)}) subtracted, no scaling, NCHW (the one preprocessing of the SDK); "
         "outputs loc [N, A, 4], conf [N, A, 2] (softmax in eval mode), landmarks [N, A, 10]; priors as in `featherface.config.PRIORS`.",
         "",
         "## Data",
@@ -143,10 +144,11 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
         f"- reproduce: `{command}`",
         "",
         "## WIDER_val AP (easy / medium / hard)",
-        "Same evaluator (`featherface.training.evaluate`, official protocol: confidence > 0.02, NMS 0.4, no top-k) "
-        "and the same 315 images for every row. Original size = the paper's protocol; letterboxed 640 = the SDK's default input.",
+        f"Same evaluator (`featherface.training.evaluate`, official protocol: confidence > {WIDER_EVAL_THRESHOLDS.score:g}, "
+        f"NMS {WIDER_EVAL_THRESHOLDS.nms_iou:g}, no top-k) and the same 315 images for every row. Original size = the paper's "
+        f"protocol; letterboxed {DEFAULT_INPUT_SIZE} = the SDK's default input.",
         "",
-        "| network | params | GMACs @640 | original size | letterboxed 640 |",
+        f"| network | params | GMACs @{DEFAULT_INPUT_SIZE} | original size | letterboxed {DEFAULT_INPUT_SIZE} |",
         "|---|---:|---:|---|---|",
         *rows,
         "",

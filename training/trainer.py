@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from featherface.atomic import atomic_path, write_text_atomic
+from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_backbone_weights, load_weights, save_weights
 from featherface.model.registry import get_variant
@@ -64,7 +65,7 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a run; defaults follow the paper's recipe (640 px, batch 32,
+    """Every setting of a run; defaults follow the paper's recipe (640 px crops, batch 32,
     350 epochs, AdamW 1e-3 with OneCycle).
 
     data: a WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt.
@@ -82,7 +83,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     epochs: int = 350
     batch_size: int = 32
-    input_size: int = 640
+    input_size: int = DEFAULT_INPUT_SIZE
     lr: float = 1e-3
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.1
