@@ -65,6 +65,35 @@ def _parity_lines(manifest: dict) -> list[str]:
     return lines
 
 
+SENSITIVITY_LINES = 10  # most sensitive ops listed in Markdown (all of the manifest's in HTML)
+
+
+def _quantization_lines(manifests: list[dict]) -> list[str]:
+    """What each quantized file kept in float, its most sensitive ops and its budget search."""
+    lines = []
+    for manifest in manifests:
+        for entry in manifest["files"]:
+            record = entry.get("quantization")
+            if not record:
+                continue
+            kept = ", ".join(map(str, record.get("kept_float") or [])) or "nothing"
+            lines += [f"### `{entry['file']}` ({manifest['target']}, {entry['precision']})", "", f"Kept in float: {kept}.", ""]
+            if record.get("sensitivity"):
+                lines += ["| # | tensor | op | added NMSE |", "|---|---|---|---|"]
+                lines += [f"| {i} | `{row['tensor']}` | {row['op']} | {row['added_nmse']:.3g} |"
+                          for i, row in enumerate(record["sensitivity"][:SENSITIVITY_LINES], start=1)]
+                lines.append("")
+            for step in record.get("search") or []:
+                settings = ("easy", "medium", "hard")
+                ap = " / ".join(f"{100 * step['accuracy'][s]:.2f}" for s in settings)
+                losses = " / ".join(f"{step['losses'][s]:.2f}" for s in settings)
+                size = step["accuracy"].get("size_bytes")
+                lines.append(f"- search step, float: {', '.join(step['kept_float']) or 'nothing'}: AP {ap} (loss {losses} points)"
+                             + (f", {size / 1e6:.2f} MB" if size else "") + (", within budget" if step["holds"] else ""))
+            lines.append("")
+    return (["## Quantization", ""] + lines) if lines else []
+
+
 def _images_line(manifest: dict) -> str:
     first = manifest["files"][0]["parity"] if manifest["files"] else {"images": []}
     return f"Images: {', '.join(first['images'])}"
@@ -72,7 +101,7 @@ def _images_line(manifest: dict) -> str:
 
 def markdown(manifest: dict) -> str:
     lines = [f"# Parity report: {manifest['arch']} for {manifest['target']}", "", _intro(manifest), ""]
-    lines += _summary_lines([manifest]) + ["## Parity", ""] + _parity_lines(manifest)
+    lines += _summary_lines([manifest]) + ["## Parity", ""] + _parity_lines(manifest) + [""] + _quantization_lines([manifest])
     lines += ["", _images_line(manifest), "", "Plots and detection pictures: parity.html.", ""]
     return "\n".join(lines)
 
@@ -83,6 +112,7 @@ def combined_markdown(names: list[str], manifests: list[dict]) -> str:
     lines += _summary_lines(manifests)
     for name, manifest in zip(names, manifests):
         lines += [f"## {name}", ""] + _parity_lines(manifest) + [""]
+    lines += _quantization_lines(manifests)
     lines += [_images_line(manifests[0]), "", "Plots and detection pictures: report.html.", ""]
     return "\n".join(lines)
 
@@ -96,7 +126,8 @@ def write_parity_report(bundle_dir: Path, manifest: dict) -> None:
     golden = run_golden(bundle_dir, manifest)
     manifest = with_latency(manifest, golden)
     write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
-    write_text_atomic(bundle_dir / "parity.json", json.dumps({f["file"]: f["parity"] for f in manifest["files"]}, indent=2) + "\n")
+    tables = {"summary": summary_records([manifest]), "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
+    write_text_atomic(bundle_dir / "parity.json", json.dumps(tables, indent=2) + "\n")
     view = BundleView(manifest["target"], manifest, golden)
     write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
 

@@ -266,8 +266,13 @@ def test_parity_reports(built, target):
     bundle = built.out / target
     manifest = built.manifests[target]
     report = json.loads((bundle / "parity.json").read_text())
-    assert report == {e["file"]: e["parity"] for e in manifest["files"]}
+    assert report["parity"] == {e["file"]: e["parity"] for e in manifest["files"]}
+    assert [r["file"] for r in report["summary"] if r["status"] != "reference"] == [e["file"] for e in manifest["files"]]
     markdown = (bundle / "parity.md").read_text()
+    quantized = [e for e in manifest["files"] if e.get("quantization", {}).get("sensitivity")]
+    assert ("## Quantization" in markdown) == bool(quantized)
+    for entry in quantized:  # the most sensitive op of each quantized file is listed
+        assert f"`{entry['quantization']['sensitivity'][0]['tensor']}`" in markdown
     assert ARCH in markdown and target in markdown
     for name in FILES[target]:
         row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
