@@ -30,9 +30,10 @@ from featherface.training.distill import (
     kd_kl_loss,
     temperature,
 )
+from featherface.training.distill_config import SEED_3PHASE, Phase, settings_at
 from featherface.training.loss import LossConfig, MultiBoxLoss, match, mine_hard_negatives
 from featherface.training.outputs import detector_outputs
-from featherface.training.trainer import RESUME_FILE, TeacherConfig, TrainConfig, train
+from featherface.training.trainer import RESUME_FILE, TeacherConfig, TrainConfig, build_student, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -306,6 +307,30 @@ def test_feature_terms_need_no_adapter_and_vanish_when_the_maps_agree():
     assert attention_transfer_loss(student, other).item() > 0.01
 
 
+@pytest.mark.parametrize(
+    ("epoch", "frozen", "feature_and_attention"),
+    [(0, True, True), (99, True, True), (100, False, True), (299, False, True), (300, False, False), (399, False, False)],
+)
+def test_seed_three_phase_schedule_gives_each_epochs_weights_and_freezing(epoch, frozen, feature_and_attention):
+    config = DistillConfig(phases=SEED_3PHASE)
+    settings = settings_at(epoch, config)
+    assert settings.freeze_backbone is frozen
+    loss = settings.loss
+    assert (loss.task_weight, loss.kd_weight) == (0.3, 0.7)
+    assert (loss.feature_weight, loss.attention_weight) == ((0.1, 0.05) if feature_and_attention else (0.0, 0.0))
+    assert (loss.temperature_range, loss.temperature_min) == (4.0, 2.0)
+
+
+def test_phase_table_bounds_and_an_unphased_config():
+    with pytest.raises(ValueError, match="outside the phase table"):
+        settings_at(400, DistillConfig(phases=SEED_3PHASE))
+    assert settings_at(1234, DistillConfig()) == (DistillConfig(), False)
+    with pytest.raises(ValueError, match="increasing"):
+        DistillConfig(phases=(Phase(2), Phase(2)))
+    with pytest.raises(ValueError, match="unknown loss term"):
+        Phase(1, terms_off=("feature",))
+
+
 @pytest.mark.parametrize("name", ["v2-ultra", "v1"])
 def test_detector_outputs_are_the_forward_outputs_with_logits(name):
     torch.manual_seed(0)
@@ -354,6 +379,38 @@ def test_distillation_step_uses_a_frozen_teacher_and_its_backbone(tiny_label_txt
     for key, value in teacher.body.state_dict().items():
         if value.is_floating_point() and "running" not in key:
             torch.testing.assert_close(student.body.state_dict()[key], value, atol=1e-6, rtol=0)
+
+
+def test_phased_distillation_freezes_the_backbone_then_trains_it(tiny_label_txt, tmp_path):
+    """The seed's three phases scaled to 1 / 1 / 1 epoch of one step each."""
+    torch.manual_seed(2)
+    teacher = get_variant("v1").build()
+    teacher_file = save_weights(teacher, tmp_path / "teacher.pth")
+    phases = (Phase(1, freeze_backbone=True), Phase(2), Phase(3, terms_off=("feature_weight", "attention_weight")))
+    config = _tiny_config(
+        tiny_label_txt, tmp_path / "run", epochs=3, max_images=2,
+        teacher=TeacherConfig(arch="v1", weights=str(teacher_file), loss=DistillConfig(phases=phases)),
+    )
+    torch.manual_seed(config.seed)
+    initial = build_student("v2-ultra")  # the run's student before training
+    first = train(dataclasses.replace(config, max_minutes=1e-6), _quiet)  # budget: stop after phase 1
+    assert first.epochs_done == 1
+    after_phase_1 = load_weights(get_variant("v2-ultra").build(), tmp_path / "run" / "last.pth")
+    for key, value in teacher.body.state_dict().items():  # weights and BN statistics
+        torch.testing.assert_close(after_phase_1.body.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    rest = {k: v for k, v in initial.state_dict().items() if not k.startswith("body.") and v.is_floating_point()}
+    assert any(not torch.equal(after_phase_1.state_dict()[k], v) for k, v in rest.items())  # the rest trained
+
+    done = train(dataclasses.replace(config, resume=True), _quiet)
+    assert done.epochs_done == 3
+    assert all(p.requires_grad for p in done.model.parameters())
+    body = done.model.body.state_dict()
+    assert any(not torch.equal(body[k], v) for k, v in teacher.body.state_dict().items() if v.is_floating_point())
+    phase_2, phase_3 = done.history
+    assert phase_2["feature"] > 0 and phase_2["attention"] > 0
+    assert phase_3["feature"] == phase_3["attention"] == 0 and phase_3["kd"] > 0
+    with pytest.raises(ValueError, match="epochs must be 3"):
+        train(dataclasses.replace(config, epochs=4), _quiet)
 
 
 def test_resume_restores_epoch_and_optimizer_state_and_matches_an_uninterrupted_run(tiny_label_txt, tmp_path):
@@ -430,6 +487,9 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     assert callable(parser.parse_args(["ablate"]).run)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--input-size", "100"])
+    assert train_config_from_args(train_args, distill=False).epochs == TrainConfig.epochs
+    preset = train_config_from_args(parser.parse_args(["distill", "--preset", "seed-3phase"]), distill=True)
+    assert preset.epochs == 400 and preset.teacher.loss.phases == SEED_3PHASE
 
 
 def test_cli_takes_shared_values_from_their_owners():

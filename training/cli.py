@@ -19,7 +19,7 @@ from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model_names import ARCH_NAMES
 from featherface.paths import WIDERFACE
 
-from .distill_config import DistillConfig
+from .distill_config import PRESETS, DistillConfig
 
 __all__ = [
     "INNOVATION_NAMES",
@@ -70,7 +70,7 @@ def _positive(kind):
 def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
-    parser.add_argument("--epochs", type=_positive(int), default=350, help="epochs; fixes the OneCycle schedule (default %(default)s)")
+    parser.add_argument("--epochs", type=_positive(int), help="epochs; fixes the OneCycle schedule (default 350, the paper's; with --preset, the preset's)")
     parser.add_argument("--batch-size", type=_positive(int), default=32, help="images per step and process (default %(default)s)")
     parser.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square training size (default %(default)s)")
     parser.add_argument("--lr", type=_positive(float), default=1e-3, help="AdamW peak learning rate of OneCycle (default %(default)s)")
@@ -114,6 +114,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
     from .augment import AugmentConfig
     from .trainer import TeacherConfig, TrainConfig
 
+    phases = PRESETS[args.preset] if getattr(args, "preset", None) else ()
     teacher = None
     if distill:
         teacher = TeacherConfig(
@@ -123,11 +124,12 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
             loss=DistillConfig(
                 task_weight=args.task_weight, kd_weight=args.kd_weight, feature_weight=args.feature_weight,
                 attention_weight=args.attention_weight, box_weight=args.box_weight, landmark_weight=args.landmark_weight,
-                temperature_range=args.temperature_range, temperature_min=args.temperature_min,
+                temperature_range=args.temperature_range, temperature_min=args.temperature_min, phases=phases,
             ),
         )
     return TrainConfig(
-        arch=args.arch, data=args.data, out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size,
+        arch=args.arch, data=args.data, out_dir=args.out, batch_size=args.batch_size,
+        epochs=args.epochs or (phases[-1].end if phases else TrainConfig.epochs),
         input_size=args.input_size, lr=args.lr, weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
         seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
@@ -167,6 +169,9 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--arch", default="v2-ultra", choices=ARCH_NAMES, help="student variant (default %(default)s)")
     _add_training_options(parser, "runs/distill")
     _add_distill_options(parser)
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="phase table of loss weights and backbone freezing; seed-3phase: 400 epochs in the seed's "
+                        "100/200/100 (1: backbone frozen, 2: all trainable, 3: task + KL only; see training/distill_config.py)")
     parser.set_defaults(run=_run_train, command_kind="distill")
     return parser
 

@@ -135,6 +135,10 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
             + (f" + {t['box_weight']} box regression towards the teacher" if t["box_weight"] else "")
             + f"; T(epoch) = {t['temperature_range']} (1 - epoch / {config['epochs']}) + {t['temperature_min']}.",
         ]
+        if t.get("phases"):
+            lines.append("- phases (up to epoch: backbone, terms off): " + "; ".join(
+                f"{p['end']}: {'frozen' if p['freeze_backbone'] else 'trainable'}, {', '.join(p['terms_off']) or 'none'}" for p in t["phases"]
+            ) + ".")
     lines += [
         f"- hardware: {run['processes']} process x {run['threads']} CPU thread, shared machine; "
         f"training {minutes:.0f} min at {run['images_per_second']} images/s; evaluation of this file {eval_minutes:.0f} min.",

@@ -1,4 +1,5 @@
-"""The training loop: plain MultiBoxLoss training or distillation from a frozen teacher,
+"""The training loop: plain MultiBoxLoss training or distillation from a frozen teacher
+(optionally phased: loss weights and backbone freezing per epoch, `distill_config.settings_at`),
 AdamW + OneCycle, per-epoch atomic checkpoints, resume, a time budget, and multi-process
 data parallelism under `torchrun` (gloo on CPU).
 
@@ -36,6 +37,7 @@ from featherface.paths import WIDERFACE
 from .augment import AugmentConfig
 from .data import WiderFaceDataset, collate, resolve_training_data
 from .distill import DistillConfig, distillation_loss, freeze_teacher, teacher_outputs, temperature
+from .distill_config import WEIGHTS, settings_at
 from .loss import LossConfig, MultiBoxLoss
 from .outputs import WithFeatures
 
@@ -143,6 +145,20 @@ def build_student(arch: str, disabled_innovations: tuple[str, ...] = ()) -> nn.M
     return FeatherFaceV2Ultra(dataclasses.replace(FeatherFaceV2UltraConfig(), **{n: False for n in disabled_innovations}))
 
 
+def set_backbone_frozen(student: nn.Module, frozen: bool) -> None:
+    """No gradients for the MobileNetV1 `body` (phase 1 of a phased distillation); the
+    caller also keeps it in eval mode so that its BN statistics stay the teacher's."""
+    for p in student.body.parameters():
+        p.requires_grad_(not frozen)
+
+
+def _wrap(student: nn.Module, world: int) -> nn.Module:
+    """What the loop calls; DDP registers gradient hooks only for parameters that require
+    grad at construction, so it is rebuilt whenever freezing changes."""
+    net: nn.Module = WithFeatures(student)
+    return nn.parallel.DistributedDataParallel(net) if world > 1 else net
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -242,6 +258,9 @@ def train(config: TrainConfig, progress: Callable[[str], None] = _stderr) -> Tra
 
 
 def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -> TrainResult:
+    phases = config.teacher.loss.phases if config.teacher else ()
+    if phases and phases[-1].end != config.epochs:
+        raise ValueError(f"the distillation's phase table ends after epoch {phases[-1].end}; epochs must be {phases[-1].end}, not {config.epochs}")
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -301,9 +320,11 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     elif config.resume:
         say(f"no {resume_path} yet: starting afresh")
 
-    net: nn.Module = WithFeatures(student)
-    if ddp.world > 1:
-        net = nn.parallel.DistributedDataParallel(net)
+    if any(p.freeze_backbone for p in phases) and not hasattr(student, "body"):
+        raise ValueError(f"{config.arch} has no MobileNetV1 `body` to freeze in a phased distillation")
+    net: nn.Module | None = None
+    frozen = False
+    previous = None
     images_per_step = config.batch_size * ddp.world
     say(
         f"training {config.arch}: {config.epochs} epochs x {steps_per_epoch} steps x {images_per_step} images "
@@ -319,8 +340,20 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     for epoch in range(start_epoch, config.epochs):
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
+        settings = settings_at(epoch, config.teacher.loss) if config.teacher else None
+        freeze = bool(settings and settings.freeze_backbone)
+        if net is None or freeze != frozen:
+            if phases:
+                set_backbone_frozen(student, freeze)
+            frozen, net = freeze, _wrap(student, ddp.world)
+        if phases and settings != previous:
+            weights = ", ".join(f"{k.removesuffix('_weight')} {getattr(settings.loss, k):g}" for k in WEIGHTS if getattr(settings.loss, k))
+            say(f"epoch {epoch + 1}: phase with backbone {'frozen' if frozen else 'trainable'}; weights {weights}")
+        previous = settings
         net.train()
-        t = temperature(epoch, config.epochs, config.teacher.loss) if config.teacher else float("nan")
+        if frozen:
+            student.body.eval()
+        t = temperature(epoch, config.epochs, settings.loss) if settings else float("nan")
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         epoch_start = time.perf_counter()
         for step, (images, targets) in enumerate(loader, start=1):
@@ -330,7 +363,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
             total = task.total
             if teacher is not None:
-                distill = distillation_loss(outputs, teacher_outputs(teacher, images), task.total, task.positive, t, config.teacher.loss)
+                distill = distillation_loss(outputs, teacher_outputs(teacher, images), task.total, task.positive, t, settings.loss)
                 total = distill.total
                 terms.update(kd=distill.kd, feature=distill.feature, attention=distill.attention, box_kd=distill.box, landmark_kd=distill.landmarks)
             terms["loss"] = total
