@@ -444,6 +444,13 @@ torch.save(result.model.state_dict(), os.path.join(out, f"rank{os.environ['RANK'
 """
 
 
+def test_process_group_backend_is_gloo_on_cpu():
+    from featherface.training.trainer import process_group_backend
+
+    assert process_group_backend("cpu") == process_group_backend(torch.device("cpu")) == "gloo"
+    assert process_group_backend("cuda") == ("nccl" if torch.cuda.is_available() else "gloo")
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_keep_replicas_equal(tiny_label_txt, tmp_path):
     """torchrun (torch.distributed.run) with 2 CPU processes over gloo, 2 steps each."""

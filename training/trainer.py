@@ -1,7 +1,7 @@
 """The training loop: plain MultiBoxLoss training or distillation from a frozen teacher
 (optionally phased: loss weights and backbone freezing per epoch, `distill_config.settings_at`),
 AdamW + OneCycle, per-epoch atomic checkpoints, resume, a time budget, and multi-process
-data parallelism under `torchrun` (gloo on CPU).
+data parallelism under `torchrun` (gloo on CPU, nccl on CUDA).
 
 Files in `out_dir`: `last.pth` (the model's state dict, loadable by `load_weights`),
 `resume.pth` (epoch, model, optimizer and scheduler state), `log.csv` (one row per
@@ -41,7 +41,7 @@ from .distill_config import WEIGHTS, settings_at
 from .loss import LossConfig, MultiBoxLoss
 from .outputs import WithFeatures
 
-__all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "train"]
+__all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "process_group_backend", "train"]
 
 WEIGHTS_FILE = "last.pth"
 RESUME_FILE = "resume.pth"
@@ -163,15 +163,21 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class _Distributed:
-    """Rank and world size under torchrun; a process group only when world size > 1."""
+def process_group_backend(device: torch.device | str) -> str:
+    """nccl for CUDA tensors (PyTorch's GPU backend; gloo's GPU collectives are slower), gloo otherwise."""
+    return "nccl" if torch.device(device).type == "cuda" and torch.cuda.is_available() else "gloo"
 
-    def __init__(self) -> None:
+
+class _Distributed:
+    """Rank and world size under torchrun; a process group only when world size > 1.
+    The loop runs on the CPU for now, so the backend is gloo until it gains a device."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.owned = False
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group(process_group_backend(device))
             self.owned = True
 
     @property
