@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from featherface.sdk.detector import Detector
@@ -30,13 +31,14 @@ def _images(tmp_path: Path) -> Path:
     return images
 
 
-def _start_and_wait_for_staging(images: Path, out: Path, **streams) -> subprocess.Popen:
-    """A build process, returned once it is writing its staging directory (holding the lock)."""
+def _start_and_wait_for_staging(images: Path, out: Path, inside: str = "", **streams) -> subprocess.Popen:
+    """A build process, returned once it is writing its staging directory (holding the lock)
+    and, with `inside`, once that file exists in it."""
     process = subprocess.Popen(_build_command(images, out), **streams)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob(".onnx.*.partial")) and process.poll() is None:
-        time.sleep(0.05)
-    assert process.poll() is None, "the build ended before it reached its staging directory"
+    while time.monotonic() < deadline and not list(out.glob(f".onnx.*.partial/{inside}")) and process.poll() is None:
+        time.sleep(0.01)
+    assert process.poll() is None, f"the build ended before its staging directory held {inside or 'anything'}"
     return process
 
 
@@ -45,9 +47,12 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def test_sigkill_during_build_leaves_no_bundle_and_the_next_build_succeeds(tmp_path):
+# Moments of a build: staging created, model exported (parity running), golden vectors
+# written (the report is being made; the manifest and the rename come next).
+@pytest.mark.parametrize("inside", ["", "model.onnx", "golden.npz"])
+def test_sigkill_during_build_leaves_no_bundle_and_the_next_build_succeeds(inside, tmp_path):
     images, out = _images(tmp_path), tmp_path / "dist"
-    _kill(_start_and_wait_for_staging(images, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    _kill(_start_and_wait_for_staging(images, out, inside, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     assert not (out / "onnx").exists()
     assert not list(out.glob("*/manifest.json"))
@@ -58,7 +63,7 @@ def test_sigkill_during_build_leaves_no_bundle_and_the_next_build_succeeds(tmp_p
     assert json.loads(manifest_text)["files"][0]["parity"]["status"] == "pass"
 
     # A rebuild killed mid-way leaves the previous bundle as it was, and loadable.
-    _kill(_start_and_wait_for_staging(images, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    _kill(_start_and_wait_for_staging(images, out, inside, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     assert (out / "onnx" / "manifest.json").read_text() == manifest_text
     assert Detector.load(out / "onnx").model_file == "model.onnx"  # every sha256 still matches
 
