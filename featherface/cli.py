@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", help="write annotated images into this folder")
     detect.add_argument("--score", type=float, default=None, help="score threshold (default: the bundle's, 0.5)")
     detect.add_argument("--file", help="model file of the bundle (default: its preferred one)")
-    detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml"), help="force a runtime")
+    detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml", "torch"),
+                        help="force a runtime (torch: the PyTorch reference, from the variant's default weights)")
     detect.add_argument("--threads", type=int, default=None, help="inference threads")
     detect.set_defaults(run=_cmd_detect)
 

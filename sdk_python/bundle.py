@@ -98,3 +98,18 @@ def verified_file(bundle_dir: str | Path, manifest: dict, name: str | None = Non
     if sha256_of(path) != entries[name]["sha256"]:
         raise BundleError(f"{path}: sha256 differs from the manifest (modified or truncated file); refusing to load it")
     return path, entries[name]
+
+
+def verified_checkpoint(manifest: dict, weights: str | Path) -> Path:
+    """`weights` for the torch runtime; refused (before it is unpickled) when the manifest
+    records the checkpoint the bundle was built from and this file is another one."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {weights}")
+    record = manifest["checkpoint"]
+    if record is not None and sha256_of(weights) != record["sha256"]:
+        raise BundleError(
+            f"{weights}: sha256 differs from the checkpoint this bundle was built from "
+            f"({record['name']}, sha256 {record['sha256'][:12]}...); refusing another network as its reference"
+        )
+    return weights

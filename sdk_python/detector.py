@@ -14,11 +14,11 @@ import numpy as np
 from featherface.config import PriorConfig, Thresholds
 
 from .box_coding import make_priors
-from .bundle import read_manifest, verified_file
+from .bundle import read_manifest, verified_checkpoint, verified_file
 from .faces import Face, faces_from_arrays, postprocess_arrays
 from .image_io import ImageSource, load_image
 from .preprocess import Letterbox, preprocess
-from .runtimes import Runtime, open_runtime
+from .runtimes import Runtime, RuntimeUnavailable, TorchRuntime, open_runtime, require_torch
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,41 @@ class Detector:
         self._priors = make_priors(spec.input_size, spec.input_size, spec.priors)
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, runtime: str | None = None, num_threads: int | None = None, file: str | None = None) -> "Detector":
-        """Open a bundle's model file (default: its preferred one), verifying its sha256."""
+    def load(
+        cls, bundle_dir: str | Path, runtime: str | None = None, num_threads: int | None = None,
+        file: str | None = None, weights: str | Path | None = None,
+    ) -> "Detector":
+        """Open a bundle's model file (default: its preferred one), verifying its sha256.
+
+        runtime="torch" (implied by `weights`) runs the PyTorch reference instead: the
+        manifest's `arch` with `weights` (default: the variant's own weights), refused
+        unless it is the checkpoint the manifest records, when the manifest records one."""
         manifest = read_manifest(bundle_dir)
+        if runtime == "torch" or weights is not None:
+            return cls._load_torch(manifest, runtime, num_threads, file, weights)
         path, entry = verified_file(bundle_dir, manifest, file)
         return cls(open_runtime(path, runtime, num_threads), ModelSpec.from_manifest(manifest, entry), path.name)
+
+    @classmethod
+    def _load_torch(
+        cls, manifest: dict, runtime: str | None, num_threads: int | None, file: str | None, weights: str | Path | None,
+    ) -> "Detector":
+        if runtime not in (None, "torch"):
+            raise RuntimeUnavailable(f"runtime {runtime!r} cannot run checkpoint {weights}; checkpoints run with runtime 'torch'")
+        if file is not None:
+            raise ValueError(f"file={file!r} picks a model file of the bundle, and the torch runtime runs none: give one or the other")
+        require_torch()
+        if weights is None:
+            from featherface.model.registry import get_variant
+
+            weights = get_variant(manifest["arch"]).find_default_weights()
+            if weights is None:
+                built_from = f" (this bundle was built from {manifest['checkpoint']['name']})" if manifest["checkpoint"] else ""
+                raise RuntimeUnavailable(f"no default weights for {manifest['arch']} here: pass weights=PATH{built_from}")
+        path = verified_checkpoint(manifest, weights)
+        names = [output["name"] for output in manifest["outputs"]]  # the network's outputs, in its order
+        spec = ModelSpec.from_manifest(manifest, {"output_map": {name: name for name in names}})
+        return cls(TorchRuntime(manifest["arch"], path, names, num_threads), spec, path.name)
 
     def __enter__(self) -> "Detector":
         return self

@@ -2,13 +2,14 @@
 
 The runtime follows from the model file's format. Each returns raw outputs by the file's
 own tensor names; mapping them to `loc` / `conf` / `landmarks` is the manifest's job.
-Heavy runtimes are imported only when a file of their format is opened.
+Heavy runtimes are imported only when a file of their format is opened; torch runs the
+network itself from its checkpoint (the reference the converted files were checked against).
 """
 from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -30,7 +31,10 @@ class Runtime(Protocol):
 
 def runtime_name_for(path: str | Path) -> str:
     suffix = Path(path).suffix
-    names = {".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml", ".pth": "torch", ".pt": "torch"}
+    names = {
+        ".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml",
+        ".pth": "torch", ".pt": "torch", ".safetensors": "torch",
+    }
     if suffix not in names:
         raise ValueError(f"unknown model file type {suffix!r} for {path}; expected one of {', '.join(names)}")
     return names[suffix]
@@ -140,14 +144,55 @@ class CoreMLRuntime:
         return {name: np.concatenate([np.asarray(r[name], np.float32) for r in results]) for name in results[0]}
 
 
+class TorchRuntime:
+    """The PyTorch network of a registered variant with a checkpoint loaded strictly
+    (featherface.model's one loader: weights_only, keys and shapes checked, NaN refused)."""
+
+    input_layout = "NCHW"
+
+    def __init__(self, arch: str, weights: str | Path, output_names: Sequence[str], num_threads: int | None = None) -> None:
+        import torch
+
+        from featherface.model.registry import create_model
+
+        if num_threads:  # per process in torch: the last torch Detector opened sets it
+            torch.set_num_threads(num_threads)
+        self.model = create_model(arch, weights)
+        self.output_names = tuple(output_names)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            outputs = self.model(torch.from_numpy(batch))
+        return {name: tensor.numpy() for name, tensor in zip(self.output_names, outputs, strict=True)}
+
+
+def require_torch() -> None:
+    """Refuse the torch runtime clearly where torch is absent (a device SDK install)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise RuntimeUnavailable(
+            "the torch runtime needs PyTorch, which is not installed: pip install 'featherface[torch]', "
+            "or run the bundle's own model files (onnxruntime, LiteRT) without runtime='torch'"
+        ) from None
+
+
 def open_runtime(path: str | Path, runtime: str | None = None, num_threads: int | None = None) -> Runtime:
-    """Open a model file with the runtime its format needs (or the one named)."""
-    name = runtime or runtime_name_for(path)
+    """Open a model file with the runtime its format needs; a runtime named for a file of
+    another format is refused (one runtime per format: naming another is a mistake)."""
+    expected = runtime_name_for(path)
+    name = runtime or expected
+    if name != expected:
+        raise RuntimeUnavailable(
+            f"runtime {name!r} cannot open {Path(path).name}, which needs {expected!r}; leave the runtime unset"
+        )
     if not Path(path).exists():
         raise FileNotFoundError(f"model file not found: {path}")
     runtimes = {"litert": LiteRTRuntime, "onnxruntime": OnnxRuntime, "coreml": CoreMLRuntime}
-    if name not in runtimes:
-        raise RuntimeUnavailable(f"runtime {name!r} cannot open {path}")
+    if name not in runtimes:  # a checkpoint: the torch runtime opens it from a bundle (Detector.load)
+        raise RuntimeUnavailable(f"runtime {name!r} cannot open {path} on its own; use Detector.load(bundle, weights=...)")
     try:
         return runtimes[name](path, num_threads)
     except RuntimeUnavailable:

@@ -32,7 +32,7 @@ from featherface.sdk.bundle import BundleError, sha256_of
 from featherface.sdk.detect_command import face_json
 from featherface.sdk.detector import Detector
 from featherface.sdk.image_io import ImageError
-from featherface.sdk.runtimes import ModelFileError
+from featherface.sdk.runtimes import ModelFileError, RuntimeUnavailable
 
 BIN = Path(sys.executable).parent
 FAST_BENCH = ["--runs", "1", "--warmup", "0", "--threads", "1"]
@@ -484,3 +484,77 @@ def test_known_optional_manifest_field_is_accepted(bundle, tmp_path):
     shutil.copytree(bundle, copy)
     edit_manifest(copy, lambda m: m.update(reference_accuracy={"protocol": "letterboxed 64", "easy": 0.1}))
     assert Detector.load(copy).model_file == "model.onnx"
+
+
+# ---------------------------------------------------------------- wrong runtimes, wrong checkpoints
+
+
+@pytest.fixture(scope="module")
+def bundle_weights(tmp_path_factory) -> Path:
+    """The tiny bundle's own network (conftest: seed 0) as a checkpoint file."""
+    path = tmp_path_factory.mktemp("weights") / "tiny_v2_ultra.pth"
+    torch.manual_seed(0)
+    torch.save(get_variant("v2-ultra").build().state_dict(), path)
+    return path
+
+
+def test_torch_runtime_runs_the_bundles_network_like_its_onnx_file(bundle, detector, bundle_weights, tmp_path):
+    reference = Detector.load(bundle, weights=bundle_weights)
+    assert reference.model_file == bundle_weights.name and reference.runtime.input_layout == "NCHW"
+    assert Detector.load(bundle, runtime="torch", weights=bundle_weights).model_file == bundle_weights.name
+    image = noise(48, 64, seed=3)
+    batch, _ = detector.prepare(image)
+    torch_outputs, onnx_outputs = reference.infer(batch), detector.infer(batch)
+    assert list(torch_outputs) == ["loc", "conf", "landmarks"]
+    for name, values in onnx_outputs.items():
+        np.testing.assert_allclose(torch_outputs[name], values, atol=1e-4, err_msg=name)
+    faces = detector.detect(image)
+    assert faces and [f.score for f in reference.detect(image)] == pytest.approx([f.score for f in faces], abs=1e-4)
+
+
+def test_runtime_of_another_format_is_one_error_line(bundle, tmp_path, capsys):
+    with pytest.raises(RuntimeUnavailable, match="runtime 'litert' cannot open model.onnx, which needs 'onnxruntime'"):
+        Detector.load(bundle, runtime="litert")
+    with pytest.raises(ValueError, match="file='model.onnx' picks a model file"):
+        Detector.load(bundle, runtime="torch", file="model.onnx")
+    status, out, err = run_cli(["detect", "--bundle", bundle, tmp_path / "photo.png", "--runtime", "litert"], capsys)
+    assert status == 2 and out == ""
+    assert "runtime 'litert' cannot open model.onnx" in assert_one_error_line(err)
+
+
+def record_checkpoint(bundle: Path, weights: Path, tmp_path: Path) -> Path:
+    """A copy of `bundle` whose manifest says it was built from `weights`."""
+    copy = tmp_path / "recorded"
+    shutil.copytree(bundle, copy)
+    edit_manifest(copy, lambda m: m.update(checkpoint={"name": weights.name, "sha256": sha256_of(weights)}))
+    return copy
+
+
+def test_checkpoint_other_than_the_recorded_one_is_refused_before_loading(bundle, bundle_weights, tmp_path, capsys):
+    recorded = record_checkpoint(bundle, bundle_weights, tmp_path)
+    assert Detector.load(recorded, weights=bundle_weights).model_file == bundle_weights.name
+    other, _ = write_checkpoint("other_variant", tmp_path)
+    with pytest.raises(BundleError, match=f"{other}: sha256 differs from the checkpoint this bundle was built from "
+                                          r"\(tiny_v2_ultra.pth"):
+        Detector.load(recorded, weights=other)
+    # The CLI's --runtime torch takes v2-ultra's own default weights: not this bundle's network.
+    status, out, err = run_cli(["detect", "--bundle", recorded, tmp_path / "photo.png", "--runtime", "torch"], capsys)
+    assert status == 2 and out == ""
+    assert "v2_ultra.pth: sha256 differs from the checkpoint this bundle was built from" in assert_one_error_line(err)
+
+
+def test_checkpoint_of_another_variant_is_refused_without_a_record(bundle, tmp_path):
+    """The tiny bundle records no checkpoint (random weights): the loader's key check refuses."""
+    other, problem = write_checkpoint("other_variant", tmp_path)
+    with pytest.raises(ValueError, match=problem) as refused:
+        Detector.load(bundle, weights=other)
+    assert "this file most likely belongs to --arch retinaface-mnet025" in str(refused.value)
+
+
+def test_torch_runtime_without_torch_names_the_alternative(bundle, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as on a device
+    with pytest.raises(RuntimeUnavailable, match=r"needs PyTorch, which is not installed.*onnxruntime, LiteRT"):
+        Detector.load(bundle, runtime="torch")
+    status, out, err = run_cli(["detect", "--bundle", bundle, tmp_path / "photo.png", "--runtime", "torch"], capsys)
+    assert status == 2 and out == ""
+    assert "pip install 'featherface[torch]'" in assert_one_error_line(err)

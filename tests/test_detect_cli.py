@@ -93,6 +93,20 @@ def test_detect_good_inputs_exit_zero(onnx_bundle, photo_folder):
     assert "2 images" in result.stderr and "0 failed" in result.stderr
 
 
+def test_detect_with_the_torch_runtime_finds_the_onnx_files_faces(onnx_bundle, photo_folder):
+    images = [photo_folder / "a_portrait.jpg", photo_folder / "c_landscape.jpg"]
+    onnx, torch = (run("featherface", "detect", "--bundle", onnx_bundle, *images, "--json", *extra)
+                   for extra in ([], ["--runtime", "torch", "--threads", "1"]))
+    assert torch.returncode == 0, torch.stderr
+    assert "featherface_v1_489k.pth" in torch.stderr  # the summary names what ran
+    for reference, record in zip(json_lines(onnx.stdout), json_lines(torch.stdout), strict=True):
+        check_record(record)
+        assert len(record["faces"]) == len(reference["faces"]) > 0
+        for face, expected in zip(record["faces"], reference["faces"]):
+            np.testing.assert_allclose(face["box"], expected["box"], atol=0.1)
+            np.testing.assert_allclose(face["score"], expected["score"], atol=2e-4)
+
+
 def test_detect_with_the_tflite_bundle(pi4_bundle, photo_folder):
     result = run("featherface", "detect", "--bundle", pi4_bundle, photo_folder / "c_landscape.jpg", "--json",
                  "--file", "model_fp16.tflite", "--threads", "1")

@@ -1,6 +1,7 @@
 """`Detector` on real bundles (v1-489k, 160 px, built once per session by test_build's
-SharedBuild): every runtime finds PyTorch's faces on real photos, in the photos' own pixels;
-a bundle that was tampered with, truncated or that points outside itself is refused."""
+SharedBuild): every runtime finds the faces of the bundle's torch runtime (the PyTorch
+reference) on real photos, in the photos' own pixels; a bundle that was tampered with,
+truncated or that points outside itself is refused."""
 from __future__ import annotations
 
 import json
@@ -10,17 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_shared
 from PIL import Image
-from test_build import SIZE
+from test_build import CHECKPOINT, SIZE
 
 from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS
 from featherface.converters.parity import ROBUST_MARGIN, Detections, detection_agreement
-from featherface.sdk.box_coding import iou_matrix, make_priors
+from featherface.sdk.box_coding import iou_matrix
 from featherface.sdk.bundle import BundleError
 from featherface.sdk.detector import Detector
-from featherface.sdk.faces import Face, postprocess_arrays
+from featherface.sdk.faces import Face
 from featherface.sdk.image_io import load_image
-from featherface.sdk.preprocess import preprocess
 from featherface.sdk.runtimes import RuntimeUnavailable
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
@@ -34,9 +35,18 @@ def photos(shared) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def torch_reference(shared, photos) -> list[Detections]:
-    """PyTorch's detections on the photos down to the robust floor, computed once."""
-    return [torch_detections(shared, path, FLOOR) for path in photos]
+def torch_reference(photos):
+    """PyTorch's detections on the photos down to the robust floor, through a bundle's own
+    torch runtime (its manifest's arch and recorded checkpoint); computed once per bundle."""
+    cache: dict[Path, list[Detections]] = {}
+
+    def of(bundle: Path) -> list[Detections]:
+        if bundle not in cache:
+            detector = Detector.load(bundle, runtime="torch")
+            cache[bundle] = [as_detections(detector.detect(path, score_threshold=FLOOR)) for path in photos]
+        return cache[bundle]
+
+    return of
 
 
 def read_wider_gt(annotation_file: Path, image: str) -> np.ndarray:
@@ -51,17 +61,6 @@ def read_wider_gt(annotation_file: Path, image: str) -> np.ndarray:
             return rows
         i += 2 + max(count, 1)
     raise KeyError(image)
-
-
-def torch_detections(shared, path: Path, score: float) -> Detections:
-    """The PyTorch network through the SDK's own preprocessing and post-processing."""
-    import torch
-
-    batch, letterbox = preprocess(load_image(path), SIZE)
-    with torch.no_grad():
-        loc, conf, landmarks = (t.numpy()[0] for t in shared.model(torch.from_numpy(batch)))
-    thresholds = type(DEPLOY_THRESHOLDS)(score=score, nms_iou=DEPLOY_THRESHOLDS.nms_iou, top_k=DEPLOY_THRESHOLDS.top_k)
-    return Detections(*postprocess_arrays(loc, conf, landmarks, make_priors(SIZE, SIZE), letterbox, SIZE, SIZE, thresholds, PRIORS.variances))
 
 
 def as_detections(faces: list[Face]) -> Detections:
@@ -140,13 +139,23 @@ def test_core_ml_file_is_unavailable_on_linux_naming_the_alternatives(onnx_bundl
 # ---------------------------------------------------------------- detections
 
 
-def test_sdk_pipeline_on_torch_matches_the_builds_reference(shared, torch_reference):
-    """The SDK's preprocessing + post-processing around PyTorch gives the detections the
-    build judged every file against."""
-    for mine, build in zip(torch_reference, shared.parity.detections, strict=True):
+def test_torch_runtime_gives_the_detections_the_build_judged_every_file_against(shared, onnx_bundle, torch_reference):
+    """runtime="torch" builds the manifest's arch with the variant's default weights, which
+    are the recorded checkpoint; around it, the SDK's own pre- and post-processing."""
+    detector = Detector.load(onnx_bundle, runtime="torch")
+    assert detector.model_file == CHECKPOINT and detector.runtime.input_layout == "NCHW"
+    for mine, build in zip(torch_reference(onnx_bundle), shared.parity.detections, strict=True):
         np.testing.assert_allclose(mine.boxes, build.boxes, atol=1e-3)
         np.testing.assert_allclose(mine.scores, build.scores, atol=1e-6)
         np.testing.assert_allclose(mine.landmarks, build.landmarks, atol=1e-3)
+
+
+def test_torch_runtime_refuses_a_checkpoint_other_than_the_recorded_one(onnx_bundle):
+    other = require_shared("weights") / "retinaface_mnet025.pth"
+    with pytest.raises(BundleError, match=f"{other}: sha256 differs from the checkpoint this bundle was built from "
+                                          rf"\({CHECKPOINT}") as refused:
+        Detector.load(onnx_bundle, weights=other)
+    assert "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -159,10 +168,10 @@ def test_sdk_pipeline_on_torch_matches_the_builds_reference(shared, torch_refere
         ("model_int8.tflite", "int8"),  # INT8 input and outputs: the SDK quantizes and dequantizes
     ],
 )
-def test_runtimes_agree_with_pytorch_on_real_photos(torch_reference, onnx_bundle, pi4_bundle, photos, file, precision):
+def test_runtimes_agree_with_the_torch_runtime_on_real_photos(torch_reference, onnx_bundle, pi4_bundle, photos, file, precision):
     bundle = onnx_bundle if file.endswith(".onnx") else pi4_bundle
     detector = Detector.load(bundle, file=file)
-    reference = torch_reference
+    reference = torch_reference(bundle)  # the same bundle's torch runtime
     candidate = [as_detections(detector.detect(path, score_threshold=FLOOR)) for path in photos]
     agreement = detection_agreement(reference, candidate, DEPLOY_THRESHOLDS.score)
     thresholds = PARITY_THRESHOLDS[precision]
