@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .annotate import save_annotated
@@ -23,6 +24,25 @@ def face_json(face: Face) -> dict:
     }
 
 
+@dataclass
+class Skipped:
+    """The inputs a run skipped: each said when it happens, all listed again at the end."""
+
+    prog: str
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, err: Exception) -> None:
+        self.failures.append(str(err))
+        print(f"{self.prog}: skipped: {err}", file=sys.stderr)
+
+    def finish(self, summary: str, done: int) -> int:
+        """Print `summary` and the skipped inputs; exit status 1 if any (or nothing was done)."""
+        print(summary, file=sys.stderr)
+        for failure in self.failures:
+            print(f"  failed: {failure}", file=sys.stderr)
+        return 1 if self.failures or not done else 0
+
+
 def _annotated_name(frame_name: str, used: set[str]) -> str:
     stem = Path(frame_name.split("#", 1)[0]).stem
     if "#frame=" in frame_name:
@@ -39,7 +59,7 @@ def run_detect(
     score: float | None = None, file: str | None = None, runtime: str | None = None, threads: int | None = None,
 ) -> int:
     detector = Detector.load(bundle, runtime=runtime, num_threads=threads, file=file)
-    failures: list[str] = []
+    skipped = Skipped("featherface")
     images = faces_total = 0
     used_names: set[str] = set()
     start = time.perf_counter()
@@ -49,8 +69,7 @@ def run_detect(
                 try:
                     rgb = load_image(frame.path if frame.path is not None else frame.rgb)
                 except ImageError as err:
-                    failures.append(str(err))
-                    print(f"featherface: skipped: {err}", file=sys.stderr)
+                    skipped.add(err)
                     continue
                 faces = detector.detect(rgb, score_threshold=score)
                 images += 1
@@ -60,11 +79,8 @@ def run_detect(
                 if out_dir:
                     save_annotated(rgb, faces, Path(out_dir) / _annotated_name(frame.name, used_names))
         except SourceError as err:
-            failures.append(str(err))
-            print(f"featherface: skipped: {err}", file=sys.stderr)
+            skipped.add(err)
     elapsed = time.perf_counter() - start
     per_image = f", {1000 * elapsed / images:.1f} ms per image" if images else ""
-    print(f"{images} images, {faces_total} faces, {len(failures)} failed ({detector.model_file}{per_image})", file=sys.stderr)
-    for failure in failures:
-        print(f"  failed: {failure}", file=sys.stderr)
-    return 1 if failures or not images else 0
+    summary = f"{images} images, {faces_total} faces, {len(skipped.failures)} failed ({detector.model_file}{per_image})"
+    return skipped.finish(summary, images)

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .annotate import annotate
-from .detect_command import face_json
+from .detect_command import Skipped, face_json
 from .detector import Detector
 from .image_io import ImageError, load_image
 from .sources import Frame, SourceError, expand_inputs, video_frames
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    stats, frames, failures = Stats(), 0, 0
+    stats, frames, skipped = Stats(), 0, Skipped("featherface-pi")
     try:
         for frame in open_source(args.source, (args.camera_width, args.camera_height)):
             if stopping or (args.max_frames and frames >= args.max_frames):
@@ -98,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 rgb = load_image(frame.path if frame.path is not None else frame.rgb)
             except ImageError as err:
-                failures += 1
-                print(f"featherface-pi: skipped: {err}", file=sys.stderr)
+                skipped.add(err)
                 continue
             t0 = time.perf_counter()
             batch, letterbox = detector.prepare(rgb)
@@ -120,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as err:
         print(f"featherface-pi: error: {err}", file=sys.stderr)
         return 2
-    print(f"featherface-pi: {frames} frames, {failures} skipped", file=sys.stderr)
-    return 0 if frames else 1
+    return skipped.finish(f"featherface-pi: {frames} frames, {len(skipped.failures)} skipped", frames)
 
 
 def _show(rgb: np.ndarray, faces) -> None:

@@ -28,6 +28,7 @@ from PIL import Image
 from featherface import cli
 from featherface.model.registry import get_variant
 from featherface.quantization.calibration import CalibrationError, calibration_set, select_images
+from featherface.sdk import pi
 from featherface.sdk.bundle import BundleError, sha256_of
 from featherface.sdk.detect_command import face_json
 from featherface.sdk.detector import Detector
@@ -217,6 +218,24 @@ def test_installed_detect_over_the_corpus_folder_skips_each_bad_file(bundle, tmp
     for case in UNREADABLE:
         assert f"skipped: cannot read image {folder / case}" in result.stderr
     assert f"{len(READABLE)} images" in result.stderr and f"{len(UNREADABLE)} failed" in result.stderr
+
+
+def test_installed_pi_script_over_the_corpus_folder_lists_each_bad_file_and_exits_1(bundle, tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for case in [*READABLE, *UNREADABLE]:
+        write_image(case, folder)
+    result = subprocess.run([str(BIN / "featherface-pi"), "--bundle", str(bundle), "--source", str(folder), "--json",
+                             "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(Path(json.loads(line)["image"]).name for line in result.stdout.splitlines()) == sorted(READABLE)
+    lines = result.stderr.splitlines()
+    end = lines.index(f"featherface-pi: {len(READABLE)} frames, {len(UNREADABLE)} skipped")
+    listed = lines[end + 1 :]  # the bad files again, after the summary, as `featherface detect` lists them
+    assert len(listed) == len(UNREADABLE)
+    for case, line in zip(sorted(UNREADABLE), listed):
+        assert line.startswith(f"  failed: cannot read image {folder / case}: ") and UNREADABLE[case][1] in line
 
 
 @pytest.mark.parametrize("case", list(UNREADABLE))
@@ -434,7 +453,7 @@ def bad_bundle(case: str, tmp_path: Path, source: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", list(BUNDLES))
-def test_bad_bundle_is_refused_by_the_sdk_and_by_detect_eval_and_bench(case, bundle, tmp_path, capsys):
+def test_bad_bundle_is_refused_by_the_sdk_and_by_detect_eval_bench_and_the_pi_script(case, bundle, tmp_path, capsys):
     copy = bad_bundle(case, tmp_path, bundle)
     with pytest.raises(ModelFileError if case == "corrupt_model_resigned" else BundleError, match=re.escape(BUNDLES[case])):
         Detector.load(copy)
@@ -444,10 +463,15 @@ def test_bad_bundle_is_refused_by_the_sdk_and_by_detect_eval_and_bench(case, bun
         ["detect", "--bundle", copy, image, "--json", "--out", tmp_path / "annotated"],
         ["eval", "--bundle", copy, "--data", tmp_path / "wider", "--out", tmp_path / "predictions"],
         ["bench", copy, *FAST_BENCH, "--out", tmp_path / "report"],
+        ["featherface-pi", "--bundle", copy, "--source", image, "--json", "--save", tmp_path / "annotated"],
     ):
-        status, out, err = run_cli(command, capsys)
+        if command[0] == "featherface-pi":
+            status = pi.main([str(a) for a in command[1:]])
+            out, err = capsys.readouterr()
+        else:
+            status, out, err = run_cli(command, capsys)
         assert status == 2 and out == "", (command[0], err)
-        prog = "featherface bench" if command[0] == "bench" else "featherface"
+        prog = {"bench": "featherface bench", "featherface-pi": "featherface-pi"}.get(command[0], "featherface")
         assert BUNDLES[case] in assert_one_error_line(err, prog), command[0]
     assert not {"annotated", "predictions", "report"} & {p.name for p in tmp_path.iterdir()}
 

@@ -117,17 +117,21 @@ def test_detect_with_the_tflite_bundle(pi4_bundle, photo_folder):
     assert "model_fp16.tflite" in result.stderr
 
 
-def test_detect_with_a_corrupt_bundle_is_one_error_line(onnx_bundle, photo_folder, tmp_path):
+@pytest.mark.parametrize("command", ["featherface", "featherface-pi"])
+def test_a_corrupt_bundle_is_one_error_line(onnx_bundle, photo_folder, tmp_path, command):
     bundle = tmp_path / "bundle"
     shutil.copytree(onnx_bundle, bundle)
     data = bytearray((bundle / "model.onnx").read_bytes())
     data[-100] ^= 0xFF
     (bundle / "model.onnx").write_bytes(bytes(data))
-    result = run("featherface", "detect", "--bundle", bundle, photo_folder, "--json")
+    if command == "featherface":
+        result = run(command, "detect", "--bundle", bundle, photo_folder, "--json")
+    else:
+        result = run(command, "--bundle", bundle, "--source", photo_folder, "--json")
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("featherface: error:"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{command}: error:"), result.stderr
     assert "model.onnx" in lines[0] and "sha256" in lines[0]
     assert "Traceback" not in result.stderr
 
@@ -148,17 +152,19 @@ def test_pi_script_on_a_folder(pi4_bundle, shared, photo_folder, tmp_path):
     shutil.copyfile(shared.image_paths[0], folder / "d_square.jpg")
     shutil.copyfile(shared.image_paths[0], folder / "e_square.jpg")
     result = run("featherface-pi", "--bundle", pi4_bundle, "--source", folder, "--max-frames", "3", "--json", "--threads", "2")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a file was skipped: as `featherface detect`
     records = json_lines(result.stdout)
     assert [Path(r["image"]).name for r in records] == ["a_portrait.jpg", "c_landscape.jpg", "d_square.jpg"]
     for record in records:
         check_record(record)
         assert record["faces"]
-    assert "b_notes.jpg" in result.stderr  # skipped, and the run went on
+    assert f"featherface-pi: skipped: cannot read image {folder / 'b_notes.jpg'}" in result.stderr  # and the run went on
     for line in result.stderr.splitlines():
         if line.startswith("fps"):
             assert FPS_LINE.match(line), line
-    assert "3 frames" in result.stderr
+    summary, listed = result.stderr.strip().splitlines()[-2:]  # the bad file listed again at the end
+    assert summary == "featherface-pi: 3 frames, 1 skipped"
+    assert listed.startswith(f"  failed: cannot read image {folder / 'b_notes.jpg'}")
     assert "Traceback" not in result.stderr
 
 
