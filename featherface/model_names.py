@@ -1,3 +1,12 @@
 """Names of the registered network variants, importable without torch (for CLI help)."""
 
 ARCH_NAMES: tuple[str, ...] = ("v1", "v1-489k", "retinaface-mnet025", "v2-ultra")
+
+# V2 Ultra's five "zero-parameter innovations", each a switch of FeatherFaceV2UltraConfig.
+INNOVATIONS: tuple[str, ...] = (
+    "feature_reuse",
+    "attention_multiplication",
+    "progressive_enhancement",
+    "multiscale_context",
+    "dynamic_weight_sharing",
+)

@@ -40,6 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from featherface.model_names import INNOVATIONS  # noqa: F401  (re-exported; readable without torch)
+
 from .backbone import MobileNetV1
 from .bifpn import BiFPNCell, projection
 from .cbam import CBAM
@@ -61,13 +63,6 @@ class FeatherFaceV2UltraConfig:
     dynamic_weight_sharing: bool = True
 
 
-INNOVATIONS = (
-    "feature_reuse",
-    "attention_multiplication",
-    "progressive_enhancement",
-    "multiscale_context",
-    "dynamic_weight_sharing",
-)
 
 
 class LightBiFPN(nn.Module):

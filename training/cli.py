@@ -8,15 +8,12 @@ Building the parsers must not import torch (`featherface --help` runs on devices
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from featherface.cli import input_size
 from featherface.config import DEFAULT_INPUT_SIZE
-from featherface.model_names import ARCH_NAMES
+from featherface.model_names import ARCH_NAMES, INNOVATIONS
 from featherface.paths import WIDERFACE
 
 from .distill_config import PRESETS, DistillConfig
@@ -31,17 +28,7 @@ __all__ = [
 ]
 
 
-def _innovation_names() -> tuple[str, ...]:
-    """`featherface.model.v2_ultra.INNOVATIONS`, read from its source: importing the module
-    would load torch, which building the parsers must not."""
-    source = Path(importlib.util.find_spec("featherface.model.v2_ultra").origin).read_text()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "INNOVATIONS" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise ImportError("featherface.model.v2_ultra defines no literal INNOVATIONS tuple")
-
-
-INNOVATION_NAMES = _innovation_names()
+INNOVATION_NAMES = INNOVATIONS
 
 
 def _size_or_zero(text: str) -> int:
