@@ -1,6 +1,7 @@
 """Read and verify a bundle's manifest: a bundle is untrusted input on a device.
 
-Refused: an unknown format version or field, a file path that leaves the bundle (`..`,
+Refused: an unknown format version, a missing, unknown or mistyped field (nested ones
+too: the table of what the SDK reads is below), a file path that leaves the bundle (`..`,
 absolute, or a symlink pointing out), a missing file, and a file whose sha256 differs
 from the manifest's (tampered or truncated).
 """
@@ -10,13 +11,62 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Any, Callable
+
+from featherface.config import OUTPUT_NAMES
 
 SUPPORTED_VERSIONS = (1,)
-MANIFEST_FIELDS = {
-    "format_version", "target", "arch", "checkpoint", "input", "priors", "outputs",
-    "thresholds", "tools", "files", "preferred_file", "golden",
+
+
+def _is(*types: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, types) and (bool in types or not isinstance(v, bool))
+
+
+def _list_of(check: Callable[[Any], bool], length: int | None = None, empty: bool = True) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, list) and (empty or bool(v)) and length in (None, len(v)) and all(map(check, v)))
+
+
+# Per object of the manifest: key -> (check, what is expected, for the message). Every key
+# is required and no other is allowed, except where a table is marked open below.
+Rules = dict[str, tuple[Callable[[Any], bool], str]]
+STRING = (_is(str), "a string")
+INTEGER = (_is(int), "an integer")
+NUMBER = (_is(int, float), "a number")
+OBJECT = (_is(dict), "an object")
+SHA256 = (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits")
+MANIFEST: Rules = {
+    "format_version": INTEGER, "target": STRING, "arch": STRING,
+    "checkpoint": (lambda v: v is None or isinstance(v, dict), "null or an object"),
+    "input": OBJECT, "priors": OBJECT, "thresholds": OBJECT, "tools": OBJECT,
+    "outputs": (_list_of(_is(dict), empty=False), "a non-empty list of objects"),
+    "files": (_list_of(_is(dict), empty=False), "a non-empty list of objects"),
+    "preferred_file": STRING,
+    "golden": (lambda v: v is None or isinstance(v, dict), "null or an object"),  # the bench checks inside
 }
-OPTIONAL_FIELDS = {"reference_accuracy"}  # WIDER FACE AP of PyTorch, when the build measured it
+MANIFEST_FIELDS = set(MANIFEST)
+OPTIONAL_FIELDS: Rules = {"reference_accuracy": OBJECT}  # WIDER FACE AP of PyTorch, when the build measured it
+SECTIONS: dict[str, Rules] = {
+    "input": {
+        "name": STRING, "height": INTEGER, "width": INTEGER, "layout": STRING, "dtype": STRING,
+        "channel_order": STRING, "mean": (_list_of(_is(int, float), 3), "3 numbers"), "scale": NUMBER, "resize": STRING,
+    },
+    "priors": {
+        "min_sizes": (_list_of(_list_of(_is(int), empty=False), empty=False), "a list of lists of integers"),
+        "steps": (_list_of(_is(int), empty=False), "a list of integers"),
+        "variances": (_list_of(_is(int, float), 2), "2 numbers"),
+        "clip": (_is(bool), "true or false"),
+    },
+    "thresholds": {"score": NUMBER, "nms_iou": NUMBER, "top_k": INTEGER},
+}
+CHECKPOINT: Rules = {"name": STRING, "sha256": SHA256}
+OUTPUT: Rules = {"name": STRING, "shape": (_list_of(_is(int), empty=False), "a list of integers")}
+# Open: a files[] entry also holds the build's records (parity, quantization, accuracy),
+# which the SDK does not read; the keys it does read are checked.
+FILE_ENTRY: Rules = {
+    "file": STRING, "sha256": SHA256,
+    "output_map": (lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values()), "an object of tensor names"),
+}
+FILE_ENTRY_OPTIONAL: Rules = {"format": STRING, "precision": STRING, "size_bytes": INTEGER, "input": OBJECT}
 
 
 class BundleError(ValueError):
@@ -53,23 +103,40 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     version = manifest.get("format_version")
     if version not in SUPPORTED_VERSIONS:
         raise BundleError(f"{path}: format_version {version!r} is not supported (this SDK reads {SUPPORTED_VERSIONS})")
-    unknown = sorted(set(manifest) - MANIFEST_FIELDS - OPTIONAL_FIELDS)
-    if unknown:
-        raise BundleError(f"{path}: unknown fields {unknown}; refusing a manifest this SDK does not understand")
-    missing = sorted(MANIFEST_FIELDS - set(manifest))
-    if missing:
-        raise BundleError(f"{path}: missing fields {missing}")
-    files = manifest["files"]
-    if not isinstance(files, list) or not files:
-        raise BundleError(f"{path}: `files` must be a non-empty list")
-    for i, entry in enumerate(files):
-        if not (
-            isinstance(entry, dict) and isinstance(entry.get("file"), str)
-            and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])
-            and isinstance(entry.get("output_map"), dict)
-        ):
-            raise BundleError(f"{path}: files[{i}] needs a `file` name, a 64-hex `sha256` and an `output_map`")
+    _check(path, "", manifest, MANIFEST, OPTIONAL_FIELDS)
+    for section, rules in SECTIONS.items():
+        _check(path, section, manifest[section], rules)
+    if manifest["checkpoint"] is not None:
+        _check(path, "checkpoint", manifest["checkpoint"], CHECKPOINT)
+    for i, output in enumerate(manifest["outputs"]):
+        _check(path, f"outputs[{i}]", output, OUTPUT)
+    names = sorted(output["name"] for output in manifest["outputs"])
+    if names != sorted(OUTPUT_NAMES):
+        raise BundleError(f"{path}: `outputs` are {names}; this SDK reads {sorted(OUTPUT_NAMES)}")
+    for i, entry in enumerate(manifest["files"]):
+        _check(path, f"files[{i}]", entry, FILE_ENTRY, FILE_ENTRY_OPTIONAL, closed=False)
+        if sorted(entry["output_map"]) != names:
+            raise BundleError(f"{path}: `files[{i}].output_map` maps {sorted(entry['output_map'])}; expected {names}")
     return manifest
+
+
+def _check(path: Path, where: str, value: dict, rules: Rules, optional: Rules | None = None, closed: bool = True) -> None:
+    """Refuse the manifest unless object `where` has every key of `rules`, each value as
+    expected, and (if `closed`) no key outside `rules` and `optional`."""
+    optional = optional or {}
+
+    def name(key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    unknown = sorted(set(value) - set(rules) - set(optional)) if closed else []
+    if unknown:
+        raise BundleError(f"{path}: unknown fields {[name(k) for k in unknown]}; refusing a manifest this SDK does not understand")
+    missing = sorted(set(rules) - set(value))
+    if missing:
+        raise BundleError(f"{path}: missing fields {[name(k) for k in missing]}")
+    for key, (check, expected) in {**rules, **optional}.items():
+        if key in value and not check(value[key]):
+            raise BundleError(f"{path}: `{name(key)}` must be {expected}, not {json.dumps(value[key])[:60]}")
 
 
 def resolve_in_bundle(bundle_dir: Path, name: str) -> Path:

@@ -425,6 +425,14 @@ def damage_bundle(case: str, bundle: Path) -> None:
         model.symlink_to(bundle.parent / "model.onnx")
     elif case == "unknown_version":
         edit_manifest(bundle, lambda m: m.update(format_version=2))
+    elif case == "unknown_nested_field":
+        edit_manifest(bundle, lambda m: m["thresholds"].update(soft_nms=True))
+    elif case == "missing_nested_field":
+        edit_manifest(bundle, lambda m: m["priors"].pop("clip"))
+    elif case == "mistyped_nested_field":
+        edit_manifest(bundle, lambda m: m["input"].update(mean="104,117,123"))
+    elif case == "output_map_missing_an_output":
+        edit_manifest(bundle, lambda m: m["files"][0]["output_map"].pop("conf"))
     elif case == "package_link_out":  # an .mlpackage-like directory holding a link out
         package = bundle / "model.mlpackage"
         (package / "Data").mkdir(parents=True)
@@ -442,6 +450,10 @@ BUNDLES = {  # case -> what the error must say
     "path_leaving": "'../model.onnx' leaves the bundle",
     "symlink_out": "'model.onnx' leaves the bundle",
     "unknown_version": "format_version 2 is not supported",
+    "unknown_nested_field": "unknown fields ['thresholds.soft_nms']",
+    "missing_nested_field": "missing fields ['priors.clip']",
+    "mistyped_nested_field": '`input.mean` must be 3 numbers, not "104,117,123"',
+    "output_map_missing_an_output": "`files[0].output_map` maps ['landmarks', 'loc']; expected ['conf', 'landmarks', 'loc']",
 }
 
 
