@@ -7,6 +7,8 @@ moving average on our networks (README, quantization table), so it is not the de
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +42,19 @@ def quantize_onnx2tf(onnx_path: Path, out_path: Path, input_size: int, calibrati
         produced = tool_out / OUTPUT_FILES[io_type]
         if not produced.is_file():
             raise ConversionError(f"onnx2tf produced no full-INT8 file ({produced.name})")
+        refuse_unloadable(produced)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(produced), out_path)
     return out_path
+
+
+def refuse_unloadable(path: Path) -> None:
+    """Open `path` with LiteRT in a child process first: onnx2tf 1.28.8's full-INT8 file of
+    v2-ultra corrupts LiteRT's heap when its tensors are allocated ("corrupted size vs.
+    prev_size", the process aborts), which in the build's own process would be a crash."""
+    probe = "import sys; from ai_edge_litert.interpreter import Interpreter; Interpreter(model_path=sys.argv[1]).allocate_tensors()"
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise ConversionError(f"onnx2tf's full-INT8 file does not load in LiteRT ({last.strip()[:160]}); "
+                              "use the default quantizer (ai-edge-quantizer)")

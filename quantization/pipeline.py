@@ -86,9 +86,7 @@ def build_int8_onnx2tf(
     from .onnx2tf_int8 import quantize_onnx2tf
 
     started = time.perf_counter()
-    # Dynamic range quantizes activations too (per tensor, on the fly), so it suffers the
-    # stem's small channels as full INT8 does: it is made from the equalized network as well.
-    dynamic_path = _dynamic_int8(equalized_tflite or float_tflite, stage, options, progress)
+    dynamic_path = _dynamic_int8(float_tflite, stage, options, progress)
     progress(f"full INT8 with onnx2tf on {len(calibration)} images")
     full_path = quantize_onnx2tf(onnx_path, stage / "model_int8.tflite", size, calibration, options.weight_granularity, options.io_type)
     record: dict = {"tool": "onnx2tf", "calibration": _calibration_record(options, calibration), "ranges": "global min/max",

@@ -613,3 +613,23 @@ def test_cli_build_fails_while_another_process_builds_there(built, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("featherface: error: another build is writing to")
     assert not (out / "onnx").exists()
+
+
+def test_a_comparison_file_that_fails_parity_is_left_out_with_its_reason(tmp_path):
+    """Dynamic-range INT8 is built only to compare with: failing parity drops it (noted in the
+    full-INT8 record); any other failing file still fails the build (test_failed_parity_leaves_no_bundle_and_a_report)."""
+    from featherface.converters.build import ModelFile, _leave_out_failed_comparison_files
+
+    def made(name: str, precision: str, status: str, quantization: dict | None = None) -> ModelFile:
+        (tmp_path / name).write_bytes(b"model")
+        return ModelFile(tmp_path / name, "tflite", precision, 0.0, record={"status": status, "reasons": [f"{name} reason"]},
+                         quantization=quantization)
+
+    files = [made("fp32.tflite", "fp32", "pass"), made("dyn.tflite", "dynamic_int8", "fail"),
+             made("int8.tflite", "int8", "pass", quantization={})]
+    kept = _leave_out_failed_comparison_files(files, lambda _: None)
+    assert [f.path.name for f in kept] == ["fp32.tflite", "int8.tflite"]
+    assert not (tmp_path / "dyn.tflite").exists()
+    assert kept[1].quantization["comparison_files"] == {"dyn.tflite": {"left_out": "failed parity", "reasons": ["dyn.tflite reason"]}}
+    failing_int8 = [made("int8.tflite", "int8", "fail", quantization={})]
+    assert _leave_out_failed_comparison_files(failing_int8, lambda _: None) == failing_int8

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import require_shared
 from PIL import Image
 
 from featherface.quantization.accuracy import APBudget
@@ -160,3 +161,46 @@ def test_normalised_error_is_nmse_for_small_errors_and_bounded_near_zero():
     assert normalised_error(np.zeros(100), np.full(100, 1e-3)) == pytest.approx(2.0)  # not 1e6
     assert normalised_error(reference, -reference) == pytest.approx(4.0)  # the bound
     assert normalised_error(np.zeros(10), np.zeros(10)) == 0.0
+
+
+# ---------------------------------------------------------------- both quantizers, end to end
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_the_onnx2tf_route_writes_a_dynamic_and_a_full_int8_file_that_run(tmp_path):
+    """`--quantizer onnx2tf` end to end on RetinaFace at 160 px (no AP check): both files
+    written, both run. (The default route is built by test_build.py's pi4 bundle.)"""
+    from featherface.converters import manifest as mf
+    from featherface.converters.build import export_target
+    from featherface.model.registry import create_model
+    from featherface.quantization.pipeline import BUDGET_NOT_CHECKED, Int8Options
+    from featherface.sdk.runtimes import open_runtime
+
+    model = create_model("retinaface-mnet025", require_shared("weights/retinaface_mnet025.pth"))
+    size, stage = 160, tmp_path / "stage"
+    stage.mkdir()
+    photos = require_shared("data/widerface/WIDER_val/images/0--Parade")
+    tool = "onnx2tf"
+    options = Int8Options(calibration=photos, calibration_images=8, tool=tool)
+    metadata = mf.embedded_metadata(mf.new_manifest("pi4", "retinaface-mnet025", None, size, "NHWC"))
+    files = {f.precision: f for f in export_target("pi4", model, stage, size, metadata, lambda _: None, int8=options)}
+    assert sorted(files) == ["dynamic_int8", "fp16", "fp32", "int8"]
+    record = files["int8"].quantization
+    assert record["tool"] == tool and record["budget"] == BUDGET_NOT_CHECKED
+    image = preprocess(load_image(sorted(photos.iterdir())[0]), size, layout="NHWC")[0]
+    for precision in ("dynamic_int8", "int8"):
+        outputs = open_runtime(files[precision].path).run(np.ascontiguousarray(image, dtype=np.float32))
+        assert sorted(o.shape[-1] for o in outputs.values()) == [2, 4, 10]
+        assert all(np.isfinite(o).all() for o in outputs.values())
+
+
+def test_an_int8_file_litert_cannot_load_is_refused_without_crashing_the_build(tmp_path):
+    """The onnx2tf route opens its file in a child process first (v2-ultra's aborts LiteRT)."""
+    from featherface.converters.tflite_export import ConversionError
+    from featherface.quantization.onnx2tf_int8 import refuse_unloadable
+
+    broken = tmp_path / "model.tflite"
+    broken.write_bytes(b"TFL3" + bytes(200))
+    with pytest.raises(ConversionError, match="does not load in LiteRT"):
+        refuse_unloadable(broken)
