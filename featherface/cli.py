@@ -170,8 +170,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     compression = _coreml_compression(args, targets)
     out = Path(args.out)
     manifests = []
+    parity = _parity_set(args, model)  # before --out exists: an unreadable image leaves nothing behind
     with output_lock(out):
-        parity = _parity_set(args, model)
         accuracy = _accuracy_check(args, model)
         for target in targets:
             manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target),

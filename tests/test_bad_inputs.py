@@ -299,6 +299,22 @@ def parity_images(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_cli_build_with_an_unreadable_parity_image_writes_nothing(case, tmp_path, capsys):
+    """--images with a bad file among good ones: one line naming it, exit 2, no --out."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(noise(48, 80)).save(images / "0_good.png")
+    path, _ = write_image(case, images)
+    out = tmp_path / "dist"
+    status, stdout, err = run_cli(["build", "--target", "onnx", "--arch", "v2-ultra", "--input-size", "64",
+                                   "--images", images, "--out", out, "--no-eval"], capsys)
+    assert status == 2 and stdout == ""
+    line = assert_one_error_line(err)
+    assert str(path) in line and UNREADABLE[case][1] in line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("case", CHECKPOINTS)
 def test_cli_build_refuses_a_bad_checkpoint_before_writing_anything(case, parity_images, tmp_path, capsys):
     path, problem = write_checkpoint(case, tmp_path)
