@@ -415,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The commands report their own progress; the converters' tqdm bars (coremltools,
+    # onnx2tf, ai-edge-quantizer) would flood it. tqdm reads this when first imported.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
