@@ -77,7 +77,9 @@ def _quantization_lines(manifests: list[dict]) -> list[str]:
             if not record:
                 continue
             kept = ", ".join(map(str, record.get("kept_float") or [])) or "nothing"
-            lines += [f"### `{entry['file']}` ({manifest['target']}, {entry['precision']})", "", f"Kept in float: {kept}.", ""]
+            always = ", ".join(f"{name} ({ops} ops)" for name, ops in (record.get("always_float") or {}).items())
+            lines += [f"### `{entry['file']}` ({manifest['target']}, {entry['precision']})", "",
+                      f"Kept in float by the budget search: {kept}." + (f" Always float: {always}." if always else ""), ""]
             if record.get("sensitivity"):
                 lines += ["| # | tensor | op | added NMSE |", "|---|---|---|---|"]
                 lines += [f"| {i} | `{row['tensor']}` | {row['op']} | {row['added_nmse']:.3g} |"
