@@ -99,7 +99,8 @@ def _kmeans_palette(nbits: int):
     from coremltools._deps import kmeans1d
 
     def palette(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values, inverse, counts = np.unique(weight.reshape(-1), return_inverse=True, return_counts=True)
+        # float32: numpy 2.3.5's np.unique can repeat values of an unsorted float16 array
+        values, inverse, counts = np.unique(weight.reshape(-1).astype(np.float32), return_inverse=True, return_counts=True)
         clusters = min(len(values), 1 << nbits)
         result = kmeans1d.cluster(values, clusters, weights=counts)
         lut = np.zeros(1 << nbits, weight.dtype)  # unused entries when a tensor has few values

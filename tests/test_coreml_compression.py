@@ -136,7 +136,9 @@ def test_palettized_weights_hold_at_most_64_values_per_tensor(bundle):
     for op in palettes:
         ours = OPS[op.op_type](**{name: var.val for name, var in op.inputs.items()})
         np.testing.assert_array_equal(ours, op.materialized_val_inference())  # decoded as coremltools does
-        assert ours.size > 2048 and len(np.unique(ours)) <= 2**6, op.name
+        # Counted in float32: numpy 2.3.5's np.unique over an unsorted float16 array returns
+        # duplicates (72 "distinct" values from this 64-entry palette; 64 once sorted).
+        assert ours.size > 2048 and len(np.unique(ours.astype(np.float32))) <= 2**6, op.name
 
 
 @pytest.mark.slow
