@@ -163,6 +163,7 @@ def _accuracy_check(args: argparse.Namespace, model):
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .converters.build import TARGETS, build_bundle, output_lock, print_table
+    from .quantization.mixed_precision import BudgetNotMet
 
     model, weights = _load_model(args)
     targets = TARGETS if args.target == "all" else (args.target,)
@@ -173,9 +174,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     parity = _parity_set(args, model)  # before --out exists: an unreadable image leaves nothing behind
     with output_lock(out):
         accuracy = _accuracy_check(args, model)
-        for target in targets:
-            manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target),
-                                          int8=int8, accuracy=accuracy, compression=compression))
+        try:
+            for target in targets:
+                manifests.append(build_bundle(target, model, args.arch, weights, parity, args.input_size, out, _progress(target),
+                                              int8=int8, accuracy=accuracy, compression=compression))
+        except BudgetNotMet as err:
+            raise UsageError(f"{err}; allow a larger loss with --ap-budget E,M,H, or build without full INT8: --no-int8") from None
         if len(targets) > 1:  # one report over the bundles just built (and any others in --out)
             from .converters.report import write_report
 

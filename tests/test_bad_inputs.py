@@ -315,6 +315,22 @@ def test_cli_build_with_an_unreadable_parity_image_writes_nothing(case, tmp_path
     assert not out.exists()
 
 
+def test_cli_build_outside_the_ap_budget_says_which_options_help(parity_images, tmp_path, capsys, monkeypatch):
+    from featherface.converters import build
+    from featherface.quantization.accuracy import APBudget
+    from featherface.quantization.mixed_precision import BudgetNotMet
+
+    def over_budget(*args, **kwargs):
+        raise BudgetNotMet.single({"easy": 1.3, "medium": 1.0, "hard": 0.4}, APBudget(), "test")
+
+    monkeypatch.setattr(build, "build_bundle", over_budget)
+    status, stdout, err = run_cli(["build", "--target", "onnx", "--arch", "v2-ultra", "--input-size", "64",
+                                   "--images", parity_images, "--out", tmp_path / "dist", "--no-eval"], capsys)
+    assert status == 2 and stdout == ""
+    line = assert_one_error_line(err)
+    assert "outside the AP budget" in line and "easy 1.30" in line and "--ap-budget" in line and "--no-int8" in line
+
+
 @pytest.mark.parametrize("case", CHECKPOINTS)
 def test_cli_build_refuses_a_bad_checkpoint_before_writing_anything(case, parity_images, tmp_path, capsys):
     path, problem = write_checkpoint(case, tmp_path)
