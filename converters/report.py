@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from featherface.atomic import write_text_atomic
+from featherface.widerface import SETTINGS
 
 from .report_table import accuracy_notes, markdown_table, protocols, summary_records
 
@@ -86,9 +87,8 @@ def _quantization_lines(manifests: list[dict]) -> list[str]:
                           for i, row in enumerate(record["sensitivity"][:SENSITIVITY_LINES], start=1)]
                 lines.append("")
             for step in record.get("search") or []:
-                settings = ("easy", "medium", "hard")
-                ap = " / ".join(f"{100 * step['accuracy'][s]:.2f}" for s in settings)
-                losses = " / ".join(f"{step['losses'][s]:.2f}" for s in settings)
+                ap = " / ".join(f"{100 * step['accuracy'][s]:.2f}" for s in SETTINGS)
+                losses = " / ".join(f"{step['losses'][s]:.2f}" for s in SETTINGS)
                 size = step["accuracy"].get("size_bytes")
                 lines.append(f"- search step, float: {', '.join(step['kept_float']) or 'nothing'}: AP {ap} (loss {losses} points)"
                              + (f", {size / 1e6:.2f} MB" if size else "") + (", within budget" if step["holds"] else ""))
