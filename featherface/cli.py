@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
+from .arg_types import output_folder, score_threshold, thread_count
 from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS
 
 
@@ -362,12 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder or video file")
     detect.add_argument("--bundle", required=True, help="bundle directory (has manifest.json)")
     detect.add_argument("--json", action="store_true", help="print one JSON object per image or frame")
-    detect.add_argument("--out", help="write annotated images into this folder")
-    detect.add_argument("--score", type=float, default=None, help="score threshold (default: the bundle's, 0.5)")
+    detect.add_argument("--out", type=output_folder, help="write annotated images into this folder (created if absent)")
+    detect.add_argument("--score", type=score_threshold, default=None, help="score threshold in [0, 1] (default: the bundle's, 0.5)")
     detect.add_argument("--file", help="model file of the bundle (default: its preferred one)")
     detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml", "torch"),
                         help="force a runtime (torch: the PyTorch reference, from the variant's default weights)")
-    detect.add_argument("--threads", type=int, default=None, help="inference threads")
+    detect.add_argument("--threads", type=thread_count, default=None, help="inference threads, >= 1 (default: the runtime's)")
     detect.set_defaults(run=_cmd_detect)
 
     evaluate = commands.add_parser(

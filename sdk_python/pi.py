@@ -17,6 +17,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from featherface.arg_types import output_folder, score_threshold, thread_count
+
 from .annotate import annotate
 from .detect_command import Skipped, face_json
 from .detector import Detector
@@ -133,10 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="featherface-pi", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="bundle directory (e.g. dist/pi4)")
     parser.add_argument("--source", default="camera", help="'camera', 'usb:N', a video file or an image folder (default: camera)")
-    parser.add_argument("--threads", type=int, default=4, help="LiteRT threads (default 4: the Pi 4's cores)")
+    parser.add_argument("--threads", type=thread_count, default=4, help="LiteRT threads, >= 1 (default 4: the Pi 4's cores)")
     parser.add_argument("--file", help="model file of the bundle (default: its preferred one)")
-    parser.add_argument("--score", type=float, default=None, help="score threshold (default: the bundle's)")
-    parser.add_argument("--save", help="write annotated frames into this folder")
+    parser.add_argument("--score", type=score_threshold, default=None, help="score threshold in [0, 1] (default: the bundle's)")
+    parser.add_argument("--save", type=output_folder, help="write annotated frames into this folder (created if absent)")
     parser.add_argument("--show", action="store_true", help="show annotated frames in a window (needs OpenCV and a display)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per frame on stdout")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")

@@ -1,0 +1,38 @@
+"""argparse `type=` validators shared by `featherface` and `featherface-pi`: a bad option value
+is refused at parse time in one line naming the value and what was expected (no torch, no I/O
+beyond a stat, so the device SDK can use them)."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+
+def score_threshold(text: str) -> float:
+    """A face probability threshold in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (a face probability), got {text}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """A number of inference threads: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def output_folder(text: str) -> str:
+    """A folder to write into: absent (it is created) or an existing directory, never a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is an existing file, not a folder: give a folder for the output")
+    return text
