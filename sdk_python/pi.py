@@ -1,8 +1,10 @@
 """`featherface-pi`: live face detection on a Raspberry Pi (or any machine with the SDK).
 
 Sources: the Pi camera (picamera2), a USB camera or a video file (OpenCV), or a folder of
-images. Prints FPS and per-stage latency every second; stops cleanly on Ctrl-C and at the
-end of a file. Runs the bundle with LiteRT (XNNPACK) on --threads threads.
+images. Prints FPS and per-stage latency every second, what remains of the last second at
+the end (so a run shorter than a second still shows them) and the average over the run;
+stops cleanly on Ctrl-C and at the end of a file. Runs the bundle with LiteRT (XNNPACK) on
+--threads threads.
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import numpy as np
 
 from featherface.arg_types import output_folder, score_threshold, thread_count
 
-from .annotate import annotate
-from .detect_command import Skipped, face_json
+from .annotate import annotate, save_annotated
+from .detect_command import Skipped, _annotated_name as annotated_name, face_json
 from .detector import Detector
 from .image_io import ImageError, load_image
 from .sources import Frame, SourceError, expand_inputs, video_frames
@@ -29,7 +31,10 @@ from .sources import Frame, SourceError, expand_inputs, video_frames
 def picamera_frames(size: tuple[int, int]) -> Iterator[Frame]:
     from picamera2 import Picamera2  # only on Raspberry Pi OS
 
-    camera = Picamera2()
+    try:
+        camera = Picamera2()
+    except Exception as err:  # no camera attached or enabled: picamera2 raises IndexError, RuntimeError
+        raise SourceError(f"--source camera: the Pi camera could not be opened ({type(err).__name__}: {err})") from None
     # "RGB888" in picamera2 is BGR in memory (libcamera naming): flip to RGB.
     camera.configure(camera.create_preview_configuration(main={"format": "RGB888", "size": size}))
     camera.start()
@@ -42,6 +47,22 @@ def picamera_frames(size: tuple[int, int]) -> Iterator[Frame]:
         camera.stop()
 
 
+def usb_camera_frames(index: int, source: str, tried: str = "") -> Iterator[Frame]:
+    """Frames of USB camera `index`; a camera that cannot be opened is one error naming
+    `source`, the value the user gave, and what was `tried` before it."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # its warnings about /dev/videoN would bury our line
+    except ImportError:
+        raise SourceError(f"--source {source}: {tried}USB cameras need OpenCV: pip install opencv-python-headless") from None
+    try:
+        yield from video_frames(index, source)
+    except SourceError:
+        raise SourceError(f"--source {source}: {tried}no USB camera at index {index} could be opened; "
+                          "pass --source usb:N, a video file or a folder of images") from None
+
+
 def open_source(source: str, camera_size: tuple[int, int]) -> Iterator[Frame]:
     """'camera' (Pi camera, else USB camera 0), 'usb:N', a video file, or an image folder."""
     if source == "camera":
@@ -50,33 +71,67 @@ def open_source(source: str, camera_size: tuple[int, int]) -> Iterator[Frame]:
 
             return picamera_frames(camera_size)
         except ImportError:
-            return video_frames(0, "usb:0")
+            return usb_camera_frames(0, source, tried="no Pi camera (picamera2 is not installed) and ")
     if source.startswith("usb:"):
-        return video_frames(int(source[4:]), source)
+        if not source[4:].isdigit():
+            raise SourceError(f"--source {source}: expected usb:N, N a camera index such as 0")
+        return usb_camera_frames(int(source[4:]), source)
     return expand_inputs([source])
 
 
 @dataclass
-class Stats:
-    """Per-stage latency over the current one-second window."""
+class Span:
+    """Frames and summed per-stage seconds since `start` (perf_counter seconds)."""
 
-    window_start: float = field(default_factory=time.perf_counter)
+    start: float = field(default_factory=time.perf_counter)
     frames: int = 0
-    stage_ms: dict[str, float] = field(default_factory=lambda: {"pre": 0.0, "infer": 0.0, "post": 0.0})
+    stage_seconds: dict[str, float] = field(default_factory=lambda: {"pre": 0.0, "infer": 0.0, "post": 0.0})
 
     def add(self, pre: float, infer: float, post: float) -> None:
         self.frames += 1
         for key, seconds in (("pre", pre), ("infer", infer), ("post", post)):
-            self.stage_ms[key] += 1000 * seconds
+            self.stage_seconds[key] += seconds
 
-    def report_if_due(self, stream=sys.stderr) -> None:
-        elapsed = time.perf_counter() - self.window_start
-        if elapsed < 1.0 or not self.frames:
-            return
-        means = {k: v / self.frames for k, v in self.stage_ms.items()}
-        print(f"fps {self.frames / elapsed:5.1f} | pre {means['pre']:6.1f} ms | infer {means['infer']:6.1f} ms | "
-              f"post {means['post']:5.1f} ms", file=stream, flush=True)
-        self.__init__()
+    def line(self, now: float) -> str:
+        """'fps F | pre P ms | infer I ms | post Q ms': frames per wall-clock second (loading
+        and saving included) and the mean milliseconds of each stage per frame."""
+        ms = {key: 1000 * seconds / self.frames for key, seconds in self.stage_seconds.items()}
+        return (f"fps {self.frames / max(now - self.start, 1e-9):5.1f} | pre {ms['pre']:6.1f} ms | "
+                f"infer {ms['infer']:6.1f} ms | post {ms['post']:5.1f} ms")
+
+
+@dataclass
+class Stats:
+    """The current one-second window, printed when it is over, and the whole run."""
+
+    window: Span = field(default_factory=Span)
+    run: Span | None = None
+
+    def begin(self) -> None:
+        """Start the clocks at the first frame (not at model load)."""
+        if self.run is None:
+            self.run = Span()
+            self.window = Span(start=self.run.start)
+
+    def add(self, pre: float, infer: float, post: float) -> None:
+        self.window.add(pre, infer, post)
+        self.run.add(pre, infer, post)
+
+    def report_if_due(self) -> None:
+        now = time.perf_counter()
+        if self.window.frames and now - self.window.start >= 1.0:
+            print(self.window.line(now), file=sys.stderr, flush=True)
+            self.window = Span(start=now)
+
+    def finish(self) -> None:
+        """The rest of the last window (a run shorter than a second has only that), then the
+        average over the whole run."""
+        now = time.perf_counter()
+        if self.window.frames:
+            print(self.window.line(now), file=sys.stderr, flush=True)
+        if self.run is not None and self.run.frames:
+            print(f"average over {self.run.frames} frames in {now - self.run.start:.1f} s: {self.run.line(now)}",
+                  file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,19 +139,20 @@ def run(args: argparse.Namespace) -> int:
     thresholds = detector.thresholds(score=args.score)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
+    saved_names: set[str] = set()
     stopping = False
 
     def stop(*_):
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     stats, frames, skipped = Stats(), 0, Skipped("featherface-pi")
     try:
         for frame in open_source(args.source, (args.camera_width, args.camera_height)):
             if stopping or (args.max_frames and frames >= args.max_frames):
                 break
+            stats.begin()
             try:
                 rgb = load_image(frame.path if frame.path is not None else frame.rgb)
             except ImageError as err:
@@ -114,13 +170,17 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"image": frame.name, "faces": [face_json(f) for f in faces]}), flush=True)
             if args.save:
-                annotate(rgb, faces).save(Path(args.save) / f"frame_{frames:06d}.jpg")
+                save_annotated(rgb, faces, Path(args.save) / annotated_name(frame.name, saved_names))
             if args.show:
                 _show(rgb, faces)
             stats.report_if_due()
     except SourceError as err:
         print(f"featherface-pi: error: {err}", file=sys.stderr)
         return 2
+    finally:  # main() may be called in-process (tests, a caller's script): give Ctrl-C back
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    stats.finish()
     return skipped.finish(f"featherface-pi: {frames} frames, {len(skipped.failures)} skipped", frames)
 
 

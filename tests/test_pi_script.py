@@ -1,0 +1,91 @@
+"""`featherface-pi` (issue 19): FPS and stage times even on runs shorter than a second, an
+average over the run, saved frames named after their source files, and a missing camera
+reported in one line naming the --source the user gave.
+
+Runs on the tiny random-weight ONNX bundle of conftest and generated images; cameras are
+simulated (picamera2 absent, OpenCV failing to open), so no device is needed."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featherface.sdk import pi
+from featherface.sdk.sources import SourceError
+
+FPS_LINE = re.compile(r"^fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| infer\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
+AVERAGE_LINE = re.compile(r"^average over (\d+) frames in [\d.]+ s: fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| "
+                          r"infer\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
+
+
+def write_photo(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    write_photo(root / "alice.png", 1)
+    write_photo(root / "bob.jpg", 2)
+    write_photo(root / "trip" / "alice.png", 3)  # same stem in a subfolder
+    return root
+
+
+def test_short_folder_run_prints_fps_and_stage_times_then_an_average(tiny_onnx_bundle, folder, capsys):
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", str(folder), "--threads", "1"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    fps_lines = [i for i, line in enumerate(lines) if FPS_LINE.match(line)]
+    averages = [(i, AVERAGE_LINE.match(line)) for i, line in enumerate(lines) if AVERAGE_LINE.match(line)]
+    assert fps_lines, lines  # the run takes well under a second: the last window is printed at the end
+    assert len(averages) == 1, lines
+    index, average = averages[0]
+    assert int(average.group(1)) == 3
+    assert max(fps_lines) < index < lines.index("featherface-pi: 3 frames, 0 skipped")
+
+
+def test_saved_frames_keep_their_source_file_names(tiny_onnx_bundle, folder, tmp_path):
+    saved = tmp_path / "annotated"
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", str(folder), "--save", str(saved)]) == 0
+    assert sorted(p.name for p in saved.iterdir()) == ["alice.jpg", "alice_2.jpg", "bob.jpg"]
+    assert all(Image.open(p).size == (64, 48) for p in saved.iterdir())  # the source's own size
+
+
+def cannot_open(index, name):
+    """OpenCV's VideoCapture failing, as on a machine with no camera."""
+    raise SourceError(f"cannot open video {name}")
+    yield  # a generator, like the real one
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("camera", "--source camera: no Pi camera (picamera2 is not installed) and no USB camera at index 0"),
+    ("usb:3", "--source usb:3: no USB camera at index 3"),
+])
+def test_missing_camera_is_one_line_naming_the_source_given(source, expected, tiny_onnx_bundle, monkeypatch, capsys):
+    pytest.importorskip("cv2")
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ImportError
+    monkeypatch.setattr(pi, "video_frames", cannot_open)
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", source]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"featherface-pi: error: {expected}")
+    if source == "camera":
+        assert "usb:0" not in errors[0]  # a source the user never gave
+
+
+def test_camera_without_opencv_says_what_to_install(tiny_onnx_bundle, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", "camera"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("featherface-pi: error: --source camera: no Pi camera") and "opencv-python-headless" in line
+
+
+def test_usb_source_without_a_camera_index_is_refused(tiny_onnx_bundle, capsys):
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", "usb:front"]) == 2
+    assert "--source usb:front: expected usb:N" in capsys.readouterr().err
