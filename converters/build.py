@@ -6,13 +6,12 @@ import copy
 import fcntl
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -21,46 +20,30 @@ import torch
 import torch.nn as nn
 
 from featherface.atomic import staging_directory, write_text_atomic
-from featherface.config import (
-    DEPLOY_THRESHOLDS,
-    GOLDEN_IMAGES,
-    OUTPUT_NAMES,
-    PARITY_THRESHOLDS,
-    PRIORS,
-    Thresholds,
-)
-from featherface.sdk.box_coding import make_priors
-from featherface.sdk.faces import postprocess_arrays
+from featherface.config import GOLDEN_IMAGES, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
+from featherface.verify import files as verify_files
+from featherface.verify.check import detections_of, judge
+from featherface.verify.files import ModelFile, OutputMapError, build_spec
+from featherface.verify.golden import write_golden
+from featherface.verify.parity import Detections
 
 from . import manifest as mf
+from .mil_eval import open_for_verification
+
 if TYPE_CHECKING:
     from featherface.quantization.accuracy import AccuracyCheck
     from featherface.quantization.pipeline import Int8Options
 
     from .coreml_export import Compression
 
-from .parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
-
-TARGETS = ("onnx", "pi4", "a14")
 Progress = Callable[[str], None]
 
 
 class BuildError(RuntimeError):
     """A build that cannot produce a verified bundle; the message says which file and why."""
-
-
-@dataclass
-class ModelFile:
-    path: Path
-    format: str  # onnx | tflite | coreml
-    precision: str  # a PARITY_THRESHOLDS key: fp32 | fp16 | w8 | p6 | a8w8 | dynamic_int8 | int8
-    seconds: float
-    image_input: bool = False
-    record: dict = field(default_factory=dict)
-    quantization: dict | None = None  # how an INT8 file was made (manifest "quantization")
 
 
 @dataclass
@@ -85,16 +68,6 @@ def find_images(directory: Path, count: int) -> list[Path]:
     return spread(images, count)
 
 
-def detections_of(outputs: dict[str, np.ndarray], index: int, letterbox, priors: np.ndarray, size: int) -> Detections:
-    """Detections down to the robust floor (score threshold - margin), in image pixels."""
-    floor = Thresholds(score=DEPLOY_THRESHOLDS.score - ROBUST_MARGIN, nms_iou=DEPLOY_THRESHOLDS.nms_iou, top_k=DEPLOY_THRESHOLDS.top_k)
-    boxes, scores, landmarks = postprocess_arrays(
-        outputs["loc"][index], outputs["conf"][index], outputs["landmarks"][index],
-        priors, letterbox, size, size, floor, PRIORS.variances,
-    )
-    return Detections(boxes, scores, landmarks)
-
-
 def make_parity_set(model: nn.Module, image_paths: list[Path], size: int) -> ParitySet:
     inputs, letterboxes = [], []
     for path in image_paths:
@@ -105,8 +78,7 @@ def make_parity_set(model: nn.Module, image_paths: list[Path], size: int) -> Par
     reference = _run_torch(model, stacked)
     exact = _run_torch(copy.deepcopy(model).double(), stacked.astype(np.float64))
     noise = {name: float(np.abs(reference[name] - exact[name]).max()) for name in OUTPUT_NAMES}
-    priors = make_priors(size, size)
-    detections = [detections_of(reference, i, lb, priors, size) for i, lb in enumerate(letterboxes)]
+    detections = detections_of(reference, letterboxes, build_spec(size, {}))
     return ParitySet([p.name for p in image_paths], stacked, letterboxes, reference, detections, noise)
 
 
@@ -116,69 +88,22 @@ def _run_torch(model: nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.concatenate([o[k].numpy() for o in outputs]) for k, name in enumerate(OUTPUT_NAMES)}
 
 
-# ---------------------------------------------------------------- running final files
-
-
-def map_outputs(raw: dict[str, np.ndarray], anchors: int) -> dict[str, str]:
-    """Our output name -> the file's tensor name, by shape ([..., anchors, width]).
-
-    Converters may rename and reorder outputs; the widths 4 / 2 / 10 tell them apart.
-    """
-    from featherface.config import OUTPUT_WIDTHS
-
-    mapping = {}
-    for name in OUTPUT_NAMES:
-        candidates = [k for k, v in raw.items() if v.shape[-2:] == (anchors, OUTPUT_WIDTHS[name])]
-        if len(candidates) != 1:
-            shapes = {k: v.shape for k, v in raw.items()}
-            raise BuildError(f"cannot identify output {name!r} by shape among {shapes}")
-        mapping[name] = candidates[0]
-    return mapping
-
-
-def run_model_file(model_file: ModelFile, inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Raw outputs of a final file on NCHW float inputs (BGR minus mean)."""
-    from featherface.config import MEAN_BGR
-    from featherface.sdk.runtimes import open_runtime
-
-    if model_file.format == "coreml" and platform.system() != "Darwin":
-        from .mil_eval import run_mlpackage
-
-        name = "image" if model_file.image_input else "input"
-        feed = inputs + np.asarray(MEAN_BGR, np.float32).reshape(1, 3, 1, 1) if model_file.image_input else inputs
-        results = [run_mlpackage(model_file.path, {name: feed[i : i + 1]}) for i in range(len(feed))]
-        return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-    runtime = open_runtime(model_file.path)
-    batch = inputs.transpose(0, 2, 3, 1) if runtime.input_layout == "NHWC" else inputs
-    return runtime.run(np.ascontiguousarray(batch))
+# ---------------------------------------------------------------- checking final files
 
 
 def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> dict:
     """Parity record of one final file against PyTorch (tensor and detection level)."""
     try:
-        raw = run_model_file(model_file, parity.inputs)
+        detector, outputs = verify_files.open_detector(model_file, parity.inputs, size, open_for_verification)
+    except OutputMapError as err:
+        raise BuildError(str(err)) from None
     except Exception as err:  # a broken file fails the runtime in its own way
         raise BuildError(f"{model_file.path.name} does not run: {type(err).__name__}: {str(err).strip()[:200]}") from None
-    output_map = map_outputs(raw, mf.anchor_count(size))
-    outputs = {name: raw[tensor] for name, tensor in output_map.items()}
-    thresholds = PARITY_THRESHOLDS[model_file.precision]
-    errors = tensor_errors(parity.reference, outputs)
-    priors = make_priors(size, size)
-    detections = [detections_of(outputs, i, lb, priors, size) for i, lb in enumerate(parity.letterboxes)]
-    agreement = detection_agreement(parity.detections, detections, DEPLOY_THRESHOLDS.score)
-    status, reasons = verdict(errors, agreement, thresholds, parity.float32_noise)
-    return {
-        "status": status,
-        "reasons": reasons,
-        "thresholds": thresholds.__dict__,
-        "error_bounds": {name: error_bound(thresholds, parity.float32_noise[name]) for name in OUTPUT_NAMES},
-        "torch_fp32_vs_fp64": parity.float32_noise,
-        "tensor": errors,
-        "detections": agreement,
-        "images": parity.names,
-        "conversion_seconds": round(model_file.seconds, 1),
-        "output_map": output_map,
-    }
+    record = judge(parity.reference, outputs, parity.letterboxes, detector.spec, PARITY_THRESHOLDS[model_file.precision],
+                   parity.float32_noise, reference_detections=parity.detections)
+    detector.close()
+    return {**record, "images": parity.names, "conversion_seconds": round(model_file.seconds, 1),
+            "output_map": detector.spec.output_map}
 
 
 # ---------------------------------------------------------------- exporters per target
@@ -383,8 +308,8 @@ def build_bundle(
         if accuracy is not None:
             manifest["reference_accuracy"] = accuracy.reference(progress)
         golden = GOLDEN_IMAGES
-        np.savez_compressed(stage / "golden.npz", input=parity.inputs[:golden], names=np.array(parity.names[:golden]),
-                            **{name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
+        write_golden(stage / "golden.npz", parity.inputs[:golden], parity.names[:golden],
+                     {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
         manifest["golden"] = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
         names = [f.path.name for f in files]
         manifest["preferred_file"] = PREFERRED[target] if PREFERRED[target] in names else names[0]

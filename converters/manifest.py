@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
 from featherface import __version__
 from featherface.atomic import write_text_atomic
+from featherface.priors import anchor_count
 from featherface.sdk.bundle import sha256_of
 from featherface.versions import package_versions
 from featherface.config import (
@@ -31,11 +31,6 @@ def size_of(path: str | Path) -> int:
 
 def tool_versions() -> dict[str, str]:
     return {"featherface": __version__, **package_versions(TOOLS)}
-
-
-def anchor_count(input_size: int) -> int:
-    """Anchors of a square input: ceil(size / step)^2 cells per level, times anchors per cell."""
-    return sum(math.ceil(input_size / step) ** 2 * len(sizes) for step, sizes in zip(PRIORS.steps, PRIORS.min_sizes))
 
 
 def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: int, layout: str) -> dict:

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["OPS", "load_mil_program", "run_mlpackage"]
+__all__ = ["OPS", "MilRuntime", "load_mil_program", "open_for_verification", "run_mlpackage"]
 
 # MIL op type -> function called with the op's inputs as keyword arguments (NumPy
 # arrays, Python/NumPy scalars and strings; tuples for variadic inputs such as
@@ -803,3 +803,36 @@ def run_mlpackage(
 def _input_vars(op):
     for var in op.inputs.values():
         yield from (var if isinstance(var, (list, tuple)) else (var,))
+
+
+class MilRuntime:
+    """A saved .mlpackage evaluated here, as an SDK runtime: how the build and the report
+    run Core ML files off macOS. An image-input package gets pixels (the prepared input
+    plus the mean: its bias is part of the program)."""
+
+    input_layout = "NCHW"
+
+    def __init__(self, path: str | Path, image_input: bool = False) -> None:
+        from featherface.config import MEAN_BGR
+
+        self.path = Path(path)
+        self.input_name = "image" if image_input else "input"
+        self.offset = np.asarray(MEAN_BGR, np.float32).reshape(1, 3, 1, 1) if image_input else np.float32(0)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        feed = batch + self.offset
+        results = [run_mlpackage(self.path, {self.input_name: feed[i : i + 1]}) for i in range(len(feed))]
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+
+def open_for_verification(model_file, num_threads: int | None = None):
+    """A `featherface.verify.files.OpenFile`: the SDK's runtimes, and this evaluator for
+    Core ML files where Core ML cannot run (anything but macOS)."""
+    import platform
+
+    from featherface.verify.files import open_with_sdk
+
+    if model_file.format == "coreml" and platform.system() != "Darwin":
+        return MilRuntime(model_file.path, model_file.image_input)
+    return open_with_sdk(model_file, num_threads)
+

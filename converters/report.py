@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from featherface.atomic import write_text_atomic
+from featherface.config import TARGETS
 from featherface.widerface import SETTINGS
 
 from .report_table import accuracy_notes, markdown_table, protocols, summary_records
@@ -161,7 +162,6 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     bundles = [p for p in path.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()]
     if not bundles:
         raise ReportError(f"{path}: not a bundle (no manifest.json) and holds no bundles (no */manifest.json)")
-    from .build import TARGETS
     from .report_golden import run_golden, with_latency
     from .report_html import BundleView, render
 

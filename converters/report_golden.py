@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES
-from featherface.sdk.preprocess import Letterbox
+from featherface.sdk.detector import Detector
+from featherface.verify.check import detections_of, identity_letterboxes
+from featherface.verify.files import ModelFile, build_spec, open_detector
+from featherface.verify.golden import content_rgb, load_golden
+from featherface.verify.parity import Detections
 
-from .parity import Detections
+from .mil_eval import open_for_verification
 
 
 @dataclass(frozen=True)
@@ -33,18 +37,14 @@ LATENCY_WARMUP = 3
 LATENCY_RUNS = 15
 
 
-def model_latency(path: Path, batch_nchw: np.ndarray) -> dict:
-    """p50 of the model alone on one golden input, one thread."""
-    from featherface.sdk.runtimes import open_runtime
-
-    runtime = open_runtime(path, num_threads=1)
-    batch = np.ascontiguousarray(batch_nchw.transpose(0, 2, 3, 1) if runtime.input_layout == "NHWC" else batch_nchw)
+def model_latency(detector: Detector, batch_nchw: np.ndarray) -> dict:
+    """p50 of the model alone on one golden input (`detector` opened on one thread)."""
     for _ in range(LATENCY_WARMUP):
-        runtime.run(batch)
+        detector.run_raw(batch_nchw)
     times = []
     for _ in range(LATENCY_RUNS):
         start = time.perf_counter()
-        runtime.run(batch)
+        detector.run_raw(batch_nchw)
         times.append(1000 * (time.perf_counter() - start))
     return {"p50_ms": round(statistics.median(times), 2), "runs": LATENCY_RUNS, "threads": 1}
 
@@ -57,41 +57,20 @@ class GoldenRun:
     files: dict[str, FileRun]  # by file name, in manifest order
 
 
-def content_rgb(chw: np.ndarray, mean_bgr) -> np.ndarray:
-    """A golden input (BGR minus mean, CHW) back as RGB pixels, letterbox padding cropped.
-
-    The padding is exactly zero after the mean is subtracted and lies bottom and right,
-    so the content is the bounding range of pixels where any channel is non-zero.
-    """
-    content = np.abs(chw).max(axis=0) > 0
-    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-    height = int(rows[-1]) + 1 if rows.size else chw.shape[1]
-    width = int(cols[-1]) + 1 if cols.size else chw.shape[2]
-    bgr = chw[:, :height, :width] + np.asarray(mean_bgr, np.float32).reshape(3, 1, 1)
-    return np.ascontiguousarray(np.clip(np.rint(bgr[::-1].transpose(1, 2, 0)), 0, 255).astype(np.uint8))
-
-
 def _run_file(bundle_dir: Path, entry: dict, inputs: np.ndarray, reference: dict[str, np.ndarray], size: int) -> FileRun:
-    # converters.build imports torch; only the report of a bundle needs these helpers.
-    from featherface.sdk.box_coding import make_priors
-
-    from . import manifest as mf
-    from .build import ModelFile, detections_of, map_outputs, run_model_file
-
     image_input = (entry.get("input") or {}).get("type") == "image"
     model_file = ModelFile(bundle_dir / entry["file"], entry["format"], entry["precision"], 0.0, image_input=image_input)
     try:
-        raw = run_model_file(model_file, inputs)
-        outputs = {name: raw[tensor] for name, tensor in map_outputs(raw, mf.anchor_count(size)).items()}
+        detector, outputs = open_detector(model_file, inputs, size, open_for_verification)
     except Exception as err:  # a runtime missing on this machine must not cost the whole report
         return FileRun({}, [], f"could not run here: {type(err).__name__}: {str(err).strip()[:160]}")
     errors = {name: np.abs(outputs[name].astype(np.float64) - reference[name]).ravel() for name in OUTPUT_NAMES}
-    identity = Letterbox(1.0, 0, 0, size, size)
-    priors = make_priors(size, size)
-    run = FileRun(errors, [detections_of(outputs, i, identity, priors, size) for i in range(len(inputs))])
+    run = FileRun(errors, detections_of(outputs, identity_letterboxes(size, len(inputs)), detector.spec))
     if entry["format"] == "coreml" and platform.system() != "Darwin":
         return run  # our MIL evaluator checks numbers, its speed says nothing about Core ML
-    return replace(run, latency=model_latency(model_file.path, inputs[:1]))
+    detector.close()
+    with Detector(open_for_verification(model_file, 1), detector.spec, detector.model_file) as single_thread:
+        return replace(run, latency=model_latency(single_thread, inputs[:1]))
 
 
 def with_latency(manifest: dict, golden: "GoldenRun | None") -> dict:
@@ -105,18 +84,11 @@ def with_latency(manifest: dict, golden: "GoldenRun | None") -> dict:
 
 def run_golden(bundle_dir: Path, manifest: dict) -> GoldenRun | None:
     """Every file of the bundle on its golden inputs; None when the bundle has none."""
-    from featherface.bench.targets import load_golden
-    from featherface.sdk.box_coding import make_priors
-
-    from .build import detections_of
-
     golden = load_golden(bundle_dir, manifest)
     if golden is None:
         return None
     size = int(manifest["input"]["height"])
-    identity = Letterbox(1.0, 0, 0, size, size)
-    priors = make_priors(size, size)
-    reference = [detections_of(golden.reference, i, identity, priors, size) for i in range(len(golden.inputs))]
+    reference = detections_of(golden.reference, identity_letterboxes(size, len(golden.inputs)), build_spec(size, {}))
     images = [content_rgb(chw, manifest["input"]["mean"]) for chw in golden.inputs]
     files = {entry["file"]: _run_file(bundle_dir, entry, golden.inputs, golden.reference, size) for entry in manifest["files"]}
     return GoldenRun(list(golden.names), images, reference, files)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .parity import Detections, match_detections
+from featherface.verify.parity import Detections, match_detections
 
 PANEL_WIDTH = 300  # pixels; the report shows several panels side by side
 REFERENCE = (30, 110, 255)  # PyTorch's faces, on PyTorch's panel

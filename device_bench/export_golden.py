@@ -17,10 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES, PARITY_THRESHOLDS
-from featherface.converters.parity import error_bound
-
-from .parity import float32_noise
-from .targets import load_golden
+from featherface.verify.golden import load_golden, recorded_float32_noise
+from featherface.verify.parity import error_bound
 
 INDEX_FORMAT = "featherface-golden/1"
 
@@ -44,7 +42,7 @@ def export_golden(bundle: str | Path, out: str | Path) -> Path:
     files = []
     for entry in manifest["files"]:
         thresholds = PARITY_THRESHOLDS.get(entry.get("precision"))
-        noise = float32_noise(entry, [])
+        noise = recorded_float32_noise(entry, [])
         files.append({
             "file": entry["file"],
             "format": entry.get("format"),

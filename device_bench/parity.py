@@ -1,5 +1,6 @@
 """Parity on the device: the file's outputs on the bundle's golden vectors against the
-PyTorch FP32 outputs stored beside them, judged exactly as the converters judged the build.
+PyTorch FP32 outputs stored beside them, judged exactly as the converters judged the build
+(featherface.verify: the same detections, metrics and verdict).
 
 Bars: featherface.config.PARITY_THRESHOLDS by the file's precision. Tensor bound (fp32):
 max(abs_tolerance, FLOAT32_NOISE_FACTOR x the build's recorded torch_fp32_vs_fp64 noise,
@@ -9,34 +10,14 @@ thresholds, in model-input pixels (identity letterbox), down to the robust floor
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict
-
-from featherface.config import OUTPUT_NAMES, PARITY_THRESHOLDS, Thresholds
-from featherface.converters.parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
+from featherface.config import PARITY_THRESHOLDS
 from featherface.sdk.detector import Detector
-from featherface.sdk.preprocess import Letterbox
-
-from .targets import Golden
+from featherface.verify.check import identity_letterboxes, judge, parity_figures
+from featherface.verify.golden import Golden, recorded_float32_noise
 
 
 def fail(reason: str, **figures) -> dict:
     return {"status": "fail", "reasons": [reason], **figures}
-
-
-def float32_noise(entry: dict, notes: list[str]) -> dict[str, float]:
-    """PyTorch FP32's error against FP64 recorded by the build for this file (0 if absent)."""
-    recorded = (entry.get("parity") or {}).get("torch_fp32_vs_fp64") or {}
-    noise = {}
-    for name in OUTPUT_NAMES:
-        value = recorded.get(name)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            noise[name] = float(value)
-        else:
-            noise[name] = 0.0
-    if len(recorded) < len(OUTPUT_NAMES):
-        notes.append("the manifest records no torch_fp32_vs_fp64 noise for some outputs; their bound is the abs tolerance")
-    return noise
 
 
 def device_parity(detector: Detector, golden: Golden | None, entry: dict) -> dict:
@@ -49,33 +30,19 @@ def device_parity(detector: Detector, golden: Golden | None, entry: dict) -> dic
     if thresholds is None:
         return fail(f"no parity thresholds for precision {precision!r} (known: {', '.join(PARITY_THRESHOLDS)})")
     notes: list[str] = []
-    noise = float32_noise(entry, notes)
-    figures = {
-        "precision": precision,
-        "images": list(golden.names),
-        "thresholds": asdict(thresholds),
-        "error_bounds": {name: error_bound(thresholds, noise[name]) for name in OUTPUT_NAMES},
-        "torch_fp32_vs_fp64": noise,
-    }
+    noise = recorded_float32_noise(entry, notes)
+    figures = {"precision": precision, "images": list(golden.names), **parity_figures(thresholds, noise)}
     try:
         outputs = detector.infer(golden.inputs)
     except Exception as err:  # a runtime refusing the golden batch is a parity failure, not a crash
         return fail(f"the file failed on the golden inputs: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", **figures)
+    letterboxes = identity_letterboxes(detector.spec.input_size, len(golden.inputs))
     try:
-        errors = tensor_errors(golden.reference, outputs)
+        judged = judge(golden.reference, outputs, letterboxes, detector.spec, thresholds, noise)
     except ValueError as err:
         return fail(str(err), **figures)
-    deploy = detector.spec.thresholds
-    floor = Thresholds(score=deploy.score - ROBUST_MARGIN, nms_iou=deploy.nms_iou, top_k=deploy.top_k)
-    size = detector.spec.input_size
-    identity = Letterbox(1.0, 0, 0, size, size)
-    count = len(golden.inputs)
-    reference = [Detections(*detector.decode_arrays(golden.reference, i, identity, floor)) for i in range(count)]
-    candidate = [Detections(*detector.decode_arrays(outputs, i, identity, floor)) for i in range(count)]
-    agreement = detection_agreement(reference, candidate, deploy.score)
-    status, reasons = verdict(errors, agreement, thresholds, noise)
-    result = {"status": status, "reasons": reasons, **figures, "tensor": errors, "detections": agreement}
+    result = {"status": judged.pop("status"), "reasons": judged.pop("reasons"), "precision": precision,
+              "images": list(golden.names), **judged}
     if notes:
         result["notes"] = notes
     return result
-

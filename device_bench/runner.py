@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from featherface.verify.golden import content_rgb
+
 from .device import describe_device, peak_rss_mb
 from .parity import device_parity
 from .stats import interleaved_schedule, paired_ratio, summarize, throughput
@@ -41,16 +43,11 @@ def golden_frame(golden: Golden, mean_bgr, long_side: int = FRAME_LONG_SIDE) -> 
     The golden input is BGR minus mean with exact zeros in the letterbox padding (bottom
     and right); the content is where any channel is non-zero.
     """
-    chw = golden.inputs[0]
-    content = np.abs(chw).max(axis=0) > 0
-    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-    height = int(rows[-1]) + 1 if rows.size else chw.shape[1]
-    width = int(cols[-1]) + 1 if cols.size else chw.shape[2]
-    bgr = chw[:, :height, :width] + np.asarray(mean_bgr, np.float32).reshape(3, 1, 1)
-    rgb = np.clip(np.rint(bgr[::-1].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+    rgb = content_rgb(golden.inputs[0], mean_bgr)
+    height, width = rgb.shape[:2]
     scale = long_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
 def synthetic_frame(width: int = FRAME_LONG_SIDE, height: int = 720) -> np.ndarray:

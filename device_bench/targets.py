@@ -8,31 +8,19 @@ from __future__ import annotations
 import importlib.util
 import platform
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from featherface.sdk.bundle import BundleError, read_manifest, resolve_in_bundle, sha256_of, verified_file
+from featherface.sdk.bundle import BundleError, read_manifest, verified_file
 from featherface.sdk.detector import Detector, ModelSpec
 from featherface.sdk.runtimes import RuntimeUnavailable, open_runtime, runtime_name_for
+from featherface.verify.golden import Golden, load_golden
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
-GOLDEN_KEYS = ("input", "loc", "conf", "landmarks")
 
 
 class BenchError(ValueError):
     """A bad bench argument (path, bundle, file, option); the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Golden:
-    """A bundle's golden vectors: preprocessed real images and PyTorch FP32's outputs."""
-
-    inputs: np.ndarray  # [G, 3, S, S] float32, BGR minus mean
-    reference: dict[str, np.ndarray]  # loc / conf / landmarks, [G, A, w]
-    names: list[str]
 
 
 @dataclass
@@ -70,36 +58,6 @@ class Target:
             "input_size": int(self.manifest["input"]["height"]),
             "size_bytes": self.entry.get("size_bytes"),
         }
-
-
-def load_golden(bundle: Path, manifest: dict) -> Golden | None:
-    """The bundle's golden.npz, its sha256 checked against the manifest (None: no golden)."""
-    golden = manifest.get("golden")
-    if not golden:
-        return None
-    if not isinstance(golden, dict) or "file" not in golden or "sha256" not in golden:
-        raise BundleError(f"{bundle}/manifest.json: golden entry {golden!r} needs a `file` and its `sha256`")
-    path = resolve_in_bundle(bundle, golden["file"])
-    if sha256_of(path) != golden["sha256"]:
-        raise BundleError(f"{path}: sha256 differs from the manifest (modified or truncated file); refusing it")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in GOLDEN_KEYS if k not in data.files]
-            if missing:
-                raise BundleError(f"{path}: golden vectors lack {missing}")
-            arrays = {k: np.asarray(data[k], np.float32) for k in GOLDEN_KEYS}
-            names = [str(n) for n in data["names"]] if "names" in data.files else list(golden.get("images", []))
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        if isinstance(err, BundleError):
-            raise
-        raise BundleError(f"{path}: unreadable golden vectors ({err})") from None
-    size = int(manifest["input"]["height"])
-    inputs = arrays.pop("input")
-    if inputs.ndim != 4 or inputs.shape[1:] != (3, size, size):
-        raise BundleError(f"{path}: golden input shape {inputs.shape} is not [G, 3, {size}, {size}] (the manifest's input)")
-    if any(len(a) != len(inputs) for a in arrays.values()):
-        raise BundleError(f"{path}: golden inputs and outputs disagree on the image count")
-    return Golden(inputs, arrays, names or [f"golden[{i}]" for i in range(len(inputs))])
 
 
 def runtime_available(runtime: str) -> str | None:

@@ -64,7 +64,7 @@ class ParityThresholds:
     2.3e-4 against PyTorch, whose own error is 1.05e-4). None: not checked (reduced
     precision, where detection agreement is the meaningful measure). Recall and precision
     are of the file's detections against PyTorch's, matched at IoU 0.5, in their robust
-    form (converters.parity.detection_agreement): a score merely crossing the threshold
+    form (featherface.verify.parity.detection_agreement): a score merely crossing the threshold
     is not a lost face.
     """
 
@@ -97,5 +97,7 @@ INT8_AP_BUDGET: dict[str, float] = {"easy": 1.0, "medium": 1.0, "hard": 2.0}
 CALIBRATION_IMAGES = 200
 
 MANIFEST_VERSION = 1
+# Bundle targets, in the order builds and reports list them.
+TARGETS: tuple[str, ...] = ("onnx", "pi4", "a14")
 INPUT_NAME = "input"
 ONNX_OPSET = 17

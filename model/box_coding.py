@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from featherface.config import PRIORS, PriorConfig
-from featherface.sdk import box_coding as _np_box_coding
+from featherface import priors as _np_priors
 
 __all__ = [
     "make_priors",
@@ -32,7 +32,7 @@ def make_priors(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Anchors as float32 [A, 4] normalised cxcywh; wraps the NumPy `make_priors`."""
-    priors = torch.from_numpy(_np_box_coding.make_priors(image_height, image_width, config))
+    priors = torch.from_numpy(_np_priors.make_priors(image_height, image_width, config))
     return priors.to(device) if device is not None else priors
 
 

@@ -9,13 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from featherface.config import INT8_AP_BUDGET, PRIORS, WIDER_EVAL_THRESHOLDS
+from featherface.config import INT8_AP_BUDGET, WIDER_EVAL_THRESHOLDS
 from featherface.evaluation import DetectFn, evaluate_detector
-from featherface.sdk.box_coding import make_priors
-from featherface.sdk.faces import postprocess_arrays
-from featherface.sdk.preprocess import preprocess
-
-SETTINGS = ("easy", "medium", "hard")
+from featherface.verify.files import ModelFile, mapped_outputs, open_file_detector
+from featherface.widerface import SETTINGS
 
 
 @dataclass(frozen=True)
@@ -41,24 +38,13 @@ class APBudget:
 def model_file_detect_fn(path: str | Path, size: int, num_threads: int | None = None) -> DetectFn:
     """A WIDER FACE detect function over a model file (any runtime of the SDK), with the
     deployment preprocessing and the evaluation thresholds (confidence 0.02, NMS 0.4)."""
-    from featherface.converters.build import map_outputs
-    from featherface.converters.manifest import anchor_count
-    from featherface.sdk.runtimes import open_runtime
-
-    runtime = open_runtime(path, num_threads=num_threads)
-    priors = make_priors(size, size)
-    output_map: dict[str, str] = {}
+    model_file = ModelFile(Path(path), "", "", 0.0)
+    detector = open_file_detector(model_file, size, thresholds=WIDER_EVAL_THRESHOLDS, num_threads=num_threads)
 
     def detect(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch, letterbox = preprocess(rgb, size, layout=runtime.input_layout)
-        raw = runtime.run(batch)
-        if not output_map:
-            output_map.update(map_outputs(raw, anchor_count(size)))
-        outputs = {name: raw[tensor][0] for name, tensor in output_map.items()}
-        boxes, scores, _ = postprocess_arrays(
-            outputs["loc"], outputs["conf"], outputs["landmarks"], priors, letterbox, size, size,
-            WIDER_EVAL_THRESHOLDS, PRIORS.variances,
-        )
+        batch, letterbox = detector.prepare(rgb)
+        outputs = mapped_outputs(detector, detector.run_raw(batch))
+        boxes, scores, _ = detector.decode_arrays(outputs, 0, letterbox, WIDER_EVAL_THRESHOLDS)
         return boxes, scores
 
     return detect

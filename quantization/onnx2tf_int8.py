@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from featherface.config import INPUT_NAME
-from featherface.converters.tflite_export import ConversionError, run_onnx2tf
+from featherface.onnx2tf_tool import ConversionError, run_onnx2tf
 
 IO_TYPES = ("float32", "int8")
 # onnx2tf's output file names for full INT8, by input/output type.

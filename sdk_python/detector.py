@@ -127,10 +127,14 @@ class Detector:
         batch, box = preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr, layout)
         return (batch.transpose(0, 3, 1, 2) if layout == "NHWC" else batch), box
 
+    def run_raw(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on a prepared NCHW batch: outputs by the file's own tensor names."""
+        batch = batch_nchw.transpose(0, 2, 3, 1) if self.runtime.input_layout == "NHWC" else batch_nchw
+        return self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+
     def infer(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: {"loc", "conf", "landmarks"}."""
-        batch = batch_nchw.transpose(0, 2, 3, 1) if self.runtime.input_layout == "NHWC" else batch_nchw
-        raw = self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+        raw = self.run_raw(batch_nchw)
         return {name: raw[tensor] for name, tensor in self.spec.output_map.items()}
 
     def decode_arrays(

@@ -462,8 +462,9 @@ def test_failed_parity_through_thresholds_leaves_no_bundle(built, tmp_path, monk
 def test_swapped_conf_columns_fail_the_build(built, tmp_path, monkeypatch):
     """A wrong output mapping of the right shape (conf's background/face columns swapped)."""
     from featherface.converters import build
+    from featherface.verify import files as verify_files
 
-    real_map_outputs = build.map_outputs
+    real_map_outputs = verify_files.map_outputs
 
     def swapped(raw, anchors):
         mapping = real_map_outputs(raw, anchors)
@@ -471,7 +472,7 @@ def test_swapped_conf_columns_fail_the_build(built, tmp_path, monkeypatch):
         return {**mapping, "conf": "conf_swapped"}
 
     monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx"))
-    monkeypatch.setattr(build, "map_outputs", swapped)
+    monkeypatch.setattr(verify_files, "map_outputs", swapped)
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError, match="conf max abs error"):
         build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
@@ -482,15 +483,16 @@ def test_swapped_conf_columns_fail_the_build(built, tmp_path, monkeypatch):
 
 def test_swapped_loc_and_landmarks_fail_the_build(built, tmp_path, monkeypatch):
     from featherface.converters import build
+    from featherface.verify import files as verify_files
 
-    real_map_outputs = build.map_outputs
+    real_map_outputs = verify_files.map_outputs
 
     def swapped(raw, anchors):
         mapping = real_map_outputs(raw, anchors)
         return {**mapping, "loc": mapping["landmarks"], "landmarks": mapping["loc"]}
 
     monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx"))
-    monkeypatch.setattr(build, "map_outputs", swapped)
+    monkeypatch.setattr(verify_files, "map_outputs", swapped)
     out = tmp_path / "dist"
     with pytest.raises((build.BuildError, ValueError), match="loc|landmarks"):
         build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
@@ -498,15 +500,15 @@ def test_swapped_loc_and_landmarks_fail_the_build(built, tmp_path, monkeypatch):
 
 
 def test_map_outputs_refuses_ambiguous_or_missing_outputs():
-    from featherface.converters.build import BuildError, map_outputs
+    from featherface.verify.files import OutputMapError, map_outputs
 
     good = {"a": np.zeros((1, 10, 4)), "b": np.zeros((1, 10, 2)), "c": np.zeros((1, 10, 10))}
     assert map_outputs(good, 10) == {"loc": "a", "conf": "b", "landmarks": "c"}
-    with pytest.raises(BuildError, match="conf"):
+    with pytest.raises(OutputMapError, match="conf"):
         map_outputs({**good, "d": np.zeros((1, 10, 2))}, 10)
-    with pytest.raises(BuildError, match="landmarks"):
+    with pytest.raises(OutputMapError, match="landmarks"):
         map_outputs({"a": good["a"], "b": good["b"]}, 10)
-    with pytest.raises(BuildError):
+    with pytest.raises(OutputMapError):
         map_outputs(good, 11)  # anchors of another input size
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of converters/parity.py: tensor errors, greedy detection matching, detection
+"""Unit tests of featherface/verify/parity.py: tensor errors, greedy detection matching, detection
 agreement (plain and robust), the FP32 error bound and the verdict. Pure NumPy, no files."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from featherface.config import (
     PRIORS,
     ParityThresholds,
 )
-from featherface.converters.parity import (
+from featherface.verify.parity import (
     ROBUST_MARGIN,
     Detections,
     detection_agreement,

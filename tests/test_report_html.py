@@ -19,7 +19,7 @@ import pytest
 from featherface.cli import main
 from featherface.converters import report_images as images
 from featherface.converters import report_plots
-from featherface.converters.parity import Detections
+from featherface.verify.parity import Detections
 from featherface.converters.report import write_report
 from featherface.converters.report_html import BundleView, render
 

@@ -16,7 +16,7 @@ from PIL import Image
 from test_build import CHECKPOINT, SIZE
 
 from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS
-from featherface.converters.parity import ROBUST_MARGIN, Detections, detection_agreement
+from featherface.verify.parity import ROBUST_MARGIN, Detections, detection_agreement
 from featherface.sdk.box_coding import iou_matrix
 from featherface.sdk.bundle import BundleError
 from featherface.sdk.detector import Detector

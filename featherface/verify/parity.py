@@ -1,4 +1,4 @@
-"""Parity of a converted file with PyTorch: tensor errors and detection agreement.
+"""Parity of a model file with PyTorch: tensor errors, detection agreement, the verdict.
 
 Pure functions over NumPy arrays; running the files is the caller's business. The
 verdict uses the thresholds of featherface.config.PARITY_THRESHOLDS.
