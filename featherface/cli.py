@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .arg_types import output_folder, score_threshold, thread_count
+from .quiet import runtime_noise_filtered
 from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS
 
 
@@ -188,7 +189,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     for manifest in manifests:
         print_table(manifest, sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps({"out": str(out), "bundles": manifests}))
+        print(json.dumps({"out": str(out), "bundles": [manifest.to_json() for manifest in manifests]}))
     return 0
 
 
@@ -210,14 +211,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             files = [f for f in files if f.precision in wanted and not f.image_input]
             for model_file in files:
                 record = check_file(model_file, parity, args.input_size)
-                if record["status"] != "pass":
-                    raise BuildError(f"{model_file.path.name}: parity failed: " + "; ".join(record["reasons"]))
-                detections = record["detections"]
+                if not record.passed:
+                    raise BuildError(f"{model_file.path.name}: parity failed: " + "; ".join(record.reasons))
+                detections = record.detections
                 final = out / model_file.path.name
                 if final.is_dir():
                     shutil.rmtree(final)
                 os.replace(model_file.path, final)
-                print(f"{final}  parity pass: max error {max(t['max_abs_error'] for t in record['tensor'].values()):.2e}, "
+                print(f"{final}  parity pass: max error {max(t['max_abs_error'] for t in record.tensor.values()):.2e}, "
                       f"recall {detections['recall']:.3f}, precision {detections['precision']:.3f}")
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
@@ -427,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        with runtime_noise_filtered():
+            return run(args)
     except (UsageError, ValueError, OSError, RuntimeError) as err:
         # CheckpointError and ImageError are ValueErrors, BuildError and ConversionError
         # RuntimeErrors: their messages name the input and what was expected.

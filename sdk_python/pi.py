@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from featherface.arg_types import output_folder, score_threshold, thread_count
+from featherface.quiet import runtime_noise_filtered
 
 from .annotate import annotate, save_annotated
 from .detect_command import Skipped, _annotated_name as annotated_name, face_json
@@ -206,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--camera-height", type=int, default=480)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        with runtime_noise_filtered():
+            return run(args)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"featherface-pi: error: {err}", file=sys.stderr)
         return 2
