@@ -14,7 +14,7 @@ from featherface.widerface import SETTINGS
 from . import report_images as images
 from . import report_plots as plots
 from .report_golden import GoldenRun
-from .report_table import COLUMNS, NOT_MEASURED, accuracy_notes, display_row, protocols, status_bars, summary_records
+from .report_table import COLUMNS, NOT_MEASURED, accuracy_notes, display_row, protocols, ship_lines, status_bars, summary_records
 
 FLOAT_PRECISIONS = ("fp32", "fp16")  # any other precision is quantized and gets its own section
 SENSITIVITY_ROWS = 20  # the most sensitive tensors shown; the JSON keeps them all
@@ -89,7 +89,9 @@ def _summary(bundles: list[BundleView]) -> str:
     ap = (f"AP: WIDER FACE validation subset, official Easy/Medium/Hard protocol ({_e(protocol)}), in percent, with the "
           "difference to PyTorch FP32 in points." if protocol else "AP: not measured (the manifests carry no accuracy).")
     thresholds = bundles[0].manifest["thresholds"]
+    ship = "".join(f"<li>{_e(line).replace('`', '')}</li>" for line in ship_lines([b.manifest for b in bundles]))
     return (
+        f"<p><b>What to ship</b></p><ul class=\"ship\">{ship}</ul>"
         f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         f"<p class=\"meta\">{ap} Recall vs PyTorch: the robust recall of the parity "
         f"check: every face PyTorch finds above score {thresholds['score']} + 0.1 must be found by the file above "

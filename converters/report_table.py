@@ -7,6 +7,7 @@ points}}) and `latency` ({"p50_ms"}).
 """
 from __future__ import annotations
 
+from featherface.units import speed_words
 from featherface.widerface import SETTINGS
 
 NOT_MEASURED = "not measured"
@@ -131,3 +132,40 @@ def accuracy_notes(records: list[dict]) -> list[str]:
 def markdown_table(records: list[dict]) -> list[str]:
     rows = [display_row(r) for r in records]
     return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(row.values()) + " |" for row in rows]
+
+
+SAME_SPEED = 0.05  # files within 5 % of the fastest count as equally fast: the smaller one is advised
+
+
+def ship_lines(manifests: list[dict]) -> list[str]:
+    """One line per bundle: the file to ship, i.e. the fastest file that passed parity on the
+    machine that wrote the report (among files within `SAME_SPEED` of it, the smallest), with
+    its latency, size and AP, and how the bundle's preferred file compares."""
+    lines = []
+    for manifest in manifests:
+        target = manifest["target"]
+        records = [file_record(manifest, entry) for entry in manifest["files"]]
+        passed = [r for r in records if r["status"] == "pass"]
+        timed = [r for r in passed if r["latency_p50_ms"] is not None]
+        if not passed:
+            lines.append(f"{target}: no file passed parity: nothing to ship.")
+            continue
+        if not timed:
+            names = ", ".join(f"`{r['file']}`" for r in passed)
+            lines.append(f"{target}: {names} passed parity; none could be timed on this machine: "
+                         f"measure them on the device with `featherface bench`.")
+            continue
+        fastest = min(r["latency_p50_ms"] for r in timed)
+        best = min((r for r in timed if r["latency_p50_ms"] <= fastest * (1 + SAME_SPEED)),
+                   key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+        ap = (best["accuracy"] or {}).get("ap") or {}
+        figures = [f"{best['latency_p50_ms']:.1f} ms", _size(best["size_bytes"])]
+        if all(ap.get(s) is not None for s in SETTINGS):
+            figures.append("AP " + " / ".join(f"{100 * ap[s]:.1f}" for s in SETTINGS) + " %")
+        line = f"{target}: ship `{best['file']}` ({', '.join(figures)}), the fastest file that passed parity here"
+        preferred = next((r for r in timed if r["file"] == manifest.get("preferred_file")), None)
+        if preferred is not None and preferred is not best:
+            line += (f"; the bundle's preferred `{preferred['file']}` is "
+                     f"{speed_words(preferred['latency_p50_ms'] / best['latency_p50_ms'])}")
+        lines.append(line + ". Measured on this machine; on the device, `featherface bench` decides.")
+    return lines

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from featherface.atomic import atomic_path, write_text_atomic
+from featherface.units import speed_words
 
 COLUMNS = ("file", "thr", "load ms", "model p50", "p90", "p99", "mean", "total p50", "p90", "p99", "mean", "img/s", "RSS MB", "parity", "vs base")
 
@@ -26,7 +27,7 @@ def _ratio(entry: dict) -> str:
         return "-"
     if ratio["baseline"] == entry["label"]:
         return "base"
-    return f"x{ratio['total']:.2f} (model x{ratio['model']:.2f})"
+    return f"{speed_words(ratio['total'])} (model {speed_words(ratio['model'])})"
 
 
 def _parity(entry: dict) -> str:
@@ -70,6 +71,22 @@ def parity_lines(report: dict) -> list[str]:
     return lines
 
 
+def fastest_lines(report: dict) -> list[str]:
+    """Per thread count, the file whose whole detect (p50) is fastest among those that passed
+    parity: what to ship on this device."""
+    lines = []
+    for threads in dict.fromkeys(e["threads"] for e in report["results"]):
+        passed = [e for e in report["results"] if e["threads"] == threads and e["parity"]["status"] == "pass"]
+        where = f"{threads} thread{'s' if threads != 1 else ''}" if threads else "the runtime's threads"
+        if not passed:
+            lines.append(f"fastest at {where}: none, no file passed parity")
+            continue
+        best = min(passed, key=lambda e: e["total_ms"]["p50"])
+        lines.append(f"fastest at {where} that passed parity: {best['label']} (detect p50 {_ms(best['total_ms']['p50'])} ms, "
+                     f"model p50 {_ms(best['model_ms']['p50'])} ms)")
+    return lines
+
+
 def summary_text(report: dict) -> str:
     """What the command prints on stdout without --json."""
     settings = report["settings"]
@@ -77,12 +94,14 @@ def summary_text(report: dict) -> str:
         f"device: {device_line(report['device'])}",
         f"frame: {settings['frame']['width']}x{settings['frame']['height']}, {settings['frame']['source']}",
         f"{settings['runs']} timed runs after {settings['warmup']} warm-up, interleaved; latencies in ms; "
-        f"'vs base' = median per-round ratio to {settings['baseline']} (total, model)",
+        f"'vs base' = whole detect (and model alone) against {settings['baseline']}: median per-round time ratio, "
+        "in words (1.34x slower = 1.34 times its time)",
         "",
         *text_table([row(e) for e in report["results"]], COLUMNS),
         "",
     ]
     lines += parity_lines(report) or [f"parity: all {len(report['results'])} pass on {len(report['results'][0]['parity'].get('images', []))} golden images"]
+    lines += fastest_lines(report)
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)
 
@@ -154,6 +173,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
             "; ".join(parity["reasons"]) or "-",
         ])
     lines += _md_table(["file", "threads", "precision", "status", "max abs error / bound", "robust recall / precision", "reasons"], parity_rows)
+    lines += ["", "## What to ship on this device", ""] + [f"- {line}" for line in fastest_lines(report)]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"

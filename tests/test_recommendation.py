@@ -1,0 +1,115 @@
+"""Which file to ship (issue 19): the bench words its ratios so they cannot be read the wrong
+way round and names the fastest file that passed parity; the build report advises, per
+bundle, the fastest file that passed parity, and compares the bundle's preferred file.
+
+Pure functions over small hand-made records: no model is run."""
+from __future__ import annotations
+
+import pytest
+
+from featherface.bench.report import fastest_lines, row
+from featherface.converters.report import _summary_lines
+from featherface.converters.report_table import ship_lines
+from featherface.units import speed_words
+
+
+@pytest.mark.parametrize("ratio, words", [
+    (1.34, "1.34x slower"), (0.70, "1.43x faster"), (0.5, "2.00x faster"), (1.003, "same speed"), (1.0, "same speed"),
+])
+def test_speed_words_say_slower_or_faster(ratio, words):
+    assert speed_words(ratio) == words
+
+
+# ---------------------------------------------------------------- bench
+
+
+def bench_entry(label: str, threads: int, total_p50: float, model_p50: float, status: str = "pass", ratio=None) -> dict:
+    timing = lambda p50: {"p50": p50, "p90": p50, "p99": p50, "mean": p50}  # noqa: E731
+    return {
+        "label": label, "threads": threads, "load_ms": 10.0, "model_ms": timing(model_p50), "total_ms": timing(total_p50),
+        "throughput": 1000 / total_p50, "peak_rss_mb": 90.0, "parity": {"status": status, "reasons": []},
+        "ratio_to_baseline": ratio,
+    }
+
+
+def test_bench_ratio_column_says_slower_not_x():
+    entry = bench_entry("pi4/model_int8.tflite", 1, 27.6, 18.2,
+                        ratio={"baseline": "pi4/model_fp32.tflite", "total": 1.34, "model": 1.12})
+    assert row(entry)[-1] == "1.34x slower (model 1.12x slower)"
+    faster = bench_entry("pi4/model_fp16.tflite", 1, 20.0, 14.0, ratio={"baseline": "pi4/model_fp32.tflite", "total": 0.8, "model": 1.0})
+    assert row(faster)[-1] == "1.25x faster (model same speed)"
+
+
+def test_bench_names_the_fastest_file_that_passed_parity_per_thread_count():
+    report = {"results": [
+        bench_entry("pi4/model_int8.tflite", 1, 27.6, 18.2),
+        bench_entry("pi4/model_fp16.tflite", 1, 25.0, 16.2),
+        bench_entry("pi4/model_dynamic_int8.tflite", 1, 12.0, 8.0, status="fail"),  # fastest, but failed parity
+        bench_entry("pi4/model_int8.tflite", 4, 9.0, 6.0),
+        bench_entry("pi4/model_fp16.tflite", 4, 11.0, 7.0),
+    ]}
+    lines = fastest_lines(report)
+    assert len(lines) == 2
+    assert lines[0].startswith("fastest at 1 thread that passed parity: pi4/model_fp16.tflite (detect p50 25.00 ms")
+    assert lines[1].startswith("fastest at 4 threads that passed parity: pi4/model_int8.tflite")
+
+
+def test_bench_says_when_no_file_passed_parity():
+    assert fastest_lines({"results": [bench_entry("a.onnx", 1, 5.0, 4.0, status="fail")]}) == [
+        "fastest at 1 thread: none, no file passed parity"]
+
+
+# ---------------------------------------------------------------- build report
+
+
+def file_entry(name: str, precision: str, size_bytes: int, p50_ms: float | None, status: str = "pass",
+               ap: tuple[float, float, float] | None = None) -> dict:
+    accuracy = None if ap is None else {"protocol": "letterbox 640", "easy": ap[0], "medium": ap[1], "hard": ap[2]}
+    return {
+        "file": name, "format": "tflite", "precision": precision, "size_bytes": size_bytes,
+        "latency": None if p50_ms is None else {"p50_ms": p50_ms, "runs": 15, "threads": 1},
+        "accuracy": accuracy,
+        "parity": {"status": status, "reasons": [] if status == "pass" else ["robust recall 0.90 < 0.95"],
+                   "thresholds": {"min_recall": 0.95, "min_precision": 0.95}, "error_bounds": {},
+                   "detections": {"recall": 1.0, "robust_recall": 1.0}, "tensor": {"conf": {"max_abs_error": 0.1}}},
+    }
+
+
+def manifest(target: str, files: list[dict], preferred: str) -> dict:
+    return {"target": target, "arch": "v2-ultra", "checkpoint": {"name": "v2_ultra.pth", "sha256": "0" * 64},
+            "input": {"height": 640, "width": 640}, "reference_accuracy": None, "preferred_file": preferred, "files": files}
+
+
+def test_report_advises_the_fastest_passing_file_and_compares_the_preferred_one():
+    pi4 = manifest("pi4", [
+        file_entry("model_fp32.tflite", "fp32", 1_050_000, 16.3, ap=(0.817, 0.683, 0.263)),
+        file_entry("model_fp16.tflite", "fp16", 600_000, 16.2, ap=(0.817, 0.683, 0.263)),
+        file_entry("model_int8.tflite", "int8", 480_000, 21.9, ap=(0.807, 0.678, 0.261)),
+        file_entry("model_dynamic_int8.tflite", "dynamic_int8", 380_000, 9.0, status="fail"),
+    ], preferred="model_int8.tflite")
+    [line] = ship_lines([pi4])
+    assert line.startswith("pi4: ship `model_fp16.tflite` (16.2 ms, 0.60 MB, AP 81.7 / 68.3 / 26.3 %)")
+    assert "the bundle's preferred `model_int8.tflite` is 1.35x slower" in line
+
+
+def test_report_prefers_the_smaller_of_two_equally_fast_files():
+    pi4 = manifest("pi4", [file_entry("model_fp32.tflite", "fp32", 1_050_000, 16.0),
+                           file_entry("model_fp16.tflite", "fp16", 600_000, 16.5)], preferred="model_fp16.tflite")
+    [line] = ship_lines([pi4])
+    assert line.startswith("pi4: ship `model_fp16.tflite`") and "preferred" not in line
+
+
+def test_report_without_timings_or_passing_files_says_so():
+    a14 = manifest("a14", [file_entry("model_fp16.mlpackage", "fp16", 650_000, None)], preferred="model_fp16.mlpackage")
+    onnx = manifest("onnx", [file_entry("model.onnx", "fp32", 1_000_000, 2.0, status="fail")], preferred="model.onnx")
+    untimed, failed = ship_lines([a14, onnx])
+    assert untimed.startswith("a14: `model_fp16.mlpackage` passed parity; none could be timed") and "featherface bench" in untimed
+    assert failed == "onnx: no file passed parity: nothing to ship."
+
+
+def test_report_summary_carries_the_advice_above_the_table():
+    pi4 = manifest("pi4", [file_entry("model_fp32.tflite", "fp32", 1_050_000, 16.3)], preferred="model_fp32.tflite")
+    lines = _summary_lines([pi4])
+    advice = lines.index("**What to ship**")
+    assert lines[advice + 2].startswith("- pi4: ship `model_fp32.tflite` (16.3 ms, 1.05 MB)")
+    assert advice < next(i for i, line in enumerate(lines) if line.startswith("| target"))
