@@ -269,9 +269,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_detector(detect, args.data, args.out, progress=_progress("eval"))
     result.update(protocol=protocol, **subject)
     faces = result["faces"]
+    # People read AP in percent with one decimal, as the report does; the JSON keeps fractions.
     print(f"WIDER FACE val ({protocol}, {result['images']} images; faces easy {faces['easy']}, medium "
-          f"{faces['medium']}, hard {faces['hard']}): easy {result['easy']:.4f}  medium {result['medium']:.4f}  "
-          f"hard {result['hard']:.4f}  ({result['seconds']:.0f} s)", file=sys.stderr if args.json else sys.stdout)
+          f"{faces['medium']}, hard {faces['hard']}): AP easy {100 * result['easy']:.1f} %, medium "
+          f"{100 * result['medium']:.1f} %, hard {100 * result['hard']:.1f} % ({result['seconds']:.0f} s)",
+          file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result))
     return 0
