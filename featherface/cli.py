@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .arg_types import output_folder, score_threshold, thread_count
+from .cli_help import add_examples_to_commands
 from .quiet import runtime_noise_filtered
 from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS
 
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_distill_parser(commands)
     add_ablate_parser(commands)
+    add_examples_to_commands(commands)
     return parser
 
 

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from featherface.arg_types import output_folder, score_threshold, thread_count
+from featherface.cli_help import add_examples
 from featherface.quiet import runtime_noise_filtered
 
 from .annotate import annotate, save_annotated
@@ -192,8 +193,9 @@ def _show(rgb: np.ndarray, faces) -> None:
     cv2.waitKey(1)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="featherface-pi", description=__doc__.split("\n\n")[0])
+    add_examples(parser, "featherface-pi")
     parser.add_argument("--bundle", required=True, help="bundle directory (e.g. dist/pi4)")
     parser.add_argument("--source", default="camera", help="'camera', 'usb:N', a video file or an image folder (default: camera)")
     parser.add_argument("--threads", type=thread_count, default=4, help="LiteRT threads, >= 1 (default 4: the Pi 4's cores)")
@@ -203,9 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="show annotated frames in a window (needs OpenCV and a display)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per frame on stdout")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")
-    parser.add_argument("--camera-width", type=int, default=640)
-    parser.add_argument("--camera-height", type=int, default=480)
-    args = parser.parse_args(argv)
+    parser.add_argument("--camera-width", type=int, default=640, help="Pi camera frame width (default %(default)s)")
+    parser.add_argument("--camera-height", type=int, default=480, help="Pi camera frame height (default %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         with runtime_noise_filtered():
             return run(args)
