@@ -8,9 +8,10 @@ from typing import Callable
 
 from featherface.atomic import write_text_atomic
 from featherface.config import TARGETS
+from featherface.records import Manifest, ManifestError
 from featherface.widerface import SETTINGS
 
-from .report_table import accuracy_notes, markdown_table, protocols, ship_lines, summary_records
+from .report_table import accuracy_notes, markdown_table, protocols, summary_records
 
 HEADER = ("file", "format", "precision", "size", "parity", "max abs error", "recall", "precision", "robust recall", "robust precision", "convert s")
 
@@ -53,8 +54,7 @@ def _summary_lines(manifests: list[dict]) -> list[str]:
     protocol = ", ".join(protocols(records))
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
     notes = [f"- {note}" for note in accuracy_notes(records)]
-    ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(manifests)], ""]
-    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
+    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: robust recall. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:
@@ -121,14 +121,14 @@ def combined_markdown(names: list[str], manifests: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_parity_report(bundle_dir: Path, manifest: dict) -> None:
+def write_parity_report(bundle_dir: Path, typed: Manifest) -> None:
     """parity.md, parity.json and parity.html into the bundle (the files and golden.npz
     must already be there: the HTML page re-runs every file on the golden images)."""
     from .report_golden import run_golden, with_latency
     from .report_html import BundleView, render
 
-    golden = run_golden(bundle_dir, manifest)
-    manifest = with_latency(manifest, golden)
+    golden = run_golden(bundle_dir, typed)
+    manifest = with_latency(typed.to_json(), golden)
     write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
     tables = {"summary": summary_records([manifest]), "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
     write_text_atomic(bundle_dir / "parity.json", json.dumps(tables, indent=2) + "\n")
@@ -136,17 +136,16 @@ def write_parity_report(bundle_dir: Path, manifest: dict) -> None:
     write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
 
 
-def _read_manifest(bundle_dir: Path) -> dict:
-    """The manifest as JSON, without the SDK's refusal of fields it does not know: a
-    report must show fields (accuracy, latency) newer than the SDK reading bundles."""
+def _read_manifest(bundle_dir: Path) -> Manifest:
+    """The manifest, without the SDK's refusal of fields it does not know: a report must
+    show fields (accuracy, latency) newer than the SDK reading bundles."""
     path = bundle_dir / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
+        return Manifest.from_json(json.loads(path.read_text()), str(path), strict=False)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(manifest, dict) or not manifest.get("files"):
-        raise ReportError(f"{path}: not a bundle manifest (expected an object with a non-empty `files` list)")
-    return manifest
+    except ManifestError as err:
+        raise ReportError(str(err)) from None
 
 
 def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
@@ -167,12 +166,12 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     from .report_html import BundleView, render
 
     bundles.sort(key=lambda p: (TARGETS.index(p.name) if p.name in TARGETS else len(TARGETS), p.name))
-    manifests = [_read_manifest(bundle) for bundle in bundles]  # every bad manifest fails before minutes of runs
+    typed = [_read_manifest(bundle) for bundle in bundles]  # every bad manifest fails before minutes of runs
     views = []
-    for bundle, manifest in zip(bundles, manifests):
+    for bundle, manifest in zip(bundles, typed):
         progress(f"re-running the files of {bundle.name} on its golden images")
         golden = run_golden(bundle, manifest)
-        views.append(BundleView(bundle.name, with_latency(manifest, golden), golden))
+        views.append(BundleView(bundle.name, with_latency(manifest.to_json(), golden), golden))
     manifests = [view.manifest for view in views]
     names = [v.name for v in views]
     arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))

@@ -1,6 +1,8 @@
 """`featherface convert` writes one parity-checked file, and nothing when the check fails."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -37,7 +39,7 @@ def test_convert_failing_parity_writes_nothing(images, tmp_path, capsys, monkeyp
 
     def failing_check(*args, **kwargs):
         record = real_check(*args, **kwargs)
-        return {**record, "status": "fail", "reasons": ["forced failure"]}
+        return dataclasses.replace(record, status="fail", reasons=["forced failure"])
 
     monkeypatch.setattr(build, "check_file", failing_check)
     out = tmp_path / "out"
