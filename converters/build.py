@@ -26,6 +26,7 @@ from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
 from featherface.verify import files as verify_files
 from featherface.verify.check import detections_of, judge
+from featherface.records import Manifest, ParityRecord, QuantizationRecord
 from featherface.verify.files import ModelFile, OutputMapError, build_spec
 from featherface.verify.golden import write_golden
 from featherface.verify.parity import Detections
@@ -91,8 +92,9 @@ def _run_torch(model: nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- checking final files
 
 
-def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> dict:
-    """Parity record of one final file against PyTorch (tensor and detection level)."""
+def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> ParityRecord:
+    """Parity record of one final file against PyTorch (tensor and detection level); the
+    file's output map, found by shape, goes into `model_file.output_map`."""
     try:
         detector, outputs = verify_files.open_detector(model_file, parity.inputs, size, open_for_verification)
     except OutputMapError as err:
@@ -102,8 +104,8 @@ def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> dict:
     record = judge(parity.reference, outputs, parity.letterboxes, detector.spec, PARITY_THRESHOLDS[model_file.precision],
                    parity.float32_noise, reference_detections=parity.detections)
     detector.close()
-    return {**record, "images": parity.names, "conversion_seconds": round(model_file.seconds, 1),
-            "output_map": detector.spec.output_map}
+    model_file.output_map = dict(detector.spec.output_map)
+    return ParityRecord(**record, images=list(parity.names), conversion_seconds=round(model_file.seconds, 1))
 
 
 # ---------------------------------------------------------------- exporters per target
@@ -160,7 +162,7 @@ def _export_pi4(model: nn.Module, stage: Path, size: int, metadata: dict[str, st
 def _int8_files(result, seconds: float) -> list[ModelFile]:
     return [
         ModelFile(result.dynamic, "tflite", "dynamic_int8", seconds),
-        ModelFile(result.full, "tflite", "int8", seconds, quantization=result.record),
+        ModelFile(result.full, "tflite", "int8", seconds, quantization=QuantizationRecord.from_json(result.record)),
     ]
 
 
@@ -204,7 +206,7 @@ def _export_a14_compressed(stage: Path, size: int, progress: Progress, compressi
     if compression.palettize:
         progress("palettizing Core ML weights to 6 bits (k-means)")
         path, seconds = _timed(lambda: palettize_weights(fp16, stage / "model_p6.mlpackage"))
-        made.append(ModelFile(path, "coreml", "p6", seconds, quantization=palette_record()))
+        made.append(ModelFile(path, "coreml", "p6", seconds, quantization=QuantizationRecord.from_json(palette_record())))
     if compression.a8w8:
         from featherface.quantization.calibration import calibration_set
 
@@ -215,7 +217,7 @@ def _export_a14_compressed(stage: Path, size: int, progress: Progress, compressi
         samples = calibration_set(compression.calibration, size, compression.calibration_images, layout="NCHW")
         path = quantize_activations_int8(fp16, stage / "model_a8w8.mlpackage", samples)
         made.append(ModelFile(path, "coreml", "a8w8", time.perf_counter() - start,
-                              quantization=a8w8_record(compression.calibration, len(samples))))
+                              quantization=QuantizationRecord.from_json(a8w8_record(compression.calibration, len(samples)))))
     return made
 
 
@@ -229,17 +231,17 @@ COMPARISON_PRECISIONS = {"dynamic_int8"}
 
 
 def _leave_out_failed_comparison_files(files: list[ModelFile], progress: Progress) -> list[ModelFile]:
-    dropped = [f for f in files if f.precision in COMPARISON_PRECISIONS and f.record["status"] != "pass"]
+    dropped = [f for f in files if f.precision in COMPARISON_PRECISIONS and not f.record.passed]
     if not dropped:
         return files
     kept = [f for f in files if f not in dropped]
-    notes = {f.path.name: {"left_out": "failed parity", "reasons": f.record["reasons"]} for f in dropped}
+    notes = {f.path.name: {"left_out": "failed parity", "reasons": f.record.reasons} for f in dropped}
     for model_file in dropped:
-        progress(f"leaving out {model_file.path.name} (a comparison file): " + "; ".join(model_file.record["reasons"]))
+        progress(f"leaving out {model_file.path.name} (a comparison file): " + "; ".join(model_file.record.reasons))
         model_file.path.unlink()
     for model_file in kept:
         if model_file.quantization is not None:
-            model_file.quantization["comparison_files"] = notes
+            model_file.quantization.details["comparison_files"] = notes
     return kept
 LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
 
@@ -274,7 +276,7 @@ def build_bundle(
     target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
     size: int, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
     accuracy: "AccuracyCheck | None" = None, compression: "Compression | None" = None,
-) -> dict:
+) -> Manifest:
     """Build one target's bundle into `out_dir/target`; returns its manifest.
 
     `int8`: how to make the pi4 INT8 files (None: FP32 and FP16 only). `accuracy`: WIDER
@@ -291,28 +293,29 @@ def build_bundle(
             progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")
             model_file.record = check_file(model_file, parity, size)
         files = _leave_out_failed_comparison_files(files, progress)
-        failed = [f for f in files if f.record["status"] != "pass"]
+        failed = [f for f in files if not f.record.passed]
         if failed:
-            write_text_atomic(failure_report, json.dumps({f.path.name: f.record for f in files}, indent=2))
-            lines = [f"  {f.path.name}: " + "; ".join(f.record["reasons"]) for f in failed]
+            records = {f.path.name: {**f.record.to_json(), "output_map": f.output_map} for f in files}
+            write_text_atomic(failure_report, json.dumps(records, indent=2))
+            lines = [f"  {f.path.name}: " + "; ".join(f.record.reasons) for f in failed]
             raise BuildError(f"{target}: parity failed, no bundle written (details: {failure_report}):\n" + "\n".join(lines))
         for model_file in files:
-            entry = mf.file_entry(model_file.path, model_file.format, model_file.precision, model_file.record.pop("output_map"),
-                                  {"name": "image", "type": "image", "channel_order": "BGR", "bias": [-m for m in manifest["input"]["mean"]]} if model_file.image_input else None)
-            entry["parity"] = model_file.record
-            if model_file.quantization is not None:
-                entry["quantization"] = model_file.quantization
+            image_input = {"name": "image", "type": "image", "channel_order": "BGR", "bias": [-m for m in manifest.input.mean]}
+            entry = mf.file_entry(model_file.path, model_file.format, model_file.precision, model_file.output_map,
+                                  image_input if model_file.image_input else None)
+            entry.parity = model_file.record
+            entry.quantization = model_file.quantization
             if accuracy is not None:
-                entry["accuracy"] = accuracy.of_file(model_file, progress)
-            manifest["files"].append(entry)
+                entry.accuracy = accuracy.of_file(model_file, progress)
+            manifest.files.append(entry)
         if accuracy is not None:
-            manifest["reference_accuracy"] = accuracy.reference(progress)
+            manifest.reference_accuracy = accuracy.reference(progress)
         golden = GOLDEN_IMAGES
         write_golden(stage / "golden.npz", parity.inputs[:golden], parity.names[:golden],
                      {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
-        manifest["golden"] = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
+        manifest.golden = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
         names = [f.path.name for f in files]
-        manifest["preferred_file"] = PREFERRED[target] if PREFERRED[target] in names else names[0]
+        manifest.preferred_file = PREFERRED[target] if PREFERRED[target] in names else names[0]
         from .report import write_parity_report
 
         write_parity_report(stage, manifest)
@@ -321,9 +324,9 @@ def build_bundle(
     return manifest
 
 
-def print_table(manifest: dict, stream=sys.stdout) -> None:
+def print_table(manifest: Manifest, stream=sys.stdout) -> None:
     from .report import summary_rows
 
-    print(f"\n{manifest['target']}: {manifest['arch']} @ {manifest['input']['height']}", file=stream)
-    for row in summary_rows(manifest):
+    print(f"\n{manifest.target}: {manifest.arch} @ {manifest.input.height}", file=stream)
+    for row in summary_rows(manifest.to_json()):
         print("  " + row, file=stream)

@@ -1,15 +1,12 @@
-"""The bundle manifest: the single source of truth the SDK and the bench read on a device."""
+"""The bundle manifest as the build writes it (featherface.records.Manifest): the single
+source of truth the SDK and the bench read on a device."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from featherface import __version__
 from featherface.atomic import write_text_atomic
-from featherface.priors import anchor_count
-from featherface.sdk.bundle import sha256_of
-from featherface.versions import package_versions
 from featherface.config import (
     CHANNEL_ORDER,
     DEPLOY_THRESHOLDS,
@@ -20,6 +17,12 @@ from featherface.config import (
     OUTPUT_WIDTHS,
     PRIORS,
 )
+from featherface.priors import anchor_count
+from featherface.records import Checkpoint, FileEntry, InputSpec, Manifest, OutputSpec
+from featherface.sdk.bundle import sha256_of
+from featherface.versions import package_versions
+
+__all__ = ["anchor_count", "embedded_metadata", "file_entry", "new_manifest", "sha256_of", "size_of", "write_manifest"]
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxsim", "onnx2tf", "tensorflow-cpu", "coremltools", "ai-edge-litert", "numpy")
 
@@ -33,59 +36,43 @@ def tool_versions() -> dict[str, str]:
     return {"featherface": __version__, **package_versions(TOOLS)}
 
 
-def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: int, layout: str) -> dict:
+def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: int, layout: str) -> Manifest:
+    """The manifest of a bundle about to be built: no files, no golden vectors yet."""
     anchors = anchor_count(input_size)
-    return {
-        "format_version": MANIFEST_VERSION,
-        "target": target,
-        "arch": arch,
-        "checkpoint": {"name": checkpoint.name, "sha256": sha256_of(checkpoint)} if checkpoint else None,
-        "input": {
-            "name": INPUT_NAME,
-            "height": input_size,
-            "width": input_size,
-            "layout": layout,
-            "dtype": "float32",
-            "channel_order": CHANNEL_ORDER,
-            "mean": list(MEAN_BGR),
-            "scale": 1.0,
-            "resize": "letterbox, top-left, longer side to the input size, padding = mean colour",
-        },
-        "priors": {**asdict(PRIORS), "min_sizes": [list(s) for s in PRIORS.min_sizes], "steps": list(PRIORS.steps), "variances": list(PRIORS.variances)},
-        "outputs": [{"name": name, "shape": [1, anchors, OUTPUT_WIDTHS[name]]} for name in OUTPUT_NAMES],
-        "thresholds": asdict(DEPLOY_THRESHOLDS),
-        "tools": tool_versions(),
-        "files": [],
-        "preferred_file": None,
-        "golden": None,
-    }
+    return Manifest(
+        format_version=MANIFEST_VERSION,
+        target=target,
+        arch=arch,
+        checkpoint=Checkpoint(checkpoint.name, sha256_of(checkpoint)) if checkpoint else None,
+        input=InputSpec(
+            name=INPUT_NAME, height=input_size, width=input_size, layout=layout, dtype="float32",
+            channel_order=CHANNEL_ORDER, mean=MEAN_BGR, scale=1.0,
+            resize="letterbox, top-left, longer side to the input size, padding = mean colour",
+        ),
+        priors=PRIORS,
+        outputs=[OutputSpec(name, [1, anchors, OUTPUT_WIDTHS[name]]) for name in OUTPUT_NAMES],
+        thresholds=DEPLOY_THRESHOLDS,
+        tools=tool_versions(),
+    )
 
 
-def file_entry(path: Path, fmt: str, precision: str, output_map: dict[str, str], input_map: dict | None = None) -> dict:
-    entry = {
-        "file": path.name,
-        "format": fmt,
-        "precision": precision,
-        "sha256": sha256_of(path),
-        "size_bytes": size_of(path),
-        "output_map": output_map,
-    }
-    if input_map:
-        entry["input"] = input_map
-    return entry
+def file_entry(path: Path, fmt: str, precision: str, output_map: dict[str, str], input_map: dict | None = None) -> FileEntry:
+    return FileEntry(file=path.name, format=fmt, precision=precision, sha256=sha256_of(path), size_bytes=size_of(path),
+                     output_map=output_map, input=input_map or None)
 
 
-def write_manifest(bundle_dir: Path, manifest: dict) -> Path:
-    return write_text_atomic(bundle_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
+    return write_text_atomic(bundle_dir / "manifest.json", json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
-def embedded_metadata(manifest: dict) -> dict[str, str]:
+def embedded_metadata(manifest: Manifest) -> dict[str, str]:
     """The essentials that travel inside each model file (ONNX metadata_props, Core ML
     user_defined_metadata), so a file separated from its bundle still says what it is."""
+    data = manifest.to_json()
     return {
-        "featherface.arch": manifest["arch"],
-        "featherface.input": json.dumps(manifest["input"]),
-        "featherface.priors": json.dumps(manifest["priors"]),
-        "featherface.outputs": json.dumps(manifest["outputs"]),
-        "featherface.version": manifest["tools"]["featherface"],
+        "featherface.arch": manifest.arch,
+        "featherface.input": json.dumps(data["input"]),
+        "featherface.priors": json.dumps(data["priors"]),
+        "featherface.outputs": json.dumps(data["outputs"]),
+        "featherface.version": manifest.tools["featherface"],
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES
+from featherface.records import FileEntry, Manifest
 from featherface.sdk.detector import Detector
 from featherface.verify.check import detections_of, identity_letterboxes
 from featherface.verify.files import ModelFile, build_spec, open_detector
@@ -57,16 +58,15 @@ class GoldenRun:
     files: dict[str, FileRun]  # by file name, in manifest order
 
 
-def _run_file(bundle_dir: Path, entry: dict, inputs: np.ndarray, reference: dict[str, np.ndarray], size: int) -> FileRun:
-    image_input = (entry.get("input") or {}).get("type") == "image"
-    model_file = ModelFile(bundle_dir / entry["file"], entry["format"], entry["precision"], 0.0, image_input=image_input)
+def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference: dict[str, np.ndarray], size: int) -> FileRun:
+    model_file = ModelFile(bundle_dir / entry.file, entry.format, entry.precision, 0.0, image_input=entry.image_input)
     try:
         detector, outputs = open_detector(model_file, inputs, size, open_for_verification)
     except Exception as err:  # a runtime missing on this machine must not cost the whole report
         return FileRun({}, [], f"could not run here: {type(err).__name__}: {str(err).strip()[:160]}")
     errors = {name: np.abs(outputs[name].astype(np.float64) - reference[name]).ravel() for name in OUTPUT_NAMES}
     run = FileRun(errors, detections_of(outputs, identity_letterboxes(size, len(inputs)), detector.spec))
-    if entry["format"] == "coreml" and platform.system() != "Darwin":
+    if entry.format == "coreml" and platform.system() != "Darwin":
         return run  # our MIL evaluator checks numbers, its speed says nothing about Core ML
     detector.close()
     with Detector(open_for_verification(model_file, 1), detector.spec, detector.model_file) as single_thread:
@@ -82,13 +82,13 @@ def with_latency(manifest: dict, golden: "GoldenRun | None") -> dict:
     return dict(manifest, files=files)
 
 
-def run_golden(bundle_dir: Path, manifest: dict) -> GoldenRun | None:
+def run_golden(bundle_dir: Path, manifest: Manifest) -> GoldenRun | None:
     """Every file of the bundle on its golden inputs; None when the bundle has none."""
     golden = load_golden(bundle_dir, manifest)
     if golden is None:
         return None
-    size = int(manifest["input"]["height"])
+    size = manifest.input.height
     reference = detections_of(golden.reference, identity_letterboxes(size, len(golden.inputs)), build_spec(size, {}))
-    images = [content_rgb(chw, manifest["input"]["mean"]) for chw in golden.inputs]
-    files = {entry["file"]: _run_file(bundle_dir, entry, golden.inputs, golden.reference, size) for entry in manifest["files"]}
+    images = [content_rgb(chw, manifest.input.mean) for chw in golden.inputs]
+    files = {entry.file: _run_file(bundle_dir, entry, golden.inputs, golden.reference, size) for entry in manifest.files}
     return GoldenRun(list(golden.names), images, reference, files)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from featherface.records import FileEntry
 from featherface.sdk.runtimes import CoreMLRuntime
 
 
@@ -41,8 +42,8 @@ class CoreMLImageRuntime:
         return {name: np.concatenate([np.asarray(r[name], np.float32) for r in results]) for name in results[0]}
 
 
-def open_coreml(path: Path, entry: dict, compute_units: str, mean_bgr: Sequence[float]):
+def open_coreml(path: Path, entry: FileEntry, compute_units: str, mean_bgr: Sequence[float]):
     """A runtime over `path` at `compute_units` (tensor or image input, by the manifest entry)."""
-    if (entry.get("input") or {}).get("type") == "image":
+    if entry.image_input:
         return CoreMLImageRuntime(path, compute_units, mean_bgr)
     return CoreMLRuntime(path, None, compute_units)

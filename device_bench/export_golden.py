@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES, PARITY_THRESHOLDS
+from featherface.records import priors_to_json
 from featherface.verify.golden import load_golden, recorded_float32_noise
 from featherface.verify.parity import error_bound
 
@@ -40,15 +42,15 @@ def export_golden(bundle: str | Path, out: str | Path) -> Path:
         raise ValueError(f"{bundle}: the bundle has no golden vectors to export")
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for entry in manifest["files"]:
-        thresholds = PARITY_THRESHOLDS.get(entry.get("precision"))
+    for entry in manifest.files:
+        thresholds = PARITY_THRESHOLDS.get(entry.precision)
         noise = recorded_float32_noise(entry, [])
         files.append({
-            "file": entry["file"],
-            "format": entry.get("format"),
-            "precision": entry.get("precision"),
-            "output_map": entry["output_map"],
-            "input": entry.get("input"),  # e.g. Core ML image input: {"type": "image", ...}
+            "file": entry.file,
+            "format": entry.format,
+            "precision": entry.precision,
+            "output_map": entry.output_map,
+            "input": entry.input,  # e.g. Core ML image input: {"type": "image", ...}
             "error_bounds": {n: error_bound(thresholds, noise[n]) for n in OUTPUT_NAMES} if thresholds else None,
             "min_recall": thresholds.min_recall if thresholds else None,
             "min_precision": thresholds.min_precision if thresholds else None,
@@ -56,19 +58,19 @@ def export_golden(bundle: str | Path, out: str | Path) -> Path:
     index = {
         "format": INDEX_FORMAT,
         "bundle": bundle.name,
-        "arch": manifest["arch"],
-        "target": manifest["target"],
+        "arch": manifest.arch,
+        "target": manifest.target,
         "images": golden.names,
         "input": {
             **_write_array(out, "input", golden.inputs),
             "layout": "NCHW",
-            "channel_order": manifest["input"]["channel_order"],
-            "mean": manifest["input"]["mean"],
+            "channel_order": manifest.input.channel_order,
+            "mean": list(manifest.input.mean),
             "values": "pixel minus mean, BGR, letterboxed (top-left, padding 0)",
         },
         "reference": {name: _write_array(out, name, golden.reference[name]) for name in OUTPUT_NAMES},
-        "thresholds": manifest["thresholds"],
-        "priors": manifest["priors"],
+        "thresholds": asdict(manifest.thresholds),
+        "priors": priors_to_json(manifest.priors),
         "files": files,
     }
     path = out / "golden.json"

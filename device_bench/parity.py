@@ -11,6 +11,7 @@ thresholds, in model-input pixels (identity letterbox), down to the robust floor
 from __future__ import annotations
 
 from featherface.config import PARITY_THRESHOLDS
+from featherface.records import FileEntry
 from featherface.sdk.detector import Detector
 from featherface.verify.check import identity_letterboxes, judge, parity_figures
 from featherface.verify.golden import Golden, recorded_float32_noise
@@ -20,12 +21,12 @@ def fail(reason: str, **figures) -> dict:
     return {"status": "fail", "reasons": [reason], **figures}
 
 
-def device_parity(detector: Detector, golden: Golden | None, entry: dict) -> dict:
+def device_parity(detector: Detector, golden: Golden | None, entry: FileEntry) -> dict:
     """{"status": "pass" | "fail", "reasons": [...], figures}: the file on this device
     against PyTorch FP32 on the bundle's golden images."""
     if golden is None:
         return fail("the bundle has no golden vectors: parity cannot be checked on the device")
-    precision = entry.get("precision")
+    precision = entry.precision
     thresholds = PARITY_THRESHOLDS.get(precision)
     if thresholds is None:
         return fail(f"no parity thresholds for precision {precision!r} (known: {', '.join(PARITY_THRESHOLDS)})")

@@ -65,7 +65,7 @@ def choose_frame(targets: list[Target], image_rgb: np.ndarray | None, image_name
         if with_golden is None:
             frame, source = synthetic_frame(), "synthetic noise (no golden vectors in the bundles)"
         else:
-            frame = golden_frame(with_golden.golden, with_golden.manifest["input"]["mean"])
+            frame = golden_frame(with_golden.golden, with_golden.manifest.input.mean)
             source = f"golden image 0 of {with_golden.bundle.name} ({with_golden.golden.names[0]}), resized"
     return frame, {"source": source, "width": int(frame.shape[1]), "height": int(frame.shape[0])}
 

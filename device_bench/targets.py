@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from featherface.records import FileEntry, Manifest
 from featherface.sdk.bundle import BundleError, read_manifest, verified_file
 from featherface.sdk.detector import Detector, ModelSpec
 from featherface.sdk.runtimes import RuntimeUnavailable, open_runtime, runtime_name_for
@@ -28,9 +29,9 @@ class Target:
     """One model file of one bundle (and one Core ML compute unit), verified."""
 
     bundle: Path
-    manifest: dict
+    manifest: Manifest
     file: str
-    entry: dict
+    entry: FileEntry
     golden: Golden | None
     compute_units: str | None = None  # Core ML only
     label: str = ""
@@ -49,14 +50,14 @@ class Target:
             "label": self.label,
             "bundle": str(self.bundle),
             "file": self.file,
-            "arch": self.manifest.get("arch"),
-            "target": self.manifest.get("target"),
-            "format": self.entry.get("format"),
-            "precision": self.entry.get("precision"),
+            "arch": self.manifest.arch,
+            "target": self.manifest.target,
+            "format": self.entry.format,
+            "precision": self.entry.precision,
             "runtime": self.runtime_name,
             "compute_units": self.compute_units,
-            "input_size": int(self.manifest["input"]["height"]),
-            "size_bytes": self.entry.get("size_bytes"),
+            "input_size": self.manifest.input.height,
+            "size_bytes": self.entry.size_bytes,
         }
 
 
@@ -108,7 +109,7 @@ def resolve_targets(arguments: list[str], notes: list[str]) -> list[Target]:
     for argument in arguments:
         bundle, name = _bundle_and_file(argument)
         manifest = read_manifest(bundle)
-        listed = [entry["file"] for entry in manifest["files"]]
+        listed = [entry.file for entry in manifest.files]
         if name and name not in listed:
             raise BenchError(f"{argument} is not a model file of the bundle {bundle} (its model files: {', '.join(listed) or 'none'})")
         names = [name] if name else listed
@@ -182,14 +183,14 @@ def pick_baseline(targets: list[Target], name: str | None) -> Target:
     def matches(t: Target) -> bool:
         keys = {
             t.label.split("@")[0], t.file, t.bundle.name, str(t.bundle), str(t.bundle.resolve()),
-            str(t.bundle / t.file), t.manifest.get("arch"), t.manifest.get("target"),
+            str(t.bundle / t.file), t.manifest.arch, t.manifest.target,
         }
         return name.rstrip("/") in keys or t.label.endswith("/" + name)
 
     candidates = [t for t in targets if matches(t)]
     if not candidates:
         raise BenchError(f"--baseline {name!r} matches none of: {', '.join(t.label for t in targets)}")
-    preferred = [t for t in candidates if t.file == t.manifest.get("preferred_file")]
+    preferred = [t for t in candidates if t.file == t.manifest.preferred_file]
     return (preferred or candidates)[0]
 
 
@@ -218,7 +219,7 @@ def open_target(target: Target, threads: int | None) -> Opened:
     if target.is_coreml:
         from .coreml import open_coreml
 
-        runtime = open_coreml(path, entry, target.compute_units or "ALL", manifest["input"]["mean"])
+        runtime = open_coreml(path, entry, target.compute_units or "ALL", manifest.input.mean)
     else:
         runtime = open_runtime(path, None, threads)
     opened = time.perf_counter()

@@ -190,7 +190,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     for manifest in manifests:
         print_table(manifest, sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps({"out": str(out), "bundles": manifests}))
+        print(json.dumps({"out": str(out), "bundles": [manifest.to_json() for manifest in manifests]}))
     return 0
 
 
@@ -212,14 +212,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             files = [f for f in files if f.precision in wanted and not f.image_input]
             for model_file in files:
                 record = check_file(model_file, parity, args.input_size)
-                if record["status"] != "pass":
-                    raise BuildError(f"{model_file.path.name}: parity failed: " + "; ".join(record["reasons"]))
-                detections = record["detections"]
+                if not record.passed:
+                    raise BuildError(f"{model_file.path.name}: parity failed: " + "; ".join(record.reasons))
+                detections = record.detections
                 final = out / model_file.path.name
                 if final.is_dir():
                     shutil.rmtree(final)
                 os.replace(model_file.path, final)
-                print(f"{final}  parity pass: max error {max(t['max_abs_error'] for t in record['tensor'].values()):.2e}, "
+                print(f"{final}  parity pass: max error {max(t['max_abs_error'] for t in record.tensor.values()):.2e}, "
                       f"recall {detections['recall']:.3f}, precision {detections['precision']:.3f}")
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

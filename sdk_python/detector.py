@@ -5,13 +5,14 @@ mapping, default thresholds) comes from the bundle's manifest, never from defaul
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from featherface.config import PriorConfig, Thresholds
+from featherface.records import FileEntry, Manifest
 
 from .box_coding import make_priors
 from .bundle import read_manifest, verified_checkpoint, verified_file
@@ -32,20 +33,15 @@ class ModelSpec:
     output_map: dict[str, str]  # our output name -> the file's tensor name
 
     @classmethod
-    def from_manifest(cls, manifest: dict, entry: dict) -> "ModelSpec":
-        if manifest["input"]["height"] != manifest["input"]["width"]:
+    def from_manifest(cls, manifest: Manifest, entry: FileEntry) -> "ModelSpec":
+        if manifest.input.height != manifest.input.width:
             raise ValueError("only square inputs are supported")
-        p = manifest["priors"]
-        priors = PriorConfig(
-            min_sizes=tuple(tuple(s) for s in p["min_sizes"]), steps=tuple(p["steps"]),
-            variances=tuple(p["variances"]), clip=bool(p["clip"]),
-        )
         return cls(
-            input_size=int(manifest["input"]["height"]),
-            mean_bgr=tuple(float(m) for m in manifest["input"]["mean"]),
-            priors=priors,
-            thresholds=Thresholds(**manifest["thresholds"]),
-            output_map=dict(entry["output_map"]),
+            input_size=int(manifest.input.height),
+            mean_bgr=tuple(float(m) for m in manifest.input.mean),
+            priors=manifest.priors,
+            thresholds=manifest.thresholds,
+            output_map=dict(entry.output_map),
         )
 
 
@@ -80,7 +76,7 @@ class Detector:
 
     @classmethod
     def _load_torch(
-        cls, manifest: dict, runtime: str | None, num_threads: int | None, file: str | None, weights: str | Path | None,
+        cls, manifest: Manifest, runtime: str | None, num_threads: int | None, file: str | None, weights: str | Path | None,
     ) -> "Detector":
         if runtime not in (None, "torch"):
             raise RuntimeUnavailable(f"runtime {runtime!r} cannot run checkpoint {weights}; checkpoints run with runtime 'torch'")
@@ -90,14 +86,14 @@ class Detector:
         if weights is None:
             from featherface.model.registry import get_variant
 
-            weights = get_variant(manifest["arch"]).find_default_weights()
+            weights = get_variant(manifest.arch).find_default_weights()
             if weights is None:
-                built_from = f" (this bundle was built from {manifest['checkpoint']['name']})" if manifest["checkpoint"] else ""
-                raise RuntimeUnavailable(f"no default weights for {manifest['arch']} here: pass weights=PATH{built_from}")
+                built_from = f" (this bundle was built from {manifest.checkpoint.name})" if manifest.checkpoint else ""
+                raise RuntimeUnavailable(f"no default weights for {manifest.arch} here: pass weights=PATH{built_from}")
         path = verified_checkpoint(manifest, weights)
-        names = [output["name"] for output in manifest["outputs"]]  # the network's outputs, in its order
-        spec = ModelSpec.from_manifest(manifest, {"output_map": {name: name for name in names}})
-        return cls(TorchRuntime(manifest["arch"], path, names, num_threads), spec, path.name)
+        names = [output.name for output in manifest.outputs]  # the network's outputs, in its order
+        spec = replace(ModelSpec.from_manifest(manifest, manifest.files[0]), output_map={name: name for name in names})
+        return cls(TorchRuntime(manifest.arch, path, names, num_threads), spec, path.name)
 
     def __enter__(self) -> "Detector":
         return self

@@ -97,7 +97,7 @@ class SharedBuild:
         self.manifests[target] = build_bundle(
             target, self.model, ARCH, self.checkpoint, self.parity, SIZE, self.out,
             progress or (lambda message: self.log.append(f"{target}: {message}")), int8=int8,
-        )
+        ).to_json()
 
     def bundle(self, target: str) -> Path:
         """The directory of `target`'s bundle, built now unless it was already."""
@@ -189,7 +189,7 @@ def test_bundle_layout_and_manifest(built, target):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest == built.manifests[target]
     assert set(manifest) == MANIFEST_FIELDS  # the SDK reads every field the builder writes
-    assert read_manifest(bundle) == manifest
+    assert read_manifest(bundle).to_json() == manifest
     assert manifest["format_version"] == MANIFEST_VERSION
     assert (manifest["target"], manifest["arch"]) == (target, ARCH)
     assert manifest["checkpoint"] == {"name": CHECKPOINT, "sha256": sha256_of(built.checkpoint)}
@@ -553,7 +553,7 @@ def test_failed_rebuild_keeps_the_good_bundle(built, tmp_path, monkeypatch):
     # A good rebuild then replaces the bundle and clears the stale failure report.
     monkeypatch.setattr(build, "export_target", onnx_copy_export(good))
     manifest = build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
-    assert json.loads((out / "onnx" / "manifest.json").read_text()) == manifest
+    assert json.loads((out / "onnx" / "manifest.json").read_text()) == manifest.to_json()
     assert not (out / "onnx.parity-failed.json").exists()
     assert hidden_leftovers(out) == []
 
@@ -621,17 +621,18 @@ def test_a_comparison_file_that_fails_parity_is_left_out_with_its_reason(tmp_pat
     """Dynamic-range INT8 is built only to compare with: failing parity drops it (noted in the
     full-INT8 record); any other failing file still fails the build (test_failed_parity_leaves_no_bundle_and_a_report)."""
     from featherface.converters.build import ModelFile, _leave_out_failed_comparison_files
+    from featherface.records import ParityRecord, QuantizationRecord
 
-    def made(name: str, precision: str, status: str, quantization: dict | None = None) -> ModelFile:
+    def made(name: str, precision: str, status: str, quantization: QuantizationRecord | None = None) -> ModelFile:
         (tmp_path / name).write_bytes(b"model")
-        return ModelFile(tmp_path / name, "tflite", precision, 0.0, record={"status": status, "reasons": [f"{name} reason"]},
+        return ModelFile(tmp_path / name, "tflite", precision, 0.0, record=ParityRecord(status, [f"{name} reason"]),
                          quantization=quantization)
 
     files = [made("fp32.tflite", "fp32", "pass"), made("dyn.tflite", "dynamic_int8", "fail"),
-             made("int8.tflite", "int8", "pass", quantization={})]
+             made("int8.tflite", "int8", "pass", quantization=QuantizationRecord("a quantizer"))]
     kept = _leave_out_failed_comparison_files(files, lambda _: None)
     assert [f.path.name for f in kept] == ["fp32.tflite", "int8.tflite"]
     assert not (tmp_path / "dyn.tflite").exists()
-    assert kept[1].quantization["comparison_files"] == {"dyn.tflite": {"left_out": "failed parity", "reasons": ["dyn.tflite reason"]}}
-    failing_int8 = [made("int8.tflite", "int8", "fail", quantization={})]
+    assert kept[1].quantization.details["comparison_files"] == {"dyn.tflite": {"left_out": "failed parity", "reasons": ["dyn.tflite reason"]}}
+    failing_int8 = [made("int8.tflite", "int8", "fail", quantization=QuantizationRecord("a quantizer"))]
     assert _leave_out_failed_comparison_files(failing_int8, lambda _: None) == failing_int8

@@ -19,6 +19,7 @@ import pytest
 from featherface.cli import main
 from featherface.converters import report_images as images
 from featherface.converters import report_plots
+from featherface.records import Manifest
 from featherface.verify.parity import Detections
 from featherface.converters.report import write_report
 from featherface.converters.report_html import BundleView, render
@@ -108,7 +109,7 @@ def test_without_matplotlib_the_report_renders_with_a_note(bundle, monkeypatch):
 
     manifest = _with_measurements(_manifest(bundle))
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    page = render("report", [BundleView("onnx", manifest, run_golden(bundle, _manifest(bundle)))])
+    page = render("report", [BundleView("onnx", manifest, run_golden(bundle, Manifest.from_json(_manifest(bundle))))])
     assert html.escape(report_plots.MISSING) in page
     assert PNG not in page
     assert "data:image/jpeg;base64," in page  # detection pictures need only Pillow

@@ -10,6 +10,7 @@ import numpy as np
 
 from featherface.config import DEPLOY_THRESHOLDS, MEAN_BGR, OUTPUT_NAMES, OUTPUT_WIDTHS, PRIORS, Thresholds
 from featherface.priors import anchor_count
+from featherface.records import ParityRecord, QuantizationRecord
 from featherface.sdk.detector import Detector, ModelSpec
 from featherface.sdk.runtimes import Runtime, open_runtime
 
@@ -27,8 +28,9 @@ class ModelFile:
     precision: str  # a PARITY_THRESHOLDS key: fp32 | fp16 | w8 | p6 | a8w8 | dynamic_int8 | int8
     seconds: float  # conversion time
     image_input: bool = False  # Core ML image input (pixels, the mean is part of the program)
-    record: dict = field(default_factory=dict)  # its parity record, once checked
-    quantization: dict | None = None  # how a quantized file was made (manifest "quantization")
+    record: ParityRecord | None = None  # against PyTorch, once checked
+    quantization: QuantizationRecord | None = None  # how a quantized file was made
+    output_map: dict[str, str] = field(default_factory=dict)  # found by shape when checked
 
 
 # How a model file is opened for verification: the SDK's runtimes by default; the build

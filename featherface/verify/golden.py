@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES
+from featherface.records import FileEntry, Manifest
 from featherface.sdk.bundle import BundleError, resolve_in_bundle, sha256_of
 
 GOLDEN_KEYS = ("input", "loc", "conf", "landmarks")
@@ -29,9 +30,9 @@ def write_golden(path: Path, inputs: np.ndarray, names: list[str], reference: di
     return path
 
 
-def load_golden(bundle: Path, manifest: dict) -> Golden | None:
+def load_golden(bundle: Path, manifest: Manifest) -> Golden | None:
     """The bundle's golden.npz, its sha256 checked against the manifest (None: no golden)."""
-    golden = manifest.get("golden")
+    golden = manifest.golden
     if not golden:
         return None
     if not isinstance(golden, dict) or "file" not in golden or "sha256" not in golden:
@@ -50,7 +51,7 @@ def load_golden(bundle: Path, manifest: dict) -> Golden | None:
         if isinstance(err, BundleError):
             raise
         raise BundleError(f"{path}: unreadable golden vectors ({err})") from None
-    size = int(manifest["input"]["height"])
+    size = manifest.input.height
     inputs = arrays.pop("input")
     if inputs.ndim != 4 or inputs.shape[1:] != (3, size, size):
         raise BundleError(f"{path}: golden input shape {inputs.shape} is not [G, 3, {size}, {size}] (the manifest's input)")
@@ -73,9 +74,9 @@ def content_rgb(chw: np.ndarray, mean_bgr) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.rint(bgr[::-1].transpose(1, 2, 0)), 0, 255).astype(np.uint8))
 
 
-def recorded_float32_noise(entry: dict, notes: list[str]) -> dict[str, float]:
+def recorded_float32_noise(entry: FileEntry, notes: list[str]) -> dict[str, float]:
     """PyTorch FP32's error against FP64 recorded by the build for this file (0 if absent)."""
-    recorded = (entry.get("parity") or {}).get("torch_fp32_vs_fp64") or {}
+    recorded = entry.parity.torch_fp32_vs_fp64 if entry.parity else {}
     noise = {}
     for name in OUTPUT_NAMES:
         value = recorded.get(name)

@@ -1,0 +1,339 @@
+"""The bundle's records as types: `Manifest` and its `FileEntry`s, each file's
+`ParityRecord` and `QuantizationRecord`. One validating `from_json` and one `to_json` each;
+the converters write them, the SDK, the report and the bench read them.
+
+A bundle is untrusted input on a device. Refused (`ManifestError`, naming the field and
+what was expected): an unknown format version, a missing, unknown or mistyped field (nested
+ones too: the rule tables below say what is read), and a files[] entry whose output map
+names other outputs than the manifest's. The report reads with `strict=False`: fields newer
+than this code are kept, not refused, so a report can show them.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from featherface.config import MANIFEST_VERSION, OUTPUT_NAMES, PriorConfig, Thresholds
+
+SUPPORTED_VERSIONS = (MANIFEST_VERSION,)
+
+
+class ManifestError(ValueError):
+    """A manifest (or one of its records) that cannot be trusted or used."""
+
+
+def _is(*types: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, types) and (bool in types or not isinstance(v, bool))
+
+
+def _list_of(check: Callable[[Any], bool], length: int | None = None, empty: bool = True) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, list) and (empty or bool(v)) and length in (None, len(v)) and all(map(check, v)))
+
+
+# Per object: key -> (check, what is expected, for the message). Every key is required and
+# no other is allowed, except where a table is marked open below.
+Rules = dict[str, tuple[Callable[[Any], bool], str]]
+STRING = (_is(str), "a string")
+INTEGER = (_is(int), "an integer")
+NUMBER = (_is(int, float), "a number")
+OBJECT = (_is(dict), "an object")
+NULL_OR_OBJECT = (lambda v: v is None or isinstance(v, dict), "null or an object")
+SHA256 = (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits")
+MANIFEST: Rules = {
+    "format_version": INTEGER, "target": STRING, "arch": STRING,
+    "checkpoint": NULL_OR_OBJECT,
+    "input": OBJECT, "priors": OBJECT, "thresholds": OBJECT, "tools": OBJECT,
+    "outputs": (_list_of(_is(dict), empty=False), "a non-empty list of objects"),
+    "files": (_list_of(_is(dict), empty=False), "a non-empty list of objects"),
+    "preferred_file": STRING,
+    "golden": NULL_OR_OBJECT,  # the bench checks inside (verify.golden)
+}
+MANIFEST_FIELDS = set(MANIFEST)
+OPTIONAL_FIELDS: Rules = {"reference_accuracy": OBJECT}  # WIDER FACE AP of PyTorch, when the build measured it
+INPUT: Rules = {
+    "name": STRING, "height": INTEGER, "width": INTEGER, "layout": STRING, "dtype": STRING,
+    "channel_order": STRING, "mean": (_list_of(_is(int, float), 3), "3 numbers"), "scale": NUMBER, "resize": STRING,
+}
+PRIORS: Rules = {
+    "min_sizes": (_list_of(_list_of(_is(int), empty=False), empty=False), "a list of lists of integers"),
+    "steps": (_list_of(_is(int), empty=False), "a list of integers"),
+    "variances": (_list_of(_is(int, float), 2), "2 numbers"),
+    "clip": (_is(bool), "true or false"),
+}
+THRESHOLDS: Rules = {"score": NUMBER, "nms_iou": NUMBER, "top_k": INTEGER}
+CHECKPOINT: Rules = {"name": STRING, "sha256": SHA256}
+OUTPUT: Rules = {"name": STRING, "shape": (_list_of(_is(int), empty=False), "a list of integers")}
+# Open: an entry may hold records this code does not read (kept as they are).
+FILE_ENTRY: Rules = {
+    "file": STRING, "sha256": SHA256,
+    "output_map": (lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values()), "an object of tensor names"),
+}
+FILE_ENTRY_OPTIONAL: Rules = {
+    "format": STRING, "precision": STRING, "size_bytes": INTEGER, "input": OBJECT,
+    "parity": OBJECT, "quantization": OBJECT, "accuracy": OBJECT,
+}
+PARITY: Rules = {
+    "status": (lambda v: v in ("pass", "fail"), '"pass" or "fail"'),
+    "reasons": (_list_of(_is(str)), "a list of strings"),
+    "thresholds": OBJECT, "tensor": OBJECT, "detections": OBJECT,
+}
+PARITY_OPTIONAL: Rules = {
+    "error_bounds": OBJECT, "torch_fp32_vs_fp64": OBJECT, "images": (_list_of(_is(str)), "a list of strings"),
+    "conversion_seconds": NUMBER,
+}
+QUANTIZATION: Rules = {"tool": STRING}
+
+
+def check_fields(source: str, where: str, value: dict, rules: Rules, optional: Rules | None = None, closed: bool = True) -> None:
+    """Refuse `value` (the object at `where` in `source`) unless it has every key of `rules`,
+    each value as expected, and (if `closed`) no key outside `rules` and `optional`."""
+    optional = optional or {}
+
+    def name(key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    def fail(message: str) -> ManifestError:
+        return ManifestError(f"{source}: {message}" if source else message)
+
+    unknown = sorted(set(value) - set(rules) - set(optional)) if closed else []
+    if unknown:
+        raise fail(f"unknown fields {[name(k) for k in unknown]}; refusing a manifest this SDK does not understand")
+    missing = sorted(set(rules) - set(value))
+    if missing:
+        raise fail(f"missing fields {[name(k) for k in missing]}")
+    for key, (check, expected) in {**rules, **optional}.items():
+        if key in value and not check(value[key]):
+            raise fail(f"`{name(key)}` must be {expected}, not {json.dumps(value[key])[:60]}")
+
+
+@dataclass
+class ParityRecord:
+    """A file against PyTorch FP32 on real images (featherface.verify.check.judge)."""
+
+    status: str  # "pass" | "fail"
+    reasons: list[str]  # every failed bar, named with its figure
+    thresholds: dict = field(default_factory=dict)  # the precision's ParityThresholds
+    tensor: dict = field(default_factory=dict)  # output -> max / mean abs error, cosine, finite
+    detections: dict = field(default_factory=dict)  # detection_agreement's figures
+    error_bounds: dict = field(default_factory=dict)  # output -> max abs error allowed (None: not checked)
+    torch_fp32_vs_fp64: dict = field(default_factory=dict)  # output -> PyTorch FP32's own error
+    images: list[str] = field(default_factory=list)
+    conversion_seconds: float | None = None
+    extra: dict = field(default_factory=dict)  # fields this code does not read, kept as they are
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "parity", source: str = "") -> "ParityRecord":
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: `{where}` must be an object" if source else f"`{where}` must be an object")
+        check_fields(source, where, data, PARITY, PARITY_OPTIONAL, closed=False)
+        known = set(PARITY) | set(PARITY_OPTIONAL)
+        return cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict:
+        record = {"status": self.status, "reasons": list(self.reasons), "thresholds": self.thresholds,
+                  "error_bounds": self.error_bounds, "torch_fp32_vs_fp64": self.torch_fp32_vs_fp64,
+                  "tensor": self.tensor, "detections": self.detections, "images": list(self.images)}
+        if self.conversion_seconds is not None:
+            record["conversion_seconds"] = self.conversion_seconds
+        return {**record, **self.extra}
+
+
+@dataclass
+class QuantizationRecord:
+    """How a quantized file was made: the tool, and what it did, kept in float and measured
+    (`details`: calibration, budget, sensitivity, search, kept_float, comparison_files, ...)."""
+
+    tool: str
+    details: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "quantization", source: str = "") -> "QuantizationRecord":
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: `{where}` must be an object" if source else f"`{where}` must be an object")
+        check_fields(source, where, data, QUANTIZATION, closed=False)
+        details = dict(data)
+        return cls(details.pop("tool"), details)
+
+    def to_json(self) -> dict:
+        return {"tool": self.tool, **self.details}
+
+
+@dataclass
+class FileEntry:
+    """One model file of a bundle, its sha256 and what the build measured of it."""
+
+    file: str
+    sha256: str
+    output_map: dict[str, str]  # our output name -> the file's tensor name
+    format: str | None = None  # onnx | tflite | coreml
+    precision: str | None = None  # a PARITY_THRESHOLDS key
+    size_bytes: int | None = None
+    input: dict | None = None  # a non-tensor input, e.g. Core ML's image input
+    parity: ParityRecord | None = None
+    quantization: QuantizationRecord | None = None
+    accuracy: dict | None = None  # WIDER FACE AP, when the build measured it
+    extra: dict = field(default_factory=dict)  # fields this code does not read, kept as they are
+
+    @property
+    def image_input(self) -> bool:
+        return (self.input or {}).get("type") == "image"
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "files[0]", source: str = "") -> "FileEntry":
+        check_fields(source, where, data, FILE_ENTRY, FILE_ENTRY_OPTIONAL, closed=False)
+        known = set(FILE_ENTRY) | set(FILE_ENTRY_OPTIONAL)
+        return cls(
+            file=data["file"], sha256=data["sha256"], output_map=dict(data["output_map"]),
+            format=data.get("format"), precision=data.get("precision"), size_bytes=data.get("size_bytes"),
+            input=data.get("input"),
+            parity=ParityRecord.from_json(data["parity"], f"{where}.parity", source) if "parity" in data else None,
+            quantization=(QuantizationRecord.from_json(data["quantization"], f"{where}.quantization", source)
+                          if "quantization" in data else None),
+            accuracy=data.get("accuracy"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def to_json(self) -> dict:
+        entry: dict = {"file": self.file}
+        for key in ("format", "precision"):
+            if getattr(self, key) is not None:
+                entry[key] = getattr(self, key)
+        entry["sha256"] = self.sha256
+        if self.size_bytes is not None:
+            entry["size_bytes"] = self.size_bytes
+        entry["output_map"] = dict(self.output_map)
+        if self.input is not None:
+            entry["input"] = self.input
+        if self.parity is not None:
+            entry["parity"] = self.parity.to_json()
+        if self.quantization is not None:
+            entry["quantization"] = self.quantization.to_json()
+        if self.accuracy is not None:
+            entry["accuracy"] = self.accuracy
+        return {**entry, **self.extra}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model input: a square letterboxed BGR image minus the mean, in `layout`."""
+
+    name: str
+    height: int
+    width: int
+    layout: str  # NCHW | NHWC
+    dtype: str
+    channel_order: str
+    mean: tuple[float, float, float]
+    scale: float
+    resize: str
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean)}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    sha256: str
+
+
+def priors_to_json(priors: PriorConfig) -> dict:
+    return {"min_sizes": [list(s) for s in priors.min_sizes], "steps": list(priors.steps),
+            "variances": list(priors.variances), "clip": priors.clip}
+
+
+def priors_from_json(data: dict) -> PriorConfig:
+    return PriorConfig(min_sizes=tuple(tuple(s) for s in data["min_sizes"]), steps=tuple(data["steps"]),
+                       variances=tuple(data["variances"]), clip=bool(data["clip"]))
+
+
+@dataclass
+class Manifest:
+    """A bundle's manifest: the single source of truth the SDK and the bench read on a device."""
+
+    format_version: int
+    target: str
+    arch: str
+    checkpoint: Checkpoint | None
+    input: InputSpec
+    priors: PriorConfig
+    outputs: list[OutputSpec]
+    thresholds: Thresholds
+    tools: dict[str, str]
+    files: list[FileEntry] = field(default_factory=list)
+    preferred_file: str | None = None
+    golden: dict | None = None  # {"file", "sha256", "images"}: verify.golden checks it
+    reference_accuracy: dict | None = None  # WIDER FACE AP of PyTorch FP32, when measured
+    extra: dict = field(default_factory=dict)  # newer fields, kept when read with strict=False
+
+    def entry(self, name: str) -> FileEntry | None:
+        return next((e for e in self.files if e.file == name), None)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "manifest.json", strict: bool = True) -> "Manifest":
+        """The manifest in `data` (parsed JSON), validated; `source` prefixes every message.
+        strict=False (the report) keeps unknown fields instead of refusing them."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: expected a JSON object")
+        version = data.get("format_version")
+        if version not in SUPPORTED_VERSIONS:
+            raise ManifestError(f"{source}: format_version {version!r} is not supported (this SDK reads {SUPPORTED_VERSIONS})")
+        check_fields(source, "", data, MANIFEST, OPTIONAL_FIELDS, closed=strict)
+        for section, rules in (("input", INPUT), ("priors", PRIORS), ("thresholds", THRESHOLDS)):
+            check_fields(source, section, data[section], rules, closed=strict)
+        if data["checkpoint"] is not None:
+            check_fields(source, "checkpoint", data["checkpoint"], CHECKPOINT, closed=strict)
+        for i, output in enumerate(data["outputs"]):
+            check_fields(source, f"outputs[{i}]", output, OUTPUT, closed=strict)
+        names = sorted(output["name"] for output in data["outputs"])
+        if names != sorted(OUTPUT_NAMES):
+            raise ManifestError(f"{source}: `outputs` are {names}; this SDK reads {sorted(OUTPUT_NAMES)}")
+        files = []
+        for i, entry in enumerate(data["files"]):
+            files.append(FileEntry.from_json(entry, f"files[{i}]", source))
+            if sorted(entry["output_map"]) != names:
+                raise ManifestError(f"{source}: `files[{i}].output_map` maps {sorted(entry['output_map'])}; expected {names}")
+        known = set(MANIFEST) | set(OPTIONAL_FIELDS)
+        inputs = {k: data["input"][k] for k in INPUT}
+        return cls(
+            format_version=version, target=data["target"], arch=data["arch"],
+            checkpoint=Checkpoint(data["checkpoint"]["name"], data["checkpoint"]["sha256"]) if data["checkpoint"] else None,
+            input=InputSpec(**{**inputs, "mean": tuple(inputs["mean"])}),
+            priors=priors_from_json(data["priors"]),
+            outputs=[OutputSpec(o["name"], list(o["shape"])) for o in data["outputs"]],
+            thresholds=Thresholds(**{k: data["thresholds"][k] for k in THRESHOLDS}),
+            tools=dict(data["tools"]), files=files, preferred_file=data["preferred_file"], golden=data["golden"],
+            reference_accuracy=data.get("reference_accuracy"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def to_json(self) -> dict:
+        manifest = {
+            "format_version": self.format_version,
+            "target": self.target,
+            "arch": self.arch,
+            "checkpoint": asdict(self.checkpoint) if self.checkpoint else None,
+            "input": self.input.to_json(),
+            "priors": priors_to_json(self.priors),
+            "outputs": [asdict(o) for o in self.outputs],
+            "thresholds": asdict(self.thresholds),
+            "tools": dict(self.tools),
+            "files": [entry.to_json() for entry in self.files],
+            "preferred_file": self.preferred_file,
+            "golden": self.golden,
+        }
+        if self.reference_accuracy is not None:
+            manifest["reference_accuracy"] = self.reference_accuracy
+        return {**manifest, **self.extra}
