@@ -93,8 +93,9 @@ def _summary(bundles: list[BundleView]) -> str:
     return (
         f"<p><b>What to ship</b></p><ul class=\"ship\">{ship}</ul>"
         f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
-        f"<p class=\"meta\">{ap} Recall vs PyTorch: the robust recall of the parity "
-        f"check: every face PyTorch finds above score {thresholds['score']} + 0.1 must be found by the file above "
+        f"<p class=\"meta\">{ap} Recall vs PyTorch: plain, the share of the faces PyTorch finds above score "
+        f"{thresholds['score']} that the file finds above it too; robust, which the verdict uses: every face PyTorch "
+        f"finds above score {thresholds['score']} + 0.1 must be found by the file above "
         f"{thresholds['score']} - 0.1 (matched at IoU 0.5). Max output error: the largest |file - PyTorch| over "
         "loc, conf and landmarks on the parity images. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
         + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(records))

@@ -113,3 +113,12 @@ def test_report_summary_carries_the_advice_above_the_table():
     advice = lines.index("**What to ship**")
     assert lines[advice + 2].startswith("- pi4: ship `model_fp32.tflite` (16.3 ms, 1.05 MB)")
     assert advice < next(i for i, line in enumerate(lines) if line.startswith("| target"))
+
+
+def test_report_table_shows_plain_and_robust_recall_side_by_side():
+    from featherface.converters.report_table import display_row, file_record
+
+    entry = file_entry("model_int8.tflite", "int8", 480_000, 18.2)
+    entry["parity"]["detections"] = {"recall": 0.957, "robust_recall": 1.0}
+    cells = display_row(file_record(manifest("pi4", [entry], preferred="model_int8.tflite"), entry))
+    assert cells["recall vs PyTorch (plain / robust)"] == "0.957 / 1.000"
