@@ -11,7 +11,7 @@ from featherface.config import TARGETS
 from featherface.records import Manifest, ManifestError
 from featherface.widerface import SETTINGS
 
-from .report_table import accuracy_notes, markdown_table, protocols, summary_records
+from .report_table import accuracy_notes, markdown_table, protocols, ship_lines, summary_records
 
 HEADER = ("file", "format", "precision", "size", "parity", "max abs error", "recall", "precision", "robust recall", "robust precision", "convert s")
 
@@ -54,7 +54,8 @@ def _summary_lines(manifests: list[dict]) -> list[str]:
     protocol = ", ".join(protocols(records))
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
     notes = [f"- {note}" for note in accuracy_notes(records)]
-    return ["## Summary", "", *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face 0.1 above the threshold must be found 0.1 below it). Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
+    ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(manifests)], ""]
+    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face 0.1 above the threshold must be found 0.1 below it). Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:
