@@ -824,6 +824,9 @@ class MilRuntime:
         results = [run_mlpackage(self.path, {self.input_name: feed[i : i + 1]}) for i in range(len(feed))]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
+    def close(self) -> None:
+        """Nothing held between runs: each run reads the package from disk."""
+
 
 def open_for_verification(model_file, num_threads: int | None = None):
     """A `featherface.verify.files.OpenFile`: the SDK's runtimes, and this evaluator for

@@ -41,6 +41,9 @@ class CoreMLImageRuntime:
             results.append(self.inner.model.predict({self.inner.input_name: Image.fromarray(rgb)}))
         return {name: np.concatenate([np.asarray(r[name], np.float32) for r in results]) for name in results[0]}
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 def open_coreml(path: Path, entry: FileEntry, compute_units: str, mean_bgr: Sequence[float]):
     """A runtime over `path` at `compute_units` (tensor or image input, by the manifest entry)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .annotate import save_annotated
-from .detector import Detector
+from .detector import Detector, DetectorOptions
 from .faces import Face
 from .image_io import ImageError, load_image
 from .sources import SourceError, expand_inputs
@@ -58,7 +58,7 @@ def run_detect(
     bundle: str, inputs: list[str], *, as_json: bool = False, out_dir: str | None = None,
     score: float | None = None, file: str | None = None, runtime: str | None = None, threads: int | None = None,
 ) -> int:
-    detector = Detector.load(bundle, runtime=runtime, num_threads=threads, file=file)
+    detector = Detector.load(bundle, DetectorOptions(score_threshold=score, num_threads=threads), runtime=runtime, file=file)
     skipped = Skipped("featherface")
     images = faces_total = 0
     used_names: set[str] = set()
@@ -71,7 +71,7 @@ def run_detect(
                 except ImageError as err:
                     skipped.add(err)
                     continue
-                faces = detector.detect(rgb, score_threshold=score)
+                faces = detector.detect(rgb)
                 images += 1
                 faces_total += len(faces)
                 if as_json:

@@ -1,4 +1,5 @@
-"""`Detector`: the same face-detection API over every bundle format and runtime.
+"""`Detector`: the same face-detection API over every bundle format and runtime, and
+`DetectorOptions`, what a caller may change about it.
 
 Everything the pipeline needs (input size and layout, mean, priors, variances, output
 mapping, default thresholds) comes from the bundle's manifest, never from defaults here.
@@ -20,6 +21,44 @@ from .faces import Face, faces_from_arrays, postprocess_arrays
 from .image_io import ImageSource, load_image
 from .preprocess import Letterbox, preprocess
 from .runtimes import Runtime, RuntimeUnavailable, TorchRuntime, open_runtime, require_torch
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """What a caller may change about a `Detector`; None keeps the bundle's own value.
+
+    score_threshold: a face is kept when its score (face probability, 0-1) is above this.
+        Default: the manifest's `thresholds.score` (0.5 in bundles built here).
+    nms_iou: a face overlapping a higher-scoring one with an IoU above this (0-1) is
+        dropped. Default: the manifest's `thresholds.nms_iou` (0.4).
+    top_k: at most this many faces per image, best first, after NMS; 0 keeps all.
+        Default: the manifest's `thresholds.top_k` (750).
+    num_threads: inference threads of the runtime (>= 1). Default: the runtime's own
+        choice. With the torch runtime it is per process: the last Detector opened sets it.
+    """
+
+    score_threshold: float | None = None
+    nms_iou: float | None = None
+    top_k: int | None = None
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("score_threshold", "nms_iou"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f"DetectorOptions.{name} must be a number in [0, 1], got {value!r}")
+        if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"DetectorOptions.top_k must be an integer >= 0 (0: no cap), got {self.top_k!r}")
+        if self.num_threads is not None and not (isinstance(self.num_threads, int) and self.num_threads >= 1):
+            raise ValueError(f"DetectorOptions.num_threads must be an integer >= 1, got {self.num_threads!r}")
+
+    def thresholds_over(self, bundle: Thresholds) -> Thresholds:
+        """The bundle's thresholds with every value given here in its place."""
+        return Thresholds(
+            score=bundle.score if self.score_threshold is None else self.score_threshold,
+            nms_iou=bundle.nms_iou if self.nms_iou is None else self.nms_iou,
+            top_k=bundle.top_k if self.top_k is None else self.top_k,
+        )
 
 
 @dataclass(frozen=True)
@@ -48,35 +87,40 @@ class ModelSpec:
 class Detector:
     """Face detector over one model file of a bundle.
 
-    >>> detector = Detector.load("dist/pi4")
-    >>> faces = detector.detect("photo.jpg")  # boxes and landmarks in photo pixels
+    >>> with Detector.load("dist/pi4", DetectorOptions(score_threshold=0.6)) as detector:
+    ...     faces = detector.detect("photo.jpg")  # boxes and landmarks in photo pixels
     """
 
-    def __init__(self, runtime: Runtime, spec: ModelSpec, model_file: str = "") -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime, spec: ModelSpec, model_file: str = "", options: DetectorOptions | None = None) -> None:
+        self.runtime: Runtime | None = runtime
         self.spec = spec
         self.model_file = model_file
+        self.options = options or DetectorOptions()
         self._priors = make_priors(spec.input_size, spec.input_size, spec.priors)
 
     @classmethod
     def load(
-        cls, bundle_dir: str | Path, runtime: str | None = None, num_threads: int | None = None,
-        file: str | None = None, weights: str | Path | None = None,
+        cls, bundle_dir: str | Path, options: DetectorOptions | None = None, *, runtime: str | None = None,
+        file: str | None = None, weights: str | Path | None = None, num_threads: int | None = None,
     ) -> "Detector":
         """Open a bundle's model file (default: its preferred one), verifying its sha256.
 
-        runtime="torch" (implied by `weights`) runs the PyTorch reference instead: the
-        manifest's `arch` with `weights` (default: the variant's own weights), refused
-        unless it is the checkpoint the manifest records, when the manifest records one."""
+        `num_threads` is `options.num_threads` given on its own. runtime="torch" (implied by
+        `weights`) runs the PyTorch reference instead: the manifest's `arch` with `weights`
+        (default: the variant's own weights), refused unless it is the checkpoint the
+        manifest records, when the manifest records one."""
+        options = options or DetectorOptions()
+        if num_threads is not None:
+            options = replace(options, num_threads=num_threads)
         manifest = read_manifest(bundle_dir)
         if runtime == "torch" or weights is not None:
-            return cls._load_torch(manifest, runtime, num_threads, file, weights)
+            return cls._load_torch(manifest, runtime, options, file, weights)
         path, entry = verified_file(bundle_dir, manifest, file)
-        return cls(open_runtime(path, runtime, num_threads), ModelSpec.from_manifest(manifest, entry), path.name)
+        return cls(open_runtime(path, runtime, options.num_threads), ModelSpec.from_manifest(manifest, entry), path.name, options)
 
     @classmethod
     def _load_torch(
-        cls, manifest: Manifest, runtime: str | None, num_threads: int | None, file: str | None, weights: str | Path | None,
+        cls, manifest: Manifest, runtime: str | None, options: DetectorOptions, file: str | None, weights: str | Path | None,
     ) -> "Detector":
         if runtime not in (None, "torch"):
             raise RuntimeUnavailable(f"runtime {runtime!r} cannot run checkpoint {weights}; checkpoints run with runtime 'torch'")
@@ -93,7 +137,14 @@ class Detector:
         path = verified_checkpoint(manifest, weights)
         names = [output.name for output in manifest.outputs]  # the network's outputs, in its order
         spec = replace(ModelSpec.from_manifest(manifest, manifest.files[0]), output_map={name: name for name in names})
-        return cls(TorchRuntime(manifest.arch, path, names, num_threads), spec, path.name)
+        return cls(TorchRuntime(manifest.arch, path, names, options.num_threads), spec, path.name, options)
+
+    def with_options(self, **changes) -> "Detector":
+        """This detector (the same open runtime) with some options changed, e.g.
+        `detector.with_options(score_threshold=0.9)`; threads are fixed when the runtime opens."""
+        if "num_threads" in changes:
+            raise ValueError("num_threads is fixed when the runtime opens: pass it to Detector.load")
+        return Detector(self._open_runtime(), self.spec, self.model_file, replace(self.options, **changes))
 
     def __enter__(self) -> "Detector":
         return self
@@ -102,31 +153,36 @@ class Detector:
         self.close()
 
     def close(self) -> None:
-        """Release the runtime (interpreter or session)."""
-        self.runtime = None  # type: ignore[assignment]
+        """Release the runtime (interpreter, session or network); the detector runs no more."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None and hasattr(runtime, "close"):
+            runtime.close()
 
-    def thresholds(self, score: float | None = None, nms: float | None = None, top_k: int | None = None) -> Thresholds:
-        """The bundle's thresholds, with any given value overriding its own."""
-        base = self.spec.thresholds
-        return Thresholds(
-            score=base.score if score is None else score,
-            nms_iou=base.nms_iou if nms is None else nms,
-            top_k=base.top_k if top_k is None else top_k,
-        )
+    def _open_runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError(f"this Detector ({self.model_file}) is closed")
+        return self.runtime
+
+    def thresholds(self, score: float | None = None) -> Thresholds:
+        """The thresholds in force: the options over the bundle's; `score` (featherface-pi's
+        --score) in place of the score threshold when given."""
+        thresholds = self.options.thresholds_over(self.spec.thresholds)
+        return thresholds if score is None else replace(thresholds, score=score)
 
     def prepare(self, image: ImageSource, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
         """Load and letterbox one image to the model's input: (NCHW float32 batch of 1, letterbox).
 
         For an NHWC runtime the batch is an NCHW view of an NHWC buffer, so `infer` passes
         it on without a copy."""
-        layout = self.runtime.input_layout
+        layout = self._open_runtime().input_layout
         batch, box = preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr, layout)
         return (batch.transpose(0, 3, 1, 2) if layout == "NHWC" else batch), box
 
     def run_raw(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: outputs by the file's own tensor names."""
-        batch = batch_nchw.transpose(0, 2, 3, 1) if self.runtime.input_layout == "NHWC" else batch_nchw
-        return self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+        runtime = self._open_runtime()
+        batch = batch_nchw.transpose(0, 2, 3, 1) if runtime.input_layout == "NHWC" else batch_nchw
+        return runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
 
     def infer(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: {"loc", "conf", "landmarks"}."""
@@ -134,33 +190,28 @@ class Detector:
         return {name: raw[tensor] for name, tensor in self.spec.output_map.items()}
 
     def decode_arrays(
-        self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds
+        self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image `index` of a batch as arrays: boxes [K, 4], scores [K], landmarks [K, 10]."""
+        """Image `index` of a batch as arrays: boxes [K, 4], scores [K], landmarks [K, 10];
+        `thresholds` default to the ones in force (`thresholds()`)."""
         size = self.spec.input_size
         return postprocess_arrays(
             outputs["loc"][index], outputs["conf"][index], outputs["landmarks"][index],
-            self._priors, letterbox, size, size, thresholds, self.spec.priors.variances,
+            self._priors, letterbox, size, size, thresholds or self.thresholds(), self.spec.priors.variances,
         )
 
-    def decode(self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds) -> list[Face]:
+    def decode(self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds | None = None) -> list[Face]:
         return faces_from_arrays(*self.decode_arrays(outputs, index, letterbox, thresholds))
 
-    def detect(
-        self, image: ImageSource, score_threshold: float | None = None, nms_threshold: float | None = None,
-        top_k: int | None = None, bgr: bool = False,
-    ) -> list[Face]:
+    def detect(self, image: ImageSource, bgr: bool = False) -> list[Face]:
         """Faces in `image` (path, PIL image, or HxWx3 uint8 RGB array; BGR with bgr=True),
-        best first, in the image's own pixel coordinates. Thresholds default to the bundle's."""
-        return self.detect_batch([image], score_threshold, nms_threshold, top_k, bgr)[0]
+        best first, in the image's own pixel coordinates, at the thresholds in force."""
+        return self.detect_batch([image], bgr)[0]
 
-    def detect_batch(
-        self, images: Sequence[ImageSource], score_threshold: float | None = None,
-        nms_threshold: float | None = None, top_k: int | None = None, bgr: bool = False,
-    ) -> list[list[Face]]:
+    def detect_batch(self, images: Sequence[ImageSource], bgr: bool = False) -> list[list[Face]]:
         """`detect` over several images in one model call where the model allows batches."""
-        thresholds = self.thresholds(score_threshold, nms_threshold, top_k)
         prepared = [self.prepare(image, bgr) for image in images]
         batches = [batch for batch, _ in prepared]
         outputs = self.infer(batches[0] if len(batches) == 1 else np.concatenate(batches))  # one image: no copy
+        thresholds = self.thresholds()
         return [self.decode(outputs, i, letterbox, thresholds) for i, (_, letterbox) in enumerate(prepared)]

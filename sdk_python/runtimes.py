@@ -28,6 +28,9 @@ class Runtime(Protocol):
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run one float32 batch; returns outputs by the file's tensor names."""
 
+    def close(self) -> None:
+        """Release the interpreter, session or network (memory, threads)."""
+
 
 def runtime_name_for(path: str | Path) -> str:
     suffix = Path(path).suffix
@@ -81,6 +84,9 @@ class LiteRTRuntime:
             results.append({o["name"]: dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self.outputs})
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
+    def close(self) -> None:
+        self.interpreter = None
+
 
 def quantize_to(x: np.ndarray, detail: dict) -> np.ndarray:
     """Float values in a LiteRT tensor's dtype, by its (scale, zero point); identity for
@@ -122,6 +128,9 @@ class OnnxRuntime:
         values = self.session.run(self.output_names, {self.input_name: batch.astype(np.float32, copy=False)})
         return dict(zip(self.output_names, values))
 
+    def close(self) -> None:
+        self.session = None
+
 
 class CoreMLRuntime:
     input_layout = "NCHW"
@@ -142,6 +151,9 @@ class CoreMLRuntime:
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = [self.model.predict({self.input_name: image[None]}) for image in batch]
         return {name: np.concatenate([np.asarray(r[name], np.float32) for r in results]) for name in results[0]}
+
+    def close(self) -> None:
+        self.model = None
 
 
 class TorchRuntime:
@@ -166,6 +178,9 @@ class TorchRuntime:
         with torch.no_grad():
             outputs = self.model(torch.from_numpy(batch))
         return {name: tensor.numpy() for name, tensor in zip(self.output_names, outputs, strict=True)}
+
+    def close(self) -> None:
+        self.model = None
 
 
 def require_torch() -> None:

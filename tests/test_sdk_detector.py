@@ -43,7 +43,7 @@ def torch_reference(photos):
     def of(bundle: Path) -> list[Detections]:
         if bundle not in cache:
             detector = Detector.load(bundle, runtime="torch")
-            cache[bundle] = [as_detections(detector.detect(path, score_threshold=FLOOR)) for path in photos]
+            cache[bundle] = [as_detections(detector.with_options(score_threshold=FLOOR).detect(path)) for path in photos]
         return cache[bundle]
 
     return of
@@ -172,7 +172,7 @@ def test_runtimes_agree_with_the_torch_runtime_on_real_photos(torch_reference, o
     bundle = onnx_bundle if file.endswith(".onnx") else pi4_bundle
     detector = Detector.load(bundle, file=file)
     reference = torch_reference(bundle)  # the same bundle's torch runtime
-    candidate = [as_detections(detector.detect(path, score_threshold=FLOOR)) for path in photos]
+    candidate = [as_detections(detector.with_options(score_threshold=FLOOR).detect(path)) for path in photos]
     agreement = detection_agreement(reference, candidate, DEPLOY_THRESHOLDS.score)
     thresholds = PARITY_THRESHOLDS[precision]
     assert agreement["reference_faces"] == 5  # not vacuous
@@ -235,8 +235,8 @@ def test_score_threshold_override(onnx_bundle, photos):
     detector = Detector.load(onnx_bundle)
     default = detector.detect(photos[1])
     assert all(f.score > DEPLOY_THRESHOLDS.score for f in default)
-    assert detector.detect(photos[1], score_threshold=0.9999) == [f for f in default if f.score > 0.9999]
-    assert len(detector.detect(photos[1], score_threshold=0.05)) >= len(default)
+    assert detector.with_options(score_threshold=0.9999).detect(photos[1]) == [f for f in default if f.score > 0.9999]
+    assert len(detector.with_options(score_threshold=0.05).detect(photos[1])) >= len(default)
 
 
 # ---------------------------------------------------------------- untrusted bundles
