@@ -39,10 +39,13 @@ def protocol_name(input_size: int | None) -> str:
 
 def evaluate_detector(
     detect: DetectFn, widerface_root: str | Path, pred_dir: str | Path, *, limit: int = 0,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, on_image: Callable[[int, int], None] | None = None,
 ) -> dict:
     """AP of `detect` on WIDER_val (the first `limit` images; 0 = all), predictions kept in
     `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}.
+
+    Progress: `on_image(done, total)` after every image (a progress bar), else a `progress`
+    line every 50 images; `progress` also says when the scoring, the last step, starts.
 
     Predictions go to a staging folder beside `pred_dir` and move in only once every image
     was read, so an unreadable image (ImageError) leaves `pred_dir` as it was.
@@ -57,7 +60,9 @@ def evaluate_detector(
         for i, (event, name, path) in enumerate(images, start=1):
             boxes, scores = detect(load_image(path))
             write_predictions(stage, event, name, boxes, scores)
-            if progress and (i % 50 == 0 or i == len(images)):
+            if on_image:
+                on_image(i, len(images))
+            elif progress and (i % 50 == 0 or i == len(images)):
                 progress(f"{i}/{len(images)} images in {time.perf_counter() - started:.0f}s")
         for staged in stage.glob("*/*.txt"):
             (out / staged.parent.name).mkdir(parents=True, exist_ok=True)
@@ -65,6 +70,8 @@ def evaluate_detector(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     wanted = {(event, name) for event, name, _ in images}
+    if progress:
+        progress(f"scoring Easy / Medium / Hard AP of {len(images)} images")
     result = evaluate({k: v for k, v in read_predictions(out).items() if k in wanted}, gt)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result

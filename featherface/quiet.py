@@ -52,11 +52,28 @@ def _forward(read_fd: int, out_fd: int) -> None:
             break
         *lines, pending = (pending + chunk).split(b"\n")
         kept = b"".join(line + b"\n" for line in lines if not is_noise(line))
+        if b"\r" in pending:  # a progress bar redrawing its line (never a noise line): pass it on now
+            cut = pending.rindex(b"\r") + 1
+            kept, pending = kept + pending[:cut], pending[cut:]
         if kept:
             _write_all(out_fd, kept)
     if pending and not is_noise(pending):
         _write_all(out_fd, pending)
     os.close(read_fd)
+
+
+_filtering_a_terminal: bool | None = None  # while filtering: whether the real stderr is a terminal
+
+
+def stderr_is_terminal() -> bool:
+    """Whether the user sees stderr on a terminal (through the filter's pipe too): the test
+    for drawing a progress bar."""
+    if _filtering_a_terminal is not None:
+        return _filtering_a_terminal
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _stderr_is_fd_2() -> bool:
@@ -70,10 +87,12 @@ def _stderr_is_fd_2() -> bool:
 @contextmanager
 def runtime_noise_filtered() -> Iterator[None]:
     """Within the block, fd 2 passes through the noise filter (see the module docstring)."""
-    if not _stderr_is_fd_2():
+    global _filtering_a_terminal
+    if not _stderr_is_fd_2() or _filtering_a_terminal is not None:  # not ours, or filtered already
         yield
         return
     sys.stderr.flush()
+    _filtering_a_terminal = os.isatty(2)
     real_stderr = os.dup(2)
     read_fd, write_fd = os.pipe()
     os.dup2(write_fd, 2)
@@ -84,6 +103,7 @@ def runtime_noise_filtered() -> Iterator[None]:
         yield
     finally:
         sys.stderr.flush()
+        _filtering_a_terminal = None
         os.dup2(real_stderr, 2)  # drops the pipe's last write end in this process: the thread sees EOF
         forwarder.join(timeout=5)  # a child still holding the pipe keeps it open: do not wait for it
         if not forwarder.is_alive():

@@ -40,3 +40,23 @@ def test_eval_prints_ap_in_percent_and_json_keeps_fractions(two_images, tiny_onn
     for setting, printed in zip(("easy", "medium", "hard"), match.groups()):
         assert 0.0 <= fractions[setting] <= 1.0
         assert float(printed) == pytest.approx(100 * fractions[setting], abs=0.051)
+
+
+@pytest.mark.shared
+def test_eval_progress_lines_off_a_terminal_a_bar_on_one_and_nothing_with_quiet(two_images, tiny_onnx_bundle, tmp_path,
+                                                                                  capsys, monkeypatch):
+    argv = ["eval", "--bundle", str(tiny_onnx_bundle), "--data", str(two_images)]
+    status, _, err = run_cli([*argv, "--out", str(tmp_path / "a")], capsys)  # capsys: not a terminal
+    assert status == 0, err
+    assert "eval: 2/2 images in" in err and "eval: scoring Easy / Medium / Hard AP of 2 images" in err
+    assert "%|" not in err
+
+    status, _, err = run_cli([*argv, "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    assert status == 0, err
+    assert "images in" not in err and "scoring" not in err and "%|" not in err
+
+    monkeypatch.setattr("featherface.progress_bar.stderr_is_terminal", lambda: True)
+    status, _, err = run_cli([*argv, "--out", str(tmp_path / "c")], capsys)
+    assert status == 0, err
+    assert re.search(r"eval: 100%\|.*\| 2/2 \[[\d:]+<[\d:]+", err), err  # done/total [elapsed<left]
+    assert "images in" not in err and "eval: scoring Easy / Medium / Hard AP" in err

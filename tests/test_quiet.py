@@ -101,3 +101,28 @@ def test_cli_errors_still_reach_stderr_through_the_filter(tmp_path):
                              str(tmp_path / "photo.jpg")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith("featherface: error:")
+
+
+
+def test_a_progress_bar_redrawing_its_line_passes_unchanged():
+    script = ("import sys\nfrom featherface.quiet import runtime_noise_filtered\nwith runtime_noise_filtered():\n"
+              "    for text in ('\\r 50%', '\\r100%', '\\n', 'done\\n'):\n        sys.stderr.write(text)\n        sys.stderr.flush()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)  # bytes: no newline translation
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b"\r 50%\r100%\ndone\n"
+
+
+def test_the_filter_still_knows_that_stderr_is_a_terminal():
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        script = ("import sys\nfrom featherface.quiet import runtime_noise_filtered, stderr_is_terminal\n"
+                  "with runtime_noise_filtered():\n    print(stderr_is_terminal(), sys.stderr.isatty())\n")
+        result = subprocess.run([sys.executable, "-c", script], stderr=follower, stdout=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert result.returncode == 0
+    assert result.stdout.split() == ["True", "False"]  # fd 2 is the filter's pipe; the user's stderr is a terminal
