@@ -164,7 +164,12 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
         f'<span style="border-color:rgb{images.MATCHED}"></span>found by both<span style="border-color:rgb{images.ONLY_REFERENCE}"></span>'
         f'PyTorch only (lost by the file)<span style="border-color:rgb{images.ONLY_FILE}"></span>file only</p>'
     ]
-    for (name, *_), members in groups.items():
+    def faces_found(group) -> int:  # PyTorch's faces above the threshold on the group's image
+        bundle, index = group[1][0]
+        return len(images.above(bundle.golden.reference[index], bundle.manifest["thresholds"]["score"]).boxes)
+
+    # Pictures where PyTorch finds faces first: a first picture without a face shows nothing.
+    for (name, *_), members in sorted(groups.items(), key=faces_found, reverse=True):
         first, first_index = members[0]
         image_rgb = first.golden.images_rgb[first_index]
         reference = images.above(first.golden.reference[first_index], first.manifest["thresholds"]["score"])
@@ -226,7 +231,8 @@ def _quantization(bundles: list[BundleView], several: bool) -> str:
         parts.append(f"<p>Kept in float: <b>{_e(', '.join(map(str, kept)) or 'nothing')}</b>.</p>")
         settings = {k: v for k, v in record.items() if k != "kept_float" and not (isinstance(v, list) and v and isinstance(v[0], dict))}
         if settings:
-            parts.append("<ul>" + "".join(f"<li>{_e(k)}: {_e(_compact(v))}</li>" for k, v in settings.items()) + "</ul>")
+            rows = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td>{_e(_compact(v))}</td></tr>" for k, v in settings.items())
+            parts.append(f'<table class="settings"><tbody>{rows}</tbody></table>')
         for key, rows in record.items():
             if isinstance(rows, list) and rows and isinstance(rows[0], dict):
                 title = "Per-layer sensitivity, most sensitive first" if key == "sensitivity" else key.replace("_", " ").capitalize()

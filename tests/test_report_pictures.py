@@ -1,0 +1,39 @@
+"""The HTML report (issue 19): detection pictures where PyTorch finds faces come first (a first
+picture without a face shows nothing), and a quantized file's settings are a table, not
+key=value text. Built from hand-made records: no model is run."""
+from __future__ import annotations
+
+import numpy as np
+
+from featherface.converters.report_golden import GoldenRun
+from featherface.converters.report_html import BundleView, _detections, _quantization
+from featherface.verify.parity import Detections
+
+
+def detections(count: int) -> Detections:
+    boxes = np.array([[10.0 + 20 * i, 10.0, 28.0 + 20 * i, 30.0] for i in range(count)]).reshape(count, 4)
+    return Detections(boxes, np.full(count, 0.9), np.zeros((count, 10)))
+
+
+def manifest(files: list[dict] | None = None) -> dict:
+    return {"target": "pi4", "arch": "v2-ultra", "checkpoint": {"sha256": "0" * 64}, "input": {"height": 64, "width": 64},
+            "thresholds": {"score": 0.5}, "files": files or []}
+
+
+def test_pictures_with_faces_come_before_pictures_without():
+    golden = GoldenRun(names=["empty_street.jpg", "crowd.jpg", "one_face.jpg"],
+                       images_rgb=[np.zeros((64, 64, 3), np.uint8)] * 3,
+                       reference=[detections(0), detections(2), detections(1)], files={})
+    page = _detections([BundleView("pi4", manifest(), golden)], several=False)
+    order = [page.index(f"<h3>{name}</h3>") for name in ("crowd.jpg", "one_face.jpg", "empty_street.jpg")]
+    assert order == sorted(order)
+
+
+def test_quantization_settings_are_a_table():
+    entry = {"file": "model_int8.tflite", "precision": "int8",
+             "quantization": {"kept_float": ["stem"], "calibration_images": 200, "equalized": True,
+                              "sensitivity": [{"tensor": "conv1", "op": "CONV_2D", "added_nmse": 0.01}]}}
+    page = _quantization([BundleView("pi4", manifest([entry]), None)], several=False)
+    assert '<table class="settings">' in page
+    assert "<tr><th>calibration images</th><td>200</td></tr>" in page
+    assert "<li>" not in page
