@@ -201,6 +201,17 @@ def _compact(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _cell(key: str, value: object) -> str:
+    """One value of a record row as text: AP (a search step's `accuracy`) in percent with one
+    decimal and losses in points, as everywhere in the report; anything else compacted."""
+    if isinstance(value, dict) and all(isinstance(value.get(s), float) for s in SETTINGS):
+        if key == "accuracy":
+            return "AP " + " / ".join(f"{100 * value[s]:.1f}" for s in SETTINGS) + " %"
+        if key == "losses":
+            return " / ".join(f"{value[s]:.2f}" for s in SETTINGS) + " points"
+    return _compact(value)
+
+
 def _records_table(rows: list[dict], first: tuple[str, ...] = (), limit: int | None = None) -> str:
     """A list of dicts (the quantization record's sensitivity, groups, search steps) as a table."""
     keys = [k for k in first if any(k in row for row in rows)]
@@ -208,7 +219,7 @@ def _records_table(rows: list[dict], first: tuple[str, ...] = (), limit: int | N
     head = "".join(f"<th>{_e(k)}</th>" for k in ["#", *keys])
     body = "".join(
         f'<tr><td class="num">{rank}</td>'
-        + "".join(f'<td class="num">{_compact(row.get(k))}</td>' if isinstance(row.get(k), float) else f"<td>{_e(_compact(row.get(k)))}</td>" for k in keys)
+        + "".join(f'<td class="num">{_compact(row.get(k))}</td>' if isinstance(row.get(k), float) else f"<td>{_e(_cell(k, row.get(k)))}</td>" for k in keys)
         + "</tr>"
         for rank, row in enumerate(rows[:limit], start=1)
     )

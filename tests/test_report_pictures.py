@@ -37,3 +37,14 @@ def test_quantization_settings_are_a_table():
     assert '<table class="settings">' in page
     assert "<tr><th>calibration images</th><td>200</td></tr>" in page
     assert "<li>" not in page
+
+
+def test_search_steps_show_ap_in_percent_and_losses_in_points():
+    from featherface.converters.report_html import _records_table
+
+    step = {"kept_float": ["stem"], "accuracy": {"easy": 0.8171, "medium": 0.6829, "hard": 0.2634, "size_bytes": 480_000},
+            "losses": {"easy": 0.97, "medium": 0.88, "hard": 0.43}, "holds": True}
+    table = _records_table([step])
+    assert "<td>AP 81.7 / 68.3 / 26.3 %</td>" in table
+    assert "<td>0.97 / 0.88 / 0.43 points</td>" in table
+    assert "easy=0.8171" not in table
