@@ -90,10 +90,10 @@ def _quantization_lines(manifests: list[dict]) -> list[str]:
                           for i, row in enumerate(record["sensitivity"][:SENSITIVITY_LINES], start=1)]
                 lines.append("")
             for step in record.get("search") or []:
-                ap = " / ".join(f"{100 * step['accuracy'][s]:.2f}" for s in SETTINGS)
+                ap = " / ".join(f"{100 * step['accuracy'][s]:.1f}" for s in SETTINGS)
                 losses = " / ".join(f"{step['losses'][s]:.2f}" for s in SETTINGS)
                 size = step["accuracy"].get("size_bytes")
-                lines.append(f"- search step, float: {', '.join(step['kept_float']) or 'nothing'}: AP {ap} (loss {losses} points)"
+                lines.append(f"- search step, float: {', '.join(step['kept_float']) or 'nothing'}: AP {ap} % (loss {losses} points)"
                              + (f", {size / 1e6:.2f} MB" if size else "") + (", within budget" if step["holds"] else ""))
             lines.append("")
     return (["## Quantization", ""] + lines) if lines else []

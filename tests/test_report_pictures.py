@@ -48,3 +48,13 @@ def test_search_steps_show_ap_in_percent_and_losses_in_points():
     assert "<td>AP 81.7 / 68.3 / 26.3 %</td>" in table
     assert "<td>0.97 / 0.88 / 0.43 points</td>" in table
     assert "easy=0.8171" not in table
+
+
+def test_markdown_search_steps_show_ap_in_percent_with_one_decimal():
+    from featherface.converters.report import _quantization_lines
+
+    entry = {"file": "model_int8.tflite", "precision": "int8", "quantization": {"kept_float": ["stem"], "search": [
+        {"kept_float": ["stem"], "accuracy": {"easy": 0.8171, "medium": 0.6829, "hard": 0.2634},
+         "losses": {"easy": 0.97, "medium": 0.88, "hard": 0.43}, "holds": True}]}}
+    lines = _quantization_lines([manifest([entry])])
+    assert "- search step, float: stem: AP 81.7 / 68.3 / 26.3 % (loss 0.97 / 0.88 / 0.43 points), within budget" in lines
