@@ -55,7 +55,7 @@ def _summary_lines(manifests: list[dict]) -> list[str]:
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
     notes = [f"- {note}" for note in accuracy_notes(records)]
     ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(manifests)], ""]
-    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face 0.1 above the threshold must be found 0.1 below it). Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
+    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face 0.1 above the threshold must be found 0.1 below it). Max output error: the largest |file - PyTorch| over the raw outputs, box and landmark offsets encoded against the priors (in prior sizes over the variances, not pixels) and face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:

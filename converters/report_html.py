@@ -97,7 +97,8 @@ def _summary(bundles: list[BundleView]) -> str:
         f"{thresholds['score']} that the file finds above it too; robust, which the verdict uses: every face PyTorch "
         f"finds above score {thresholds['score']} + 0.1 must be found by the file above "
         f"{thresholds['score']} - 0.1 (matched at IoU 0.5). Max output error: the largest |file - PyTorch| over "
-        "loc, conf and landmarks on the parity images. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
+        "the raw outputs on the parity images: loc and landmarks, offsets encoded against the priors (in prior sizes "
+        "over the variances, not pixels), and conf, face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
         + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(records))
     )
 

@@ -58,3 +58,10 @@ def test_markdown_search_steps_show_ap_in_percent_with_one_decimal():
          "losses": {"easy": 0.97, "medium": 0.88, "hard": 0.43}, "holds": True}]}}
     lines = _quantization_lines([manifest([entry])])
     assert "- search step, float: stem: AP 81.7 / 68.3 / 26.3 % (loss 0.97 / 0.88 / 0.43 points), within budget" in lines
+
+
+def test_summary_says_what_unit_the_max_output_error_is_in():
+    from featherface.converters.report import _summary_lines
+
+    text = "\n".join(_summary_lines([manifest()]))
+    assert "Max output error: the largest |file - PyTorch| over the raw outputs" in text and "not pixels" in text
