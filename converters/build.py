@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from featherface.verify.golden import write_golden
 from featherface.verify.parity import Detections
 
 from . import manifest as mf
+from .export import BuildError, Exporter, ExportRequest, exporters
 from .mil_eval import open_for_verification
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
     from .coreml_export import Compression
 
 Progress = Callable[[str], None]
-
-
-class BuildError(RuntimeError):
-    """A build that cannot produce a verified bundle; the message says which file and why."""
 
 
 @dataclass
@@ -108,119 +105,6 @@ def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> ParityRec
     return ParityRecord(**record, images=list(parity.names), conversion_seconds=round(model_file.seconds, 1))
 
 
-# ---------------------------------------------------------------- exporters per target
-
-
-def _timed(step: Callable[[], Path | dict]) -> tuple[Path | dict, float]:
-    start = time.perf_counter()
-    result = step()
-    return result, time.perf_counter() - start
-
-
-def _export_pi4(model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress,
-                int8: "Int8Options | None", accuracy: "AccuracyCheck | None") -> list[ModelFile]:
-    """FP32 and FP16 TFLite, then (with `int8`) dynamic-range and full INT8.
-
-    Both torch exports (the network and, for INT8, its equalized copy) happen before any
-    conversion starts: the build of the tests overlaps onnx2tf with Core ML's torch trace.
-    """
-    from .onnx_export import export_onnx
-    from .tflite_export import convert_tflite
-
-    with tempfile.TemporaryDirectory(prefix="featherface-onnx-") as scratch_name:
-        scratch = Path(scratch_name)
-        calibration = equalized_onnx = None
-        if int8 is not None:
-            from featherface.quantization.pipeline import calibration_inputs, equalized_model
-
-            calibration = calibration_inputs(int8, size, progress)
-        progress("exporting ONNX for onnx2tf")
-        start = time.perf_counter()
-        onnx_path = export_onnx(model, scratch / "model.onnx", size, dynamic_batch=False, simplify=False, metadata=metadata)
-        if int8 is not None and int8.equalize:
-            progress("cross-layer equalization of the backbone (for full INT8)")
-            equalized_onnx = export_onnx(equalized_model(model, calibration), scratch / "equalized.onnx", size, dynamic_batch=False, simplify=False, metadata=metadata)
-        progress("converting ONNX -> TFLite FP32/FP16 with onnx2tf")
-        files = convert_tflite(onnx_path, stage, size)
-        made = [ModelFile(path, "tflite", precision, (time.perf_counter() - start) / len(files)) for precision, path in files.items()]
-        if int8 is None:
-            return made
-        from featherface.quantization.pipeline import build_int8, build_int8_onnx2tf
-
-        start = time.perf_counter()
-        if int8.tool == "onnx2tf":
-            result = build_int8_onnx2tf(equalized_onnx or onnx_path, files["fp32"], calibration, stage, size, int8, accuracy, progress)
-            return made + _int8_files(result, time.perf_counter() - start)
-        equalized = None
-        if equalized_onnx is not None:
-            progress("converting the equalized network -> TFLite FP32")
-            equalized = convert_tflite(equalized_onnx, scratch / "equalized", size, precisions=("fp32",))["fp32"]
-        result = build_int8(files["fp32"], equalized, calibration, stage, int8, accuracy, progress)
-    return made + _int8_files(result, time.perf_counter() - start)
-
-
-def _int8_files(result, seconds: float) -> list[ModelFile]:
-    return [
-        ModelFile(result.dynamic, "tflite", "dynamic_int8", seconds),
-        ModelFile(result.full, "tflite", "int8", seconds, quantization=QuantizationRecord.from_json(result.record)),
-    ]
-
-
-def export_target(target: str, model: nn.Module, stage: Path, size: int, metadata: dict[str, str], progress: Progress,
-                  int8: "Int8Options | None" = None, accuracy: "AccuracyCheck | None" = None,
-                  compression: "Compression | None" = None) -> list[ModelFile]:
-    from .onnx_export import export_onnx
-
-    if target == "onnx":
-        progress("exporting ONNX (dynamic batch)")
-        path, seconds = _timed(lambda: export_onnx(model, stage / "model.onnx", size, metadata=metadata))
-        return [ModelFile(path, "onnx", "fp32", seconds)]
-    if target == "pi4":
-        return _export_pi4(model, stage, size, metadata, progress, int8, accuracy)
-    if target == "a14":
-        from .coreml_export import compress_weights_int8, convert_coreml
-
-        made = []
-        for precision in ("fp32", "fp16"):
-            progress(f"converting to Core ML {precision.upper()}")
-            path, seconds = _timed(lambda: convert_coreml(model, stage / f"model_{precision}.mlpackage", size, precision=precision, metadata=metadata))
-            made.append(ModelFile(path, "coreml", precision, seconds))
-        progress("converting to Core ML FP16 with image input")
-        path, seconds = _timed(lambda: convert_coreml(model, stage / "model_image_fp16.mlpackage", size, precision="fp16", image_input=True, metadata=metadata))
-        made.append(ModelFile(path, "coreml", "fp16", seconds, image_input=True))
-        progress("compressing Core ML weights to INT8 (weight-only)")
-        path, seconds = _timed(lambda: compress_weights_int8(stage / "model_fp16.mlpackage", stage / "model_w8.mlpackage"))
-        made.append(ModelFile(path, "coreml", "w8", seconds))
-        return made + _export_a14_compressed(stage, size, progress, compression)
-    raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-
-
-def _export_a14_compressed(stage: Path, size: int, progress: Progress, compression: "Compression | None") -> list[ModelFile]:
-    """The optional a14 files, each made from the saved model_fp16.mlpackage."""
-    from .coreml_export import a8w8_record, palette_record, palettize_weights, quantize_activations_int8
-
-    if compression is None:
-        return []
-    made = []
-    fp16 = stage / "model_fp16.mlpackage"
-    if compression.palettize:
-        progress("palettizing Core ML weights to 6 bits (k-means)")
-        path, seconds = _timed(lambda: palettize_weights(fp16, stage / "model_p6.mlpackage"))
-        made.append(ModelFile(path, "coreml", "p6", seconds, quantization=QuantizationRecord.from_json(palette_record())))
-    if compression.a8w8:
-        from featherface.quantization.calibration import calibration_set
-
-        if compression.calibration is None:
-            raise BuildError("model_a8w8.mlpackage needs calibration images (Compression.calibration is None)")
-        progress(f"experimental INT8 activations: ranges of {compression.calibration_images} images below {compression.calibration}")
-        start = time.perf_counter()
-        samples = calibration_set(compression.calibration, size, compression.calibration_images, layout="NCHW")
-        path = quantize_activations_int8(fp16, stage / "model_a8w8.mlpackage", samples)
-        made.append(ModelFile(path, "coreml", "a8w8", time.perf_counter() - start,
-                              quantization=QuantizationRecord.from_json(a8w8_record(compression.calibration, len(samples)))))
-    return made
-
-
 PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
 # Files built only to compare with (never preferred): one that fails parity is left out of
 # the bundle, with the reason in the full-INT8 file's record, instead of failing the build.
@@ -276,19 +160,22 @@ def build_bundle(
     target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
     size: int, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
     accuracy: "AccuracyCheck | None" = None, compression: "Compression | None" = None,
+    exporter_table: Mapping[str, Exporter] | None = None,
 ) -> Manifest:
     """Build one target's bundle into `out_dir/target`; returns its manifest.
 
     `int8`: how to make the pi4 INT8 files (None: FP32 and FP16 only). `accuracy`: WIDER
     FACE AP of every file that runs here, against PyTorch (None: parity only). `compression`:
-    the optional a14 files (None: none)."""
+    the optional a14 files (None: none). `exporter_table`: target -> exporter (default:
+    `export.exporters()`; tests pass their own)."""
     if target not in TARGETS:
         raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
     manifest = mf.new_manifest(target, arch, checkpoint, size, LAYOUT[target])
     with staging_directory(bundle_dir) as stage:
-        files = export_target(target, model, stage, size, mf.embedded_metadata(manifest), progress, int8, accuracy, compression)
+        exporter = (exporter_table or exporters())[target]
+        files = exporter(ExportRequest(model, stage, size, mf.embedded_metadata(manifest), progress, int8, accuracy, compression))
         for model_file in files:
             progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")
             model_file.record = check_file(model_file, parity, size)

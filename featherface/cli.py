@@ -195,7 +195,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .converters.build import BuildError, check_file, export_target, output_lock
+    from .converters.build import BuildError, check_file, output_lock
+    from .converters.export import ExportRequest, exporters
     from .converters.manifest import embedded_metadata, new_manifest
     from .atomic import staging_directory
 
@@ -207,7 +208,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         metadata = embedded_metadata(new_manifest(target, args.arch, weights, args.input_size, "NCHW"))
         scratch = out / f".convert-{args.format}"
         with staging_directory(scratch) as stage:
-            files = export_target(target, model, stage, args.input_size, metadata, _progress(args.format))
+            files = exporters()[target](ExportRequest(model, stage, args.input_size, metadata, _progress(args.format)))
             wanted = {"onnx": {"fp32"}, "tflite": {"fp16"} if args.fp16 else {"fp32"}, "coreml": {"fp16"} if args.fp16 else {"fp32"}}[args.format]
             files = [f for f in files if f.precision in wanted and not f.image_input]
             for model_file in files:
@@ -266,12 +267,8 @@ def _eval_detect_fn(args: argparse.Namespace):
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_detector
 
-    from .progress_bar import count_bar
-
     detect, protocol, subject = _eval_detect_fn(args)
-    with count_bar("eval", "image", enabled=not args.quiet) as on_image:
-        result = evaluate_detector(detect, args.data, args.out, progress=None if args.quiet else _progress("eval"),
-                                   on_image=on_image)
+    result = evaluate_detector(detect, args.data, args.out, progress=_progress("eval"))
     result.update(protocol=protocol, **subject)
     faces = result["faces"]
     # People read AP in percent with one decimal, as the report does; the JSON keeps fractions.
@@ -396,8 +393,6 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--input-size", type=input_size, default=None, help="letterbox into N x N (default: 640, or the bundle's)")
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
-    evaluate.add_argument("--quiet", action="store_true",
-                          help="no progress (default: a bar with the time left on a terminal, else a line every 50 images)")
     evaluate.set_defaults(run=_cmd_eval)
 
     report = commands.add_parser(

@@ -157,19 +157,19 @@ def built(tmp_path_factory) -> SharedBuild:
     return shared
 
 
-def onnx_copy_export(source: Path, damage=None):
-    """An `export_target` stand-in that ships a copy of an already exported, good ONNX file
-    (optionally damaged by `damage(path)`), as the real exporter would write it."""
+def onnx_copy_export(source: Path, damage=None) -> dict:
+    """An exporter table whose onnx exporter ships a copy of an already exported, good ONNX
+    file (optionally damaged by `damage(path)`), as the real exporter would write it."""
     from featherface.converters.build import ModelFile
 
-    def export(target, model, stage, size, metadata, progress, *options):
-        path = stage / "model.onnx"
+    def export(request):
+        path = request.stage / "model.onnx"
         shutil.copyfile(source, path)
         if damage is not None:
             damage(path)
         return [ModelFile(path, "onnx", "fp32", 0.0)]
 
-    return export
+    return {"onnx": export}
 
 
 def hidden_leftovers(out: Path) -> list[str]:
@@ -431,10 +431,10 @@ def assert_no_bundle(out: Path, target: str = "onnx") -> None:
 def test_failed_parity_leaves_no_bundle_and_a_report(built, tmp_path, monkeypatch):
     from featherface.converters import build
 
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx", scale_largest_weight))
+    exporters = onnx_copy_export(built.out / "onnx" / "model.onnx", scale_largest_weight)
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError) as failure:
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     message = str(failure.value)
     assert "parity failed" in message and "model.onnx" in message and "max abs error" in message
     assert_no_bundle(out)
@@ -450,11 +450,11 @@ def test_failed_parity_through_thresholds_leaves_no_bundle(built, tmp_path, monk
     from featherface.config import ParityThresholds
     from featherface.converters import build
 
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx"))
+    exporters = onnx_copy_export(built.out / "onnx" / "model.onnx")
     monkeypatch.setitem(build.PARITY_THRESHOLDS, "fp32", ParityThresholds(abs_tolerance=0.0, min_recall=1.01, min_precision=1.01))
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError, match="recall"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     assert_no_bundle(out)
     assert json.loads((out / "onnx.parity-failed.json").read_text())["model.onnx"]["status"] == "fail"
 
@@ -471,11 +471,11 @@ def test_swapped_conf_columns_fail_the_build(built, tmp_path, monkeypatch):
         raw["conf_swapped"] = raw[mapping["conf"]][..., ::-1]
         return {**mapping, "conf": "conf_swapped"}
 
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx"))
+    exporters = onnx_copy_export(built.out / "onnx" / "model.onnx")
     monkeypatch.setattr(verify_files, "map_outputs", swapped)
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError, match="conf max abs error"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     assert_no_bundle(out)
     record = json.loads((out / "onnx.parity-failed.json").read_text())["model.onnx"]
     assert record["detections"]["robust_precision"] < 0.5
@@ -491,11 +491,11 @@ def test_swapped_loc_and_landmarks_fail_the_build(built, tmp_path, monkeypatch):
         mapping = real_map_outputs(raw, anchors)
         return {**mapping, "loc": mapping["landmarks"], "landmarks": mapping["loc"]}
 
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx"))
+    exporters = onnx_copy_export(built.out / "onnx" / "model.onnx")
     monkeypatch.setattr(verify_files, "map_outputs", swapped)
     out = tmp_path / "dist"
     with pytest.raises((build.BuildError, ValueError), match="loc|landmarks"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     assert_no_bundle(out)
 
 
@@ -523,10 +523,10 @@ def test_broken_model_file_fails_cleanly_with_no_bundle(built, tmp_path, monkeyp
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2])
 
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(built.out / "onnx" / "model.onnx", break_file))
+    exporters = onnx_copy_export(built.out / "onnx" / "model.onnx", break_file)
     out = tmp_path / "dist"
     with pytest.raises(Exception) as failure:  # BuildError or the runtime's own error
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     assert "model.onnx" in str(failure.value)
     assert not isinstance(failure.value, (AssertionError, KeyError, AttributeError, TypeError))
     assert_no_bundle(out)
@@ -542,17 +542,17 @@ def test_failed_rebuild_keeps_the_good_bundle(built, tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in (out / "onnx").iterdir()}
     good = built.out / "onnx" / "model.onnx"
 
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(good, scale_largest_weight))
+    exporters = onnx_copy_export(good, scale_largest_weight)
     with pytest.raises(build.BuildError, match="parity failed"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     assert {p.name: p.read_bytes() for p in (out / "onnx").iterdir()} == before
     assert hidden_leftovers(out) == []
     assert (out / "onnx.parity-failed.json").exists()
     assert Detector.load(out / "onnx").model_file == "model.onnx"
 
     # A good rebuild then replaces the bundle and clears the stale failure report.
-    monkeypatch.setattr(build, "export_target", onnx_copy_export(good))
-    manifest = build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
+    exporters = onnx_copy_export(good)
+    manifest = build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
     assert json.loads((out / "onnx" / "manifest.json").read_text()) == manifest.to_json()
     assert not (out / "onnx.parity-failed.json").exists()
     assert hidden_leftovers(out) == []

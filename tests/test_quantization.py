@@ -172,7 +172,7 @@ def test_the_onnx2tf_route_writes_a_dynamic_and_a_full_int8_file_that_run(tmp_pa
     """`--quantizer onnx2tf` end to end on RetinaFace at 160 px (no AP check): both files
     written, both run. (The default route is built by test_build.py's pi4 bundle.)"""
     from featherface.converters import manifest as mf
-    from featherface.converters.build import export_target
+    from featherface.converters.export import ExportRequest, exporters
     from featherface.model.registry import create_model
     from featherface.quantization.pipeline import BUDGET_NOT_CHECKED, Int8Options
     from featherface.sdk.runtimes import open_runtime
@@ -184,10 +184,10 @@ def test_the_onnx2tf_route_writes_a_dynamic_and_a_full_int8_file_that_run(tmp_pa
     tool = "onnx2tf"
     options = Int8Options(calibration=photos, calibration_images=8, tool=tool)
     metadata = mf.embedded_metadata(mf.new_manifest("pi4", "retinaface-mnet025", None, size, "NHWC"))
-    files = {f.precision: f for f in export_target("pi4", model, stage, size, metadata, lambda _: None, int8=options)}
+    files = {f.precision: f for f in exporters()["pi4"](ExportRequest(model, stage, size, metadata, lambda _: None, int8=options))}
     assert sorted(files) == ["dynamic_int8", "fp16", "fp32", "int8"]
     record = files["int8"].quantization
-    assert record["tool"] == tool and record["budget"] == BUDGET_NOT_CHECKED
+    assert record.tool == tool and record.details["budget"] == BUDGET_NOT_CHECKED
     image = preprocess(load_image(sorted(photos.iterdir())[0]), size, layout="NHWC")[0]
     for precision in ("dynamic_int8", "int8"):
         outputs = open_runtime(files[precision].path).run(np.ascontiguousarray(image, dtype=np.float32))
