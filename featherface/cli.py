@@ -267,8 +267,12 @@ def _eval_detect_fn(args: argparse.Namespace):
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_detector
 
+    from .progress_bar import count_bar
+
     detect, protocol, subject = _eval_detect_fn(args)
-    result = evaluate_detector(detect, args.data, args.out, progress=_progress("eval"))
+    with count_bar("eval", "image", enabled=not args.quiet) as on_image:
+        result = evaluate_detector(detect, args.data, args.out, progress=None if args.quiet else _progress("eval"),
+                                   on_image=on_image)
     result.update(protocol=protocol, **subject)
     faces = result["faces"]
     # People read AP in percent with one decimal, as the report does; the JSON keeps fractions.
@@ -393,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--input-size", type=input_size, default=None, help="letterbox into N x N (default: 640, or the bundle's)")
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
+    evaluate.add_argument("--quiet", action="store_true",
+                          help="no progress (default: a bar with the time left on a terminal, else a line every 50 images)")
     evaluate.set_defaults(run=_cmd_eval)
 
     report = commands.add_parser(
