@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: build test venv clean
+.PHONY: build test venv clean pi-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ build: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Every file of dist/pi4 on an emulated Raspberry Pi 4 (qemu-aarch64 -cpu cortex-a72, Debian
+# bookworm's arm64 Python 3.11, the SDK as the README installs it): golden-vector parity and
+# detect against x86. The emulated Pi is cached in .pi-root/; see docs/pi-check.md.
+# Variables: BUNDLE (default dist/pi4), LITERT (default ai-edge-litert, unpinned as in the README).
+BUNDLE ?= dist/pi4
+LITERT ?= ai-edge-litert
+pi-check: $(STAMP)
+	$(BIN)/python -m featherface.bench.pi_check --bundle "$(BUNDLE)" --litert "$(LITERT)"
 
 clean:
 	rm -rf dist build *.egg-info

@@ -7,6 +7,7 @@ normalise, inference, decoding and NMS. Both exclude file decoding (JPEG/PNG).
 """
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import subprocess
@@ -31,6 +32,7 @@ from .targets import Golden, Opened, Target, open_target
 SCHEMA = "featherface-bench/1"
 FRAME_LONG_SIDE = 1280  # a 720p-class camera frame: pre-processing really resizes
 MEMORY_PROBE_RUNS = 5
+PROBE_CANNOT_START = "memory probe could not start"
 Progress = Callable[[str], None]
 
 
@@ -85,9 +87,7 @@ class Measured:
 
 def _prepared(opened: Opened, frame: np.ndarray) -> np.ndarray:
     batch, _ = opened.detector.prepare(frame)
-    if opened.detector.runtime.input_layout == "NHWC":
-        batch = batch.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(batch, dtype=np.float32)
+    return opened.detector.runtime_batch(batch)
 
 
 def run_group(
@@ -159,8 +159,13 @@ def probe_memory(target: Target, threads: int | None, frame_path: Path) -> tuple
         command += ["--compute-units", target.compute_units]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.SubprocessError) as err:
-        return None, f"memory probe could not start: {err}"
+    except OSError as err:
+        why = f"{err.strerror or err}: {command[0]}"
+        if err.errno == errno.ENOEXEC:  # e.g. qemu-aarch64 user-mode emulation without binfmt_misc
+            why += "; this machine cannot start a child process of this Python (user-mode emulation?)"
+        return None, f"{PROBE_CANNOT_START} ({why})"
+    except subprocess.SubprocessError as err:
+        return None, f"memory probe failed: {err}"
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
         return None, f"memory probe failed: {lines[-1] if lines else 'exit ' + str(result.returncode)}"
@@ -239,11 +244,18 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="featherface-bench-") as scratch:
             frame_path = Path(scratch) / "frame.png"
             Image.fromarray(frame).save(frame_path)
+            cannot_start = False  # a probe that cannot start for one file cannot for any: said once
             for m, entry in measured_all:
-                progress(f"peak memory of {entry['label']} at {entry['threads'] or 'default'} threads (separate process)")
-                value, scope = probe_memory(m.opened.target, entry["threads"] if not m.opened.target.is_coreml else None, frame_path)
+                value, scope = None, PROBE_CANNOT_START
+                if not cannot_start:
+                    progress(f"peak memory of {entry['label']} at {entry['threads'] or 'default'} threads (separate process)")
+                    value, scope = probe_memory(m.opened.target, entry["threads"] if not m.opened.target.is_coreml else None, frame_path)
+                    cannot_start = scope.startswith(PROBE_CANNOT_START)
+                    if cannot_start:
+                        notes.append(f"{scope}; peak_rss_mb of every file is this whole process's")
+                    elif value is None:
+                        notes.append(f"{entry['label']}: {scope}; peak_rss_mb is this whole process's")
                 if value is None:
-                    notes.append(f"{entry['label']}: {scope}; peak_rss_mb is this whole process's")
                     entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
                 else:
                     entry["peak_rss_mb"], entry["memory_scope"] = value, scope
