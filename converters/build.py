@@ -108,9 +108,8 @@ def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> ParityRec
 PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
 # Files built only to compare with (never preferred): one that fails parity is left out of
 # the bundle, with the reason in the full-INT8 file's record, instead of failing the build.
-# Dynamic-range INT8 quantizes every activation, stem included, on the fly: at 320 px it
-# lost one of RetinaFace's 16 parity faces (robust recall 0.938) where full INT8, whose
-# search may keep the stem float, lost none.
+# Dynamic-range INT8 quantizes every activation, stem included, on the fly, where full
+# INT8's search may keep the stem float: it can lose a face full INT8 keeps (docs/measurements.md).
 COMPARISON_PRECISIONS = {"dynamic_int8"}
 
 

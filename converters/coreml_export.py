@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from featherface.config import CHANNEL_ORDER, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES
 
 IMAGE_INPUT_NAME = "image"
 PALETTE_BITS = 6
-A8W8_CALIBRATION_IMAGES = 16  # a handful for min/max ranges; about 15 s of evaluation at 640
+A8W8_CALIBRATION_IMAGES = 16  # a handful for min/max ranges (each one is a full evaluation by mil_eval)
 # Goes into the a8w8 file's manifest record and the README: the issue asks it be said.
 A8W8_NOTE = ("On an A14, INT8 activations bring no speed: its Neural Engine computes in FP16 (int8-int8 "
              "throughput came with the A17 Pro and M4), and on the CPU and GPU the quantize/dequantize "
@@ -177,21 +178,45 @@ def quantize_activations_int8(source: str | Path, path: str | Path, samples: np.
         linear_quantize_activations,
         linear_quantize_weights,
     )
-    from coremltools.optimize.coreml import _post_training_quantization as post_training
 
     mlmodel = ct.models.MLModel(str(source), skip_model_load=True)
     ranges = activation_ranges(source, samples)
     feeds = [{INPUT_NAME: sample[None]} for sample in samples]
-    # Asymmetric: measured on v2-ultra at 640, symmetric fails parity (robust recall 0.94) and
-    # asymmetric passes (1.0); most activations follow a (leaky) ReLU and would leave half of a
-    # symmetric range unused.
+    # Asymmetric: most activations follow a (leaky) ReLU and would leave half of a symmetric
+    # range unused; symmetric failed parity where asymmetric passed (docs/measurements.md).
     config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear"))
-    with mock.patch.object(post_training, "_get_activation_calibration_stats", lambda *_args, **_kw: ranges):
+    with calibration_ranges_given(ranges):
         activations = linear_quantize_activations(mlmodel, config, feeds)
     weights = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel"))
     compressed = linear_quantize_weights(activations, weights)
     compressed.user_defined_metadata.update(dict(mlmodel.user_defined_metadata))
     return save_mlpackage(compressed, path)
+
+
+# coremltools 9.0 has no public way to hand linear_quantize_activations ranges measured
+# elsewhere: it always calibrates through Core ML predictions (macOS only). Its module-level
+# helper below computes them; this is the one place that replaces it, and
+# tests/test_coreml_compression.py fails when coremltools renames it or stops calling it.
+CALIBRATION_STATS_MODULE = "coremltools.optimize.coreml._post_training_quantization"
+CALIBRATION_STATS_FUNCTION = "_get_activation_calibration_stats"
+
+
+@contextmanager
+def calibration_ranges_given(ranges: dict[str, dict[str, float]]) -> Iterator[None]:
+    """Within the block, coremltools' activation calibration returns `ranges` ({tensor name:
+    {"rmin", "rmax"}}) instead of running Core ML; the original is restored afterwards."""
+    import importlib
+
+    module = importlib.import_module(CALIBRATION_STATS_MODULE)
+    original = getattr(module, CALIBRATION_STATS_FUNCTION, None)
+    if original is None:
+        raise RuntimeError(f"{CALIBRATION_STATS_MODULE}.{CALIBRATION_STATS_FUNCTION} is gone: this coremltools "
+                           "changed its private calibration route; the a8w8 file cannot be made")
+    setattr(module, CALIBRATION_STATS_FUNCTION, lambda *_args, **_kwargs: ranges)
+    try:
+        yield
+    finally:
+        setattr(module, CALIBRATION_STATS_FUNCTION, original)
 
 
 def a8w8_record(calibration: Path, images: int) -> dict:

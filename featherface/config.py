@@ -57,12 +57,9 @@ class ParityThresholds:
 
     Every output element must satisfy |file - torch| <= max(abs_tolerance,
     FLOAT32_NOISE_FACTOR x PyTorch FP32's own error against PyTorch FP64 on the same
-    images): float32 summation order alone moves deep networks' outputs by ~1e-4 (measured:
-    v1-489k landmarks, torch FP32 vs FP64, 1.0e-4), so a file cannot be held closer to
-    PyTorch FP32 than PyTorch FP32 is to the exact result. Measured: ONNX Runtime stays
-    within 1.4x of that noise, TFLite with XNNPACK within 2.2x (v1 landmarks at 640:
-    2.3e-4 against PyTorch, whose own error is 1.05e-4). None: not checked (reduced
-    precision, where detection agreement is the meaningful measure). Recall and precision
+    images): float32 summation order alone moves deep networks' outputs, so a file cannot be
+    held closer to PyTorch FP32 than PyTorch FP32 is to the exact result (the figures behind
+    the factor: docs/measurements.md). None: not checked (reduced precision, where detection agreement is the meaningful measure). Recall and precision
     are of the file's detections against PyTorch's, matched at IoU 0.5, in their robust
     form (featherface.verify.parity.detection_agreement): a score merely crossing the threshold
     is not a lost face.
@@ -78,12 +75,9 @@ PARITY_THRESHOLDS: dict[str, ParityThresholds] = {
     "fp32": ParityThresholds(abs_tolerance=1e-4, min_recall=0.99, min_precision=0.99),
     "fp16": ParityThresholds(abs_tolerance=None, min_recall=0.99, min_precision=0.98),
     "w8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
-    # 6-bit k-means palette per tensor (Core ML): w8's bar, not lowered. Measured, v2-ultra at
-    # 640: robust recall / precision 1.000 / 1.000 on the 12 parity images (23 faces) and on 40
-    # WIDER_val images (165 faces), as w8; max error 1.16 / 1.28 against w8's 0.47 / 0.27.
+    # 6-bit k-means palette per tensor (Core ML): w8's bar, not lowered (it holds it: docs/measurements.md).
     "p6": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
-    # Experimental INT8 activations + INT8 weights (Core ML): w8's bar, not lowered. Measured as
-    # p6: robust 1.000 / 1.000 on both sets, max error 3.37 / 2.96, mean IoU 0.90 / 0.93.
+    # Experimental INT8 activations + INT8 weights (Core ML): w8's bar, not lowered (as p6).
     "a8w8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
     "dynamic_int8": ParityThresholds(abs_tolerance=None, min_recall=0.97, min_precision=0.97),
     "int8": ParityThresholds(abs_tolerance=None, min_recall=0.95, min_precision=0.95),

@@ -1,5 +1,7 @@
 """Torch twin of `featherface.sdk.box_coding` for training: same conventions, same results,
-differentiable encode/decode; priors come from the NumPy code so there is one source of truth.
+differentiable encoding of the targets and IoU for matching; priors come from the NumPy code
+(featherface.priors) so there is one source of truth. Decoding and NMS happen on the NumPy
+side only (the SDK, evaluation and verification).
 
 Conventions (see the NumPy module): priors are normalised cxcywh [A, 4]; boxes are xyxy;
 "normalised" means divided by image width (x) and height (y); landmarks are five (x, y).
@@ -14,15 +16,7 @@ from torch import Tensor
 from featherface.config import PRIORS, PriorConfig
 from featherface import priors as _np_priors
 
-__all__ = [
-    "make_priors",
-    "decode_boxes",
-    "decode_landmarks",
-    "encode_boxes",
-    "encode_landmarks",
-    "iou_matrix",
-    "nms",
-]
+__all__ = ["make_priors", "encode_boxes", "encode_landmarks", "iou_matrix"]
 
 
 def make_priors(
@@ -36,29 +30,10 @@ def make_priors(
     return priors.to(device) if device is not None else priors
 
 
-def decode_boxes(loc: Tensor, priors: Tensor, variances: Sequence[float] = PRIORS.variances) -> Tensor:
-    """Regression offsets [..., A, 4] -> boxes [..., A, 4] as normalised xyxy.
-
-    centre = prior_c + loc[:2] * var0 * prior_wh, size = prior_wh * exp(loc[2:] * var1).
-    """
-    centre = priors[:, :2] + loc[..., :2] * variances[0] * priors[:, 2:]
-    size = priors[:, 2:] * torch.exp(loc[..., 2:] * variances[1])
-    return torch.cat([centre - size / 2, centre + size / 2], dim=-1)
-
-
-def decode_landmarks(
-    landm: Tensor, priors: Tensor, variances: Sequence[float] = PRIORS.variances
-) -> Tensor:
-    """Landmark offsets [..., A, 10] -> points [..., A, 10] as normalised (x, y) pairs."""
-    points = landm.reshape(*landm.shape[:-1], 5, 2)
-    decoded = priors[:, None, :2] + points * variances[0] * priors[:, None, 2:]
-    return decoded.reshape(landm.shape)
-
-
 def encode_boxes(
     matched: Tensor, priors: Tensor, variances: Sequence[float] = PRIORS.variances
 ) -> Tensor:
-    """Boxes [..., A, 4] as normalised xyxy -> regression targets; inverse of `decode_boxes`.
+    """Boxes [..., A, 4] as normalised xyxy -> regression targets; inverse of the NumPy `decode_boxes`.
 
     A box of zero width or height gives -inf, as in RetinaFace's box_utils.encode.
     """
@@ -72,7 +47,7 @@ def encode_boxes(
 def encode_landmarks(
     matched: Tensor, priors: Tensor, variances: Sequence[float] = PRIORS.variances
 ) -> Tensor:
-    """Landmarks [..., A, 10] as normalised (x, y) -> targets; inverse of `decode_landmarks`."""
+    """Landmarks [..., A, 10] as normalised (x, y) -> targets; inverse of the NumPy `decode_landmarks`."""
     points = matched.reshape(*matched.shape[:-1], 5, 2)
     encoded = (points - priors[:, None, :2]) / (variances[0] * priors[:, None, 2:])
     return encoded.reshape(matched.shape)
@@ -95,31 +70,3 @@ def iou_matrix(a: Tensor, b: Tensor) -> Tensor:
     union = area_a[:, None] + area_b[None, :] - inter
     safe = torch.where(union > 0, union, torch.ones_like(union))
     return torch.where(union > 0, inter / safe, torch.zeros_like(inter))
-
-
-@torch.no_grad()
-def nms(boxes_xyxy: Tensor, scores: Tensor, iou_threshold: float, top_k: int = 0) -> Tensor:
-    """Greedy NMS; int64 indices of kept boxes in descending score (stable on ties).
-
-    Same semantics as the NumPy `nms`: drop boxes with IoU strictly above the
-    threshold, no "+1" pixel convention, `top_k` = 0 means no cap.
-    """
-    boxes = _float(boxes_xyxy).reshape(-1, 4)
-    scores = _float(scores).reshape(-1)
-    if scores.numel() != boxes.shape[0]:
-        raise ValueError(f"{boxes.shape[0]} boxes but {scores.numel()} scores")
-    x1, y1, x2, y2 = boxes.unbind(dim=1)
-    areas = (x2 - x1) * (y2 - y1)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    keep: list[int] = []
-    while order.numel() > 0 and (top_k <= 0 or len(keep) < top_k):
-        i, rest = order[0], order[1:]
-        keep.append(int(i))
-        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest])).clamp(min=0)
-        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest])).clamp(min=0)
-        inter = w * h
-        union = areas[i] + areas[rest] - inter
-        safe = torch.where(union > 0, union, torch.ones_like(union))
-        iou = torch.where(union > 0, inter / safe, torch.zeros_like(inter))
-        order = rest[iou <= iou_threshold]
-    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)

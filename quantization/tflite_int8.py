@@ -1,8 +1,7 @@
 """INT8 TFLite files from a float TFLite file with ai-edge-quantizer (the default tool).
 
-Measured on RetinaFace-mnet0.25 at 640 (WIDER val, AP easy/medium/hard lost against the
-float file): ai-edge-quantizer's moving-average min/max calibration beats onnx2tf's
-global min/max (shared/docs/measured.md), which stays available through
+ai-edge-quantizer's moving-average min/max calibration loses less AP than onnx2tf's global
+min/max (docs/measurements.md, shared/docs/measured.md), which stays available through
 `featherface.quantization.onnx2tf_int8`. Boxes, scores and landmarks stay three output
 tensors with their own scales.
 """

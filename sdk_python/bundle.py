@@ -23,7 +23,7 @@ class BundleError(ValueError):
 def sha256_of(path: Path) -> str:
     """sha256 of a file, or of a directory (an .mlpackage) over its sorted files' names and bytes.
 
-    Must agree with featherface.converters.manifest.sha256_of, which wrote the manifest.
+    The build records every sha256 of a manifest with this same function.
     """
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -178,11 +178,15 @@ class Detector:
         batch, box = preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr, layout)
         return (batch.transpose(0, 3, 1, 2) if layout == "NHWC" else batch), box
 
+    def runtime_batch(self, batch_nchw: np.ndarray) -> np.ndarray:
+        """A prepared NCHW batch as the runtime takes it: float32, C-contiguous, in its layout
+        (no copy for `prepare`'s own batches)."""
+        batch = batch_nchw.transpose(0, 2, 3, 1) if self._open_runtime().input_layout == "NHWC" else batch_nchw
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
     def run_raw(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: outputs by the file's own tensor names."""
-        runtime = self._open_runtime()
-        batch = batch_nchw.transpose(0, 2, 3, 1) if runtime.input_layout == "NHWC" else batch_nchw
-        return runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+        return self._open_runtime().run(self.runtime_batch(batch_nchw))
 
     def infer(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: {"loc", "conf", "landmarks"}."""

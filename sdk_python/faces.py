@@ -1,6 +1,7 @@
 """Raw network outputs -> faces in the caller's image pixels (score filter, decode, NMS).
 
-`postprocess_arrays` serves evaluation (plain arrays); `postprocess` wraps it in `Face`s.
+`postprocess_arrays` gives plain arrays (evaluation, verification); `faces_from_arrays` wraps
+its rows in `Face`s (the Detector).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from featherface.config import NUM_LANDMARKS, Thresholds
 from featherface.sdk.box_coding import decode_boxes, decode_landmarks, nms
 from featherface.sdk.preprocess import Letterbox
 
-__all__ = ["Face", "faces_from_arrays", "postprocess", "postprocess_arrays"]
+__all__ = ["Face", "faces_from_arrays", "postprocess_arrays"]
 
 
 @dataclass(frozen=True)
@@ -116,23 +117,3 @@ def postprocess_arrays(
     limits = np.array([letterbox.image_width, letterbox.image_height] * 2, dtype=np.float64)
     boxes = np.clip(boxes, 0.0, limits)
     return boxes.astype(np.float32), scores[order], points.astype(np.float32)
-
-
-def postprocess(
-    loc: np.ndarray,
-    conf: np.ndarray,
-    landmarks: np.ndarray,
-    priors: np.ndarray,
-    letterbox: Letterbox,
-    input_height: int,
-    input_width: int,
-    thresholds: Thresholds,
-    variances: Sequence[float],
-) -> list[Face]:
-    """`postprocess_arrays` as a list of `Face`, best score first."""
-    return faces_from_arrays(
-        *postprocess_arrays(
-            loc, conf, landmarks, priors, letterbox, input_height, input_width,
-            thresholds, variances,
-        )
-    )

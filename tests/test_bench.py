@@ -123,6 +123,9 @@ def test_run_group_times_files_in_turn_and_records_no_warmup(monkeypatch):
         def prepare(self, frame):
             return np.zeros((1, 3, 4, 4), np.float32), None
 
+        def runtime_batch(self, batch):
+            return batch
+
         def detect(self, frame):
             calls.append((self.name, "total"))
             return []

@@ -153,9 +153,10 @@ def test_decode_inverts_encode_numpy_and_torch_batched():
     np.testing.assert_allclose(
         nbc.decode_landmarks(nbc.encode_landmarks(points, p64, VAR), p64, VAR), points, atol=1e-12)
 
+    # The torch encoder (training's targets) is inverted by the NumPy decoder (the SDK's).
     tb, tp, tl = torch.from_numpy(boxes), torch.from_numpy(p64), torch.from_numpy(points)
-    torch.testing.assert_close(tbc.decode_boxes(tbc.encode_boxes(tb, tp, VAR), tp, VAR), tb)
-    torch.testing.assert_close(tbc.decode_landmarks(tbc.encode_landmarks(tl, tp, VAR), tp, VAR), tl)
+    np.testing.assert_allclose(nbc.decode_boxes(tbc.encode_boxes(tb, tp, VAR).numpy(), p64, VAR), boxes, atol=1e-12)
+    np.testing.assert_allclose(nbc.decode_landmarks(tbc.encode_landmarks(tl, tp, VAR).numpy(), p64, VAR), points, atol=1e-12)
 
 
 finite = {"allow_nan": False, "allow_infinity": False}
@@ -177,19 +178,14 @@ def test_decode_inverts_encode_for_any_box_and_prior(prior, corner, size, points
         nbc.decode_landmarks(nbc.encode_landmarks(landmarks, priors, VAR), priors, VAR), landmarks, rtol=1e-9, atol=1e-9)
 
 
-def test_encode_decode_match_between_numpy_and_torch():
+def test_encode_matches_between_numpy_and_torch():
     rng = np.random.default_rng(1)
     priors = nbc.make_priors(320, 256)
     n = len(priors)
-    loc = rng.normal(0, 1, size=(3, n, 4)).astype(np.float32)
-    landm = rng.normal(0, 1, size=(3, n, 10)).astype(np.float32)
     boxes = random_xyxy(rng, n)
     points = rng.uniform(0, 1, size=(n, 10)).astype(np.float32)
     tp = torch.from_numpy(priors)
     pairs = [
-        (nbc.decode_boxes(loc, priors, VAR), tbc.decode_boxes(torch.from_numpy(loc), tp, VAR)),
-        (nbc.decode_landmarks(landm, priors, VAR),
-         tbc.decode_landmarks(torch.from_numpy(landm), tp, VAR)),
         (nbc.encode_boxes(boxes, priors, VAR), tbc.encode_boxes(torch.from_numpy(boxes), tp, VAR)),
         (nbc.encode_landmarks(points, priors, VAR),
          tbc.encode_landmarks(torch.from_numpy(points), tp, VAR)),
@@ -199,14 +195,13 @@ def test_encode_decode_match_between_numpy_and_torch():
         np.testing.assert_allclose(actual.numpy(), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_torch_encode_and_decode_are_differentiable():
+def test_torch_encode_is_differentiable():
     priors = tbc.make_priors(64, 64).double()[:20]
-    loc = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
-    landm = torch.randn(20, 10, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: tbc.decode_boxes(x, priors, VAR), (loc,))
-    assert torch.autograd.gradcheck(lambda x: tbc.decode_landmarks(x, priors, VAR), (landm,))
-    boxes = tbc.decode_boxes(loc.detach(), priors, VAR).requires_grad_()
+    loc = np.random.default_rng(4).normal(0, 1, size=(20, 4))
+    boxes = torch.from_numpy(nbc.decode_boxes(loc, priors.numpy(), VAR)).requires_grad_()
+    points = torch.randn(20, 10, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: tbc.encode_boxes(x, priors, VAR), (boxes,))
+    assert torch.autograd.gradcheck(lambda x: tbc.encode_landmarks(x, priors, VAR), (points,))
 
 
 # --- IoU and NMS --------------------------------------------------------------------
@@ -231,8 +226,6 @@ def test_nms_hand_computed_keeps_best_of_overlapping_pair_and_the_separate_box()
     assert nbc.nms(boxes, scores, 0.4).dtype == np.int64
     # a threshold above their IoU keeps all three, best first
     np.testing.assert_array_equal(nbc.nms(boxes, scores, 0.9), [1, 0, 2])
-    t = tbc.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.4)
-    assert t.dtype == torch.int64 and t.tolist() == [1, 2]
 
 
 def test_nms_suppresses_only_iou_strictly_above_threshold():
@@ -247,33 +240,25 @@ def test_nms_top_k_caps_the_number_kept():
     scores = np.array([0.1, 0.6, 0.3, 0.9, 0.5, 0.2], np.float32)
     np.testing.assert_array_equal(nbc.nms(boxes, scores, 0.4, top_k=3), [3, 1, 4])
     np.testing.assert_array_equal(nbc.nms(boxes, scores, 0.4, top_k=0), [3, 1, 4, 2, 5, 0])
-    assert tbc.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.4, top_k=3).tolist() == [3, 1, 4]
 
 
 def test_nms_breaks_score_ties_by_input_order():
     boxes = np.array([[i * 10, 0, i * 10 + 5, 5] for i in range(5)], np.float32)
     scores = np.array([0.5, 0.7, 0.5, 0.7, 0.5], np.float32)
     np.testing.assert_array_equal(nbc.nms(boxes, scores, 0.4), [1, 3, 0, 2, 4])
-    assert tbc.nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.4).tolist() == [1, 3, 0, 2, 4]
 
 
 def test_nms_of_no_boxes_is_empty():
     assert nbc.nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.4).shape == (0,)
-    assert tbc.nms(torch.zeros(0, 4), torch.zeros(0), 0.4).shape == (0,)
 
 
-def test_iou_and_nms_match_between_numpy_and_torch_on_random_boxes():
+def test_iou_matches_between_numpy_and_torch_on_random_boxes():
     rng = np.random.default_rng(2)
     for trial in range(20):
         boxes = random_xyxy(rng, 300, scale=640.0)
-        scores = rng.uniform(0, 1, size=300).astype(np.float32)
-        tb, ts = torch.from_numpy(boxes), torch.from_numpy(scores)
+        tb = torch.from_numpy(boxes)
         np.testing.assert_allclose(tbc.iou_matrix(tb, tb).numpy(), nbc.iou_matrix(boxes, boxes),
                                    rtol=1e-6, atol=1e-7)
-        for thr, top_k in [(0.4, 0), (0.7, 0), (0.3, 25)]:
-            kept = nbc.nms(boxes, scores, thr, top_k)
-            assert kept.size > 0
-            np.testing.assert_array_equal(tbc.nms(tb, ts, thr, top_k).numpy(), kept)
 
 
 box_strategy = st.tuples(
@@ -301,8 +286,6 @@ def test_nms_property_no_kept_pair_overlaps_above_threshold_and_best_is_kept(row
     dropped = np.setdiff1d(np.arange(len(boxes)), kept)
     if dropped.size:
         assert np.all(nbc.iou_matrix(boxes[dropped], boxes[kept]).max(axis=1) > threshold)
-    np.testing.assert_array_equal(
-        tbc.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy(), kept)
 
 
 # --- dependencies -------------------------------------------------------------------

@@ -181,3 +181,37 @@ def test_compression_flags_need_the_a14_target(tmp_path, capsys):
     status = main(["build", "--target", "onnx", "--arch", "v2-ultra", "--out", str(tmp_path), "--palettize"])
     assert status == 2
     assert "--target a14 or all" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- coremltools' private calibration route
+
+
+def test_coremltools_still_calibrates_through_the_function_we_replace():
+    """The a8w8 file hands coremltools ranges measured by our evaluator by replacing one private
+    function (converters.coreml_export.calibration_ranges_given). This fails when a coremltools
+    upgrade renames it, changes its arguments or stops calling it from linear_quantize_activations."""
+    import importlib
+    import inspect
+
+    from featherface.converters.coreml_export import CALIBRATION_STATS_FUNCTION, CALIBRATION_STATS_MODULE
+
+    module = importlib.import_module(CALIBRATION_STATS_MODULE)
+    function = getattr(module, CALIBRATION_STATS_FUNCTION)
+    assert list(inspect.signature(function).parameters)[:2] == ["fpmodel", "sample_data"]
+    calls = inspect.getsource(module.linear_quantize_activations)
+    assert f"{CALIBRATION_STATS_FUNCTION}(" in calls, "linear_quantize_activations no longer calls it"
+
+
+def test_calibration_ranges_given_replaces_the_function_only_inside_the_block():
+    import importlib
+
+    from featherface.converters.coreml_export import CALIBRATION_STATS_FUNCTION, CALIBRATION_STATS_MODULE, calibration_ranges_given
+
+    module = importlib.import_module(CALIBRATION_STATS_MODULE)
+    original = getattr(module, CALIBRATION_STATS_FUNCTION)
+    ranges = {"conv_0": {"rmin": -1.0, "rmax": 2.0}}
+    with pytest.raises(KeyError):
+        with calibration_ranges_given(ranges):
+            assert getattr(module, CALIBRATION_STATS_FUNCTION)("any model", [{"input": None}]) is ranges
+            raise KeyError("an error inside the block")
+    assert getattr(module, CALIBRATION_STATS_FUNCTION) is original

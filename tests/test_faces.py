@@ -12,7 +12,7 @@ import pytest
 
 from featherface.config import PRIORS, Thresholds
 from featherface.sdk.box_coding import make_priors
-from featherface.sdk.faces import Face, postprocess, postprocess_arrays
+from featherface.sdk.faces import Face, faces_from_arrays, postprocess_arrays
 from featherface.sdk.preprocess import letterbox
 
 INPUT = 64
@@ -113,7 +113,7 @@ def test_boxes_are_clipped_to_the_image_but_landmarks_are_not():
 def test_no_detection_gives_empty_arrays_and_list():
     boxes, scores, landmarks = run(*outputs({}))
     assert boxes.shape == (0, 4) and scores.shape == (0,) and landmarks.shape == (0, 10)
-    assert postprocess(*outputs({}), PRIORS_64, BOX, INPUT, INPUT, Thresholds(), VAR) == []
+    assert faces_from_arrays(*postprocess_arrays(*outputs({}), PRIORS_64, BOX, INPUT, INPUT, Thresholds(), VAR)) == []
 
 
 def test_batch_axis_of_one_is_accepted():
@@ -133,7 +133,7 @@ def test_mismatched_anchor_counts_are_an_error():
 
 def test_postprocess_returns_faces_matching_the_arrays():
     arrays = outputs({anchor(1, 2, 0): 0.9, anchor(5, 5, 0): 0.7})
-    faces = postprocess(*arrays, PRIORS_64, BOX, INPUT, INPUT, Thresholds(), VAR)
+    faces = faces_from_arrays(*postprocess_arrays(*arrays, PRIORS_64, BOX, INPUT, INPUT, Thresholds(), VAR))
     boxes, scores, landmarks = run(*arrays)
     assert [face.score for face in faces] == pytest.approx(scores.tolist())
     for face, box, points in zip(faces, boxes, landmarks):
@@ -149,8 +149,8 @@ def test_face_to_dict_is_plain_json_at_full_precision():
     assert as_dict == {"box": [1.123456, 2.0, 3.0, 4.0], "score": 0.987654321,
                        "landmarks": [[1.0, 2.0]] * 5}
     assert json.loads(json.dumps(as_dict)) == as_dict
-    faces = postprocess(*outputs({anchor(1, 2, 0): 0.9}), PRIORS_64, BOX, INPUT, INPUT,
-                        Thresholds(), VAR)
+    faces = faces_from_arrays(*postprocess_arrays(*outputs({anchor(1, 2, 0): 0.9}), PRIORS_64, BOX, INPUT, INPUT,
+                                                  Thresholds(), VAR))
     serialised = json.dumps([f.to_dict() for f in faces])  # no numpy scalars left
     assert type(faces[0].score) is float and type(faces[0].box[0]) is float
     assert "37.5" in serialised
