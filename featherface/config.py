@@ -59,10 +59,11 @@ class ParityThresholds:
     FLOAT32_NOISE_FACTOR x PyTorch FP32's own error against PyTorch FP64 on the same
     images): float32 summation order alone moves deep networks' outputs, so a file cannot be
     held closer to PyTorch FP32 than PyTorch FP32 is to the exact result (the figures behind
-    the factor: docs/measurements.md). None: not checked (reduced precision, where detection agreement is the meaningful measure). Recall and precision
-    are of the file's detections against PyTorch's, matched at IoU 0.5, in their robust
-    form (featherface.verify.parity.detection_agreement): a score merely crossing the threshold
-    is not a lost face.
+    the factor: docs/measurements.md). None: not checked (reduced precision, where detection
+    agreement is the meaningful measure). Recall and precision are of the file's detections
+    against PyTorch's, matched at IoU 0.5, in their robust form
+    (featherface.verify.parity.detection_agreement): a score merely crossing the threshold is
+    not a lost face.
     """
 
     abs_tolerance: float | None
