@@ -212,7 +212,7 @@ def test_bundle_layout_and_manifest(built, target):
         assert entry["size_bytes"] == size_of(path) > 10_000
         assert set(entry["output_map"]) == set(OUTPUT_NAMES)
         assert len(set(entry["output_map"].values())) == 3
-        assert verified_file(bundle, manifest, entry["file"])[0] == path
+        assert verified_file(bundle, read_manifest(bundle), entry["file"])[0] == path
         parity = entry["parity"]
         assert parity["status"] == "pass", parity["reasons"]
         assert parity["reasons"] == []
