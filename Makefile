@@ -25,6 +25,7 @@ build: $(STAMP)
 	$(BIN)/featherface build --target all --arch v2-ultra --out dist
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # Every file of dist/pi4 on an emulated Raspberry Pi 4 (qemu-aarch64 -cpu cortex-a72, Debian

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +19,12 @@ import torch.nn as nn
 
 from featherface.atomic import staging_directory, write_text_atomic
 from featherface.config import GOLDEN_IMAGES, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS
+from featherface.records import Manifest, ParityRecord
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
 from featherface.verify import files as verify_files
 from featherface.verify.check import detections_of, judge
-from featherface.records import Manifest, ParityRecord, QuantizationRecord
 from featherface.verify.files import ModelFile, OutputMapError, build_spec
 from featherface.verify.golden import write_golden
 from featherface.verify.parity import Detections

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 from . import __version__
 from .arg_types import output_folder, score_threshold, thread_count
 from .cli_help import add_examples_to_commands
-from .quiet import runtime_noise_filtered
 from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS
+from .quiet import runtime_noise_filtered
 
 
 class UsageError(Exception):
@@ -195,10 +195,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from .atomic import staging_directory
     from .converters.build import BuildError, check_file, output_lock
     from .converters.export import ExportRequest, exporters
     from .converters.manifest import embedded_metadata, new_manifest
-    from .atomic import staging_directory
 
     model, weights = _load_model(args)
     target = {"onnx": "onnx", "tflite": "pi4", "coreml": "a14"}[args.format]
@@ -266,7 +266,6 @@ def _eval_detect_fn(args: argparse.Namespace):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_detector
-
     from .progress_bar import count_bar
 
     detect, protocol, subject = _eval_detect_fn(args)
@@ -410,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", metavar="DIR", help="bundle directory, or a directory of bundles")
     report.set_defaults(run=_cmd_report)
 
-    from .bench.cli import add_bench_arguments, run as run_bench
+    from .bench.cli import add_bench_arguments
+    from .bench.cli import run as run_bench
 
     bench = commands.add_parser(
         "bench", help="latency, memory and parity of bundles or files on this device",

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from featherface.config import PRIORS, PriorConfig
 from featherface import priors as _np_priors
+from featherface.config import PRIORS, PriorConfig
 
 __all__ = ["make_priors", "encode_boxes", "encode_landmarks", "iou_matrix"]
 

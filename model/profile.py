@@ -1,7 +1,6 @@
 """Parameter and multiply-add counts, both our true ones and the paper's (thop) way."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 

@@ -10,11 +10,11 @@ from typing import Callable
 
 import torch.nn as nn
 
+from featherface.paths import SHARED
+
 from .featherface_v1 import FeatherFaceV1, FeatherFaceV1Config
 from .retinaface import RetinaFaceMNet
 from .v2_ultra import FeatherFaceV2Ultra
-
-from featherface.paths import SHARED
 
 SHARED_WEIGHTS = SHARED / "weights"
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights"

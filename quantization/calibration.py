@@ -18,7 +18,6 @@ from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
 
 
-
 class CalibrationError(ValueError):
     """No usable calibration set; the message names the directory and why."""
 

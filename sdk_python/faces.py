@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from featherface.config import NUM_LANDMARKS, Thresholds
-
 from featherface.sdk.box_coding import decode_boxes, decode_landmarks, nms
 from featherface.sdk.preprocess import Letterbox
 

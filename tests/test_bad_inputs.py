@@ -22,9 +22,9 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 from PIL import Image
 
+from conftest import require_shared
 from featherface import cli
 from featherface.model.registry import get_variant
 from featherface.quantization.calibration import CalibrationError, calibration_set, select_images

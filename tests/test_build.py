@@ -18,9 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
-from featherface.config import DEPLOY_THRESHOLDS, FLOAT32_NOISE_FACTOR, MANIFEST_VERSION, MEAN_BGR, OUTPUT_NAMES, OUTPUT_WIDTHS, PARITY_THRESHOLDS
+from conftest import require_shared
+from featherface.config import (
+    DEPLOY_THRESHOLDS,
+    FLOAT32_NOISE_FACTOR,
+    MANIFEST_VERSION,
+    MEAN_BGR,
+    OUTPUT_NAMES,
+    OUTPUT_WIDTHS,
+    PARITY_THRESHOLDS,
+)
 
 pytestmark = [
     pytest.mark.slow,

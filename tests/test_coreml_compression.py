@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
+from conftest import require_shared
 from featherface.config import PARITY_THRESHOLDS
 from featherface.converters.mil_eval import OPS, load_mil_program
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import require_shared
 from test_cli import run_cli
 
+from conftest import require_shared
 from featherface.widerface import read_prediction_file
 
 IMAGES = {  # two events, four images of the shared validation subset

@@ -6,8 +6,9 @@ import json
 import re
 
 import pytest
-from conftest import require_shared
 from test_cli import run_cli
+
+from conftest import require_shared
 
 HUMAN_AP = re.compile(r"AP easy (\d+\.\d) %, medium (\d+\.\d) %, hard (\d+\.\d) % \(\d+ s\)$")
 

@@ -17,6 +17,9 @@ from featherface.config import (
     PRIORS,
     ParityThresholds,
 )
+from featherface.sdk.box_coding import encode_boxes, encode_landmarks, iou_matrix, make_priors
+from featherface.sdk.faces import postprocess_arrays
+from featherface.sdk.preprocess import Letterbox
 from featherface.verify.parity import (
     ROBUST_MARGIN,
     Detections,
@@ -26,9 +29,6 @@ from featherface.verify.parity import (
     tensor_errors,
     verdict,
 )
-from featherface.sdk.box_coding import encode_boxes, encode_landmarks, iou_matrix, make_priors
-from featherface.sdk.faces import postprocess_arrays
-from featherface.sdk.preprocess import Letterbox
 
 SCORE = DEPLOY_THRESHOLDS.score
 FP32 = PARITY_THRESHOLDS["fp32"]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 from PIL import Image
 
+from conftest import require_shared
 from featherface.quantization.accuracy import APBudget
 from featherface.quantization.calibration import CalibrationError, calibration_set, select_images
-from featherface.quantization.equalize import equalize, equalization_scales
+from featherface.quantization.equalize import equalization_scales, equalize
 from featherface.quantization.mixed_precision import BudgetNotMet, FloatGroup, search
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess

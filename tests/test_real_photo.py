@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
 
+from conftest import require_shared
 from featherface.config import DEPLOY_THRESHOLDS, MEAN_BGR, PRIORS
 from featherface.model.registry import create_model
 from featherface.sdk.box_coding import decode_boxes, iou_matrix, make_priors, nms

@@ -13,16 +13,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from featherface.cli import main
 from featherface.converters import report_images as images
 from featherface.converters import report_plots
-from featherface.records import Manifest
-from featherface.verify.parity import Detections
 from featherface.converters.report import write_report
 from featherface.converters.report_html import BundleView, render
+from featherface.records import Manifest
+from featherface.verify.parity import Detections
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 PNG = "data:image/png;base64,"

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 from PIL import Image
-from test_build import CHECKPOINT, SIZE
 
+from conftest import require_shared
 from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS
-from featherface.verify.parity import ROBUST_MARGIN, Detections, detection_agreement
 from featherface.sdk.box_coding import iou_matrix
 from featherface.sdk.bundle import BundleError
 from featherface.sdk.detector import Detector
 from featherface.sdk.faces import Face
 from featherface.sdk.image_io import load_image
 from featherface.sdk.runtimes import RuntimeUnavailable
+from featherface.verify.parity import ROBUST_MARGIN, Detections, detection_agreement
+from test_build import CHECKPOINT, SIZE
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

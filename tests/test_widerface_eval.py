@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
+from conftest import require_shared
 from featherface.widerface import (
     SETTINGS,
     GroundTruth,
@@ -19,7 +19,6 @@ from featherface.widerface import (
     read_predictions,
     write_predictions,
 )
-
 
 
 def _image(name: str, boxes, keep=None, event: str = "0--Parade") -> GTImage:
