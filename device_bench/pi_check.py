@@ -34,7 +34,7 @@ PI_WHEELS = ("numpy==2.3.5", "pillow", "ai-edge-litert")
 # pip on bookworm (glibc 2.36) accepts every manylinux tag up to 2_36; pip's --platform
 # does not expand a tag downwards, so the whole list is given.
 WHEEL_PLATFORMS = tuple(f"manylinux_2_{minor}_aarch64" for minor in range(36, 16, -1)) + ("manylinux2014_aarch64",)
-PHOTOS = 3
+PHOTOS = 5
 # `detect` runs at this score on both machines, so that a face whose score merely crosses
 # the deploy threshold (0.5) between x86 and ARM kernels is still seen on both sides
 # (the robust agreement of featherface.verify.parity, whose margin is 0.1).
@@ -121,6 +121,11 @@ def wheel_install_command(pip: Sequence[str], target: Path, specs: Sequence[str]
     ]
 
 
+def wheel_specs(litert: str) -> tuple[str, ...]:
+    """The README's Pi wheels with LiteRT's requirement replaced by `litert`."""
+    return tuple(spec for spec in PI_WHEELS if not spec.startswith("ai-edge-litert")) + (litert,)
+
+
 def sdk_install_command(pip: Sequence[str], target: Path, repo: Path) -> list[str]:
     """The README's `pip install --no-deps ./featherface`, into `target` (no venv to put it in)."""
     return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts", "--no-deps",
@@ -200,7 +205,10 @@ def compare_detections(host: dict[str, list[dict]], emulated: dict[str, list[dic
                                     DEPLOY_SCORE)
     ok = (agreement["robust_recall"] >= 1.0 and agreement["robust_precision"] >= 1.0
           and agreement["mean_iou"] >= MIN_MEAN_IOU)
-    return {"status": "pass" if ok else "fail", "photos": len(images), **agreement}
+    result = {"status": "pass" if ok else "fail", "photos": len(images), **agreement}
+    if agreement["reference_faces"] == agreement["candidate_faces"] == 0:
+        result["note"] = "no face above the threshold in these photos on either machine: nothing was compared"
+    return result
 
 
 def exit_status(bench_report: dict | None, detect_results: Mapping[str, dict]) -> int:
@@ -221,7 +229,7 @@ def spread(items: Sequence, count: int) -> list:
 # ---------------------------------------------------------------- setup (I/O)
 
 
-def _say(message: str) -> None:
+def _progress(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
@@ -248,7 +256,7 @@ def find_qemu(install: bool) -> str:
     if not can_install:
         raise PiCheckError("qemu-aarch64-static is missing: install Debian's qemu-user-static "
                            "(sudo apt-get install qemu-user-static) and run again")
-    _say("qemu-aarch64-static is missing: installing Debian's qemu-user-static with apt-get")
+    _progress("qemu-aarch64-static is missing: installing Debian's qemu-user-static with apt-get")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "install", "-y", "-q", "qemu-user-static"], "installing qemu-user-static",
          env=env, capture_output=True)
@@ -275,7 +283,7 @@ def build_sysroot(layout: Layout, emulator: str) -> bool:
         if os.geteuid() != 0:
             raise PiCheckError("apt does not know arm64 packages: run `sudo dpkg --add-architecture arm64 "
                                "&& sudo apt-get update` once, then again")
-        _say("adding arm64 to dpkg's architectures (dpkg --add-architecture arm64) and updating apt's lists")
+        _progress("adding arm64 to dpkg's architectures (dpkg --add-architecture arm64) and updating apt's lists")
         _run(["dpkg", "--add-architecture", "arm64"], "dpkg --add-architecture arm64", capture_output=True)
         _run(["apt-get", "update", "-q"], "apt-get update", capture_output=True)
     depends = _run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
@@ -288,7 +296,7 @@ def build_sysroot(layout: Layout, emulator: str) -> bool:
     shutil.rmtree(layout.debs, ignore_errors=True)
     shutil.rmtree(layout.sysroot, ignore_errors=True)
     layout.debs.mkdir(parents=True)
-    _say(f"downloading {len(packages)} Debian bookworm arm64 packages (apt-get download)")
+    _progress(f"downloading {len(packages)} Debian bookworm arm64 packages (apt-get download)")
     _run(["apt-get", "download", "-q", *packages], "apt-get download", cwd=layout.debs, capture_output=True)
     debs = sorted(layout.debs.glob("*.deb"))
     for deb in debs:
@@ -307,7 +315,7 @@ def install_wheels(layout: Layout, specs: Sequence[str]) -> tuple[Path, bool]:
     if stamp.is_file():
         return target, False
     shutil.rmtree(target, ignore_errors=True)
-    _say(f"installing the aarch64 wheels a Pi gets: {' '.join(specs)}")
+    _progress(f"installing the aarch64 wheels a Pi gets: {' '.join(specs)}")
     _run(wheel_install_command([sys.executable, "-m", "pip"], target, specs), "pip install (aarch64 wheels)",
          stderr=subprocess.PIPE)
     stamp.write_text(json.dumps({"specs": list(specs)}) + "\n")
@@ -366,11 +374,11 @@ def bundle_files(bundle: Path) -> list[str]:
 
 
 def check_detections(emulator: Emulator, script: Path, bundle: Path, files: Sequence[str],
-                     photos: Sequence[Path], say: Callable[[str], None]) -> dict[str, dict]:
+                     photos: Sequence[Path], progress: Callable[[str], None]) -> dict[str, dict]:
     """Per file: `detect` on the emulated Pi against `detect` here."""
     results = {}
     for name in files:
-        say(f"detect with {name} on {len(photos)} photo(s), emulated and here")
+        progress(f"detect with {name} on {len(photos)} photo(s), emulated and here")
         emulated = emulator.run(detect_argv(script, bundle, name, photos), capture_output=True)
         host = subprocess.run(host_featherface() + detect_argv(script, bundle, name, photos)[1:],
                               capture_output=True, text=True)
@@ -399,13 +407,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def prepare(args: argparse.Namespace, layout: Layout, timings: dict[str, float]) -> tuple[Emulator, str, str | None]:
+    """The emulated Pi, built or taken from the cache: (emulator, its name, LiteRT version)."""
     from featherface.paths import REPO_ROOT
 
+    specs = wheel_specs(args.litert)
+    step = time.perf_counter()
+    qemu = find_qemu(install=not args.no_install)
+    name = f"{qemu_version(qemu)} -cpu {args.cpu}"
+    timings["qemu_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    built = build_sysroot(layout, name)
+    timings["sysroot_s" if built else "sysroot_cached_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    wheels, built = install_wheels(layout, specs)
+    timings["wheels_s" if built else "wheels_cached_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    sdk = install_sdk(layout, REPO_ROOT)
+    timings["sdk_s"] = time.perf_counter() - step
+    return Emulator(qemu, args.cpu, layout.sysroot, (sdk, wheels)), name, installed_version(wheels, "ai-edge-litert")
+
+
+def summarize(report: dict, detections: Mapping[str, dict]) -> None:
+    """One line per file on stderr: golden parity here, detect against x86."""
+    for entry in report["results"]:
+        parity, found = entry["parity"], detections.get(entry["file"], {})
+        why = "; ".join(parity.get("reasons") or []) if parity["status"] != "pass" else ""
+        if found.get("status") == "fail":
+            why += ("; " if why else "") + (found.get("reason") or "clear faces or boxes differ from x86's")
+        why = "; ".join(filter(None, [why, found.get("note")]))
+        _progress(f"{entry['label']}: golden parity {parity['status']}, detect vs x86 {found.get('status', '-')}"
+                  + (f" ({why})" if why else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     bundle = args.bundle.resolve()
     layout = Layout(args.root.resolve())
-    specs = tuple(s for s in PI_WHEELS if not s.startswith("ai-edge-litert")) + (args.litert,)
     timings: dict[str, float] = {}
     try:
         if not (bundle / "manifest.json").is_file():
@@ -413,28 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "or pass BUNDLE=path/to/pi4")
         files = bundle_files(bundle)
         photos = [p.resolve() for p in args.photo] if args.photo else default_photos(PHOTOS)
-        started = time.perf_counter()
-        qemu = find_qemu(install=not args.no_install)
-        emulator_name = f"{qemu_version(qemu)} -cpu {args.cpu}"
-        timings["qemu_s"] = time.perf_counter() - started
-        step = time.perf_counter()
-        built = build_sysroot(layout, emulator_name)
-        timings["sysroot_s" if built else "sysroot_cached_s"] = time.perf_counter() - step
-        step = time.perf_counter()
-        wheels, built = install_wheels(layout, specs)
-        timings["wheels_s" if built else "wheels_cached_s"] = time.perf_counter() - step
-        step = time.perf_counter()
-        sdk = install_sdk(layout, REPO_ROOT)
-        timings["sdk_s"] = time.perf_counter() - step
+        emulator, name, litert = prepare(args, layout, timings)
     except PiCheckError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    litert = installed_version(wheels, "ai-edge-litert")
-    _say(f"emulated Pi ready ({emulator_name}; Python 3.11 arm64, ai-edge-litert {litert}) in "
-         f"{sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    _progress(f"emulated Pi ready ({name}; Python 3.11 arm64, ai-edge-litert {litert}) in "
+              f"{sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
-    emulator = Emulator(qemu, args.cpu, layout.sysroot, (sdk, wheels))
-    script = sdk / "bin" / "featherface"  # the console script; the emulated python runs it
+    script = emulator.site_dirs[0] / "bin" / "featherface"  # the SDK's console script, run by the emulated python
     step = time.perf_counter()
     layout.out.mkdir(parents=True, exist_ok=True)
     bench = emulator.run(bench_argv(script, bundle, layout.out / "bench", args.threads), stdout=subprocess.PIPE)
@@ -448,24 +472,21 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(a crash of the runtime shows as exit -11 or 139)", file=sys.stderr)
         return 1
     step = time.perf_counter()
-    detections = check_detections(emulator, script, bundle, files, photos, _say)
+    detections = check_detections(emulator, script, bundle, files, photos, _progress)
     timings["detect_s"] = time.perf_counter() - step
     report["emulation"] = {
-        "emulator": emulator_name, "cpu": args.cpu, "python": "Debian bookworm python3.11 (arm64)",
-        "wheels": list(specs), "ai_edge_litert": litert, "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "emulator": name, "cpu": args.cpu, "python": "Debian bookworm python3.11 (arm64)",
+        "wheels": list(wheel_specs(args.litert)), "ai_edge_litert": litert,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "note": "latency under emulation means nothing; time a real Pi with `featherface bench`",
     }
     report["detect_vs_x86"] = {"photos": [str(p) for p in photos], "files": detections}
     print(json.dumps(report, indent=2))
     (layout.out / "pi-check.json").write_text(json.dumps(report, indent=2) + "\n")
-    for entry in report["results"]:
-        name = entry["file"] if "file" in entry else entry["label"].rsplit("/", 1)[-1]
-        found = detections.get(name, {})
-        extra = "" if found.get("status") != "fail" else f" ({found.get('reason') or 'robust recall/precision or IoU short'})"
-        _say(f"{entry['label']}: golden parity {entry['parity']['status']}, detect vs x86 {found.get('status', '-')}{extra}")
+    summarize(report, detections)
     status = exit_status(report, detections)
-    _say(("every file passed" if status == 0 else "FAILED") + f" on the emulated {args.cpu} "
-         f"(bench {timings['bench_s']:.0f} s, detect {timings['detect_s']:.0f} s)")
+    _progress(("every file passed" if status == 0 else "FAILED") + f" on the emulated {args.cpu} "
+              f"(bench {timings['bench_s']:.0f} s, detect {timings['detect_s']:.0f} s)")
     return status
 
 

@@ -46,6 +46,11 @@ def test_wheels_are_the_aarch64_cpython311_binaries_a_bookworm_pip_accepts():
     assert command[-2:] == ["numpy==2.3.5", "ai-edge-litert"]
 
 
+def test_a_litert_pin_replaces_only_the_readmes_unpinned_litert():
+    assert pi_check.wheel_specs("ai-edge-litert") == pi_check.PI_WHEELS
+    assert pi_check.wheel_specs("ai-edge-litert==2.1.0") == ("numpy==2.3.5", "pillow", "ai-edge-litert==2.1.0")
+
+
 def test_the_sdk_is_installed_as_the_readme_says_without_dependencies():
     command = pi_check.sdk_install_command(["pip"], Path("/sdk"), Path("/repo"))
     assert command[:2] == ["pip", "install"] and "--no-deps" in command and command[-1] == "/repo"
@@ -85,6 +90,11 @@ def test_parse_detect_lines_reads_json_lines_and_skips_the_rest():
 def test_the_same_faces_on_both_machines_pass():
     faces = {"a.jpg": [face((10, 10, 50, 60), 0.91)], "b.jpg": []}
     assert pi_check.compare_detections(faces, faces)["status"] == "pass"
+
+
+def test_photos_without_faces_pass_but_say_nothing_was_compared():
+    result = pi_check.compare_detections({"a.jpg": []}, {"a.jpg": []})
+    assert result["status"] == "pass" and "nothing was compared" in result["note"]
 
 
 def test_a_clear_face_lost_on_the_emulated_pi_fails():
