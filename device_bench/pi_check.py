@@ -271,7 +271,7 @@ def qemu_version(qemu: str) -> str:
     return result.stdout.splitlines()[0].strip() if result.stdout else qemu
 
 
-def build_sysroot(layout: Layout, emulator: str) -> bool:
+def build_sysroot(layout: Layout) -> bool:
     """Debian bookworm arm64 python3.11 unpacked under layout.sysroot (once); True if built now."""
     if layout.sysroot_stamp.is_file() and (layout.sysroot / PYTHON).is_file():
         return False
@@ -301,11 +301,15 @@ def build_sysroot(layout: Layout, emulator: str) -> bool:
     debs = sorted(layout.debs.glob("*.deb"))
     for deb in debs:
         _run(["dpkg-deb", "-x", str(deb), str(layout.sysroot)], f"unpacking {deb.name}", capture_output=True)
+    layout.sysroot_stamp.write_text(json.dumps({"packages": [d.name for d in debs]}, indent=1) + "\n")
+    return True
+
+
+def write_cpuinfo(layout: Layout, emulator: str) -> None:
+    """The emulated Pi's /proc/cpuinfo (see CPUINFO_CORE), rewritten each run: it names the emulator."""
     proc = layout.sysroot / "proc"
     proc.mkdir(exist_ok=True)
     (proc / "cpuinfo").write_text(pi4_cpuinfo(os.cpu_count() or 1, f"Raspberry Pi 4 userland emulated by {emulator}"))
-    layout.sysroot_stamp.write_text(json.dumps({"packages": [d.name for d in debs]}, indent=1) + "\n")
-    return True
 
 
 def install_wheels(layout: Layout, specs: Sequence[str]) -> tuple[Path, bool]:
@@ -356,11 +360,17 @@ class Emulator:
     qemu: str
     cpu: str
     sysroot: Path
-    site_dirs: tuple[Path, ...]
+    sdk: Path
+    wheels: Path
+
+    @property
+    def featherface(self) -> Path:
+        """The SDK's console script; the emulated python runs it (its shebang is this machine's)."""
+        return self.sdk / "bin" / "featherface"
 
     def run(self, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(emulated_python(self.qemu, self.cpu, self.sysroot, argv),
-                              env=emulated_env(self.site_dirs, os.environ), text=True, **kwargs)
+                              env=emulated_env([self.sdk, self.wheels], os.environ), text=True, **kwargs)
 
 
 def host_featherface() -> list[str]:
@@ -417,7 +427,8 @@ def prepare(args: argparse.Namespace, layout: Layout, timings: dict[str, float])
     name = f"{qemu_version(qemu)} -cpu {args.cpu}"
     timings["qemu_s"] = time.perf_counter() - step
     step = time.perf_counter()
-    built = build_sysroot(layout, name)
+    built = build_sysroot(layout)
+    write_cpuinfo(layout, name)
     timings["sysroot_s" if built else "sysroot_cached_s"] = time.perf_counter() - step
     step = time.perf_counter()
     wheels, built = install_wheels(layout, specs)
@@ -425,7 +436,7 @@ def prepare(args: argparse.Namespace, layout: Layout, timings: dict[str, float])
     step = time.perf_counter()
     sdk = install_sdk(layout, REPO_ROOT)
     timings["sdk_s"] = time.perf_counter() - step
-    return Emulator(qemu, args.cpu, layout.sysroot, (sdk, wheels)), name, installed_version(wheels, "ai-edge-litert")
+    return Emulator(qemu, args.cpu, layout.sysroot, sdk, wheels), name, installed_version(wheels, "ai-edge-litert")
 
 
 def summarize(report: dict, detections: Mapping[str, dict]) -> None:
@@ -458,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _progress(f"emulated Pi ready ({name}; Python 3.11 arm64, ai-edge-litert {litert}) in "
               f"{sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
-    script = emulator.site_dirs[0] / "bin" / "featherface"  # the SDK's console script, run by the emulated python
+    script = emulator.featherface
     step = time.perf_counter()
     layout.out.mkdir(parents=True, exist_ok=True)
     bench = emulator.run(bench_argv(script, bundle, layout.out / "bench", args.threads), stdout=subprocess.PIPE)
