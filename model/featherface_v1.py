@@ -50,7 +50,7 @@ class FeatherFaceV1(RetinaStyleDetector):
             return features
         return [residual_cbam(getattr(self, prefix.format(i)), f) for i, f in enumerate(features)]
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        levels = self._attend("bacbkbone_{}_cbam", self.body(x))
+    def neck(self, backbone_levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        levels = self._attend("bacbkbone_{}_cbam", backbone_levels)
         levels = self._attend("bif_cbam_{}", self.bifpn(levels))
         return [getattr(self, f"ssh{i + 1}_cs")(getattr(self, f"ssh{i + 1}")(f)) for i, f in enumerate(levels)]

@@ -36,13 +36,20 @@ class RetinaStyleDetector(nn.Module):
         self.BboxHead = head_list(head_channels, anchors, OUTPUT_WIDTHS["loc"], levels)
         self.LandmarkHead = head_list(head_channels, anchors, OUTPUT_WIDTHS["landmarks"], levels)
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def neck(self, backbone_levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Everything between the MobileNetV1 `body` and the heads."""
         raise NotImplementedError
 
-    def raw_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.neck(self.body(x))
+
+    def raw_outputs(
+        self, x: torch.Tensor | None = None, backbone_levels: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """loc, class logits (never softmaxed), landmarks, and the per-level features the
-        heads read (training and distillation need both)."""
-        levels = self.features(x)
+        heads read (training and distillation need both). Given `backbone_levels` instead
+        of `x`, the body is skipped: one backbone pass can serve two networks sharing it."""
+        levels = self.features(x) if backbone_levels is None else self.neck(backbone_levels)
 
         def predict(heads: nn.ModuleList) -> torch.Tensor:
             return torch.cat([heads[i % len(heads)](f) for i, f in enumerate(levels)], dim=1)

@@ -17,6 +17,6 @@ class RetinaFaceMNet(RetinaStyleDetector):
         self.fpn = FPN(MobileNetV1.out_channels, channels)
         self.ssh1, self.ssh2, self.ssh3 = (SSH(channels, channels) for _ in range(3))
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        p3, p4, p5 = self.fpn(self.body(x))
+    def neck(self, backbone_levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        p3, p4, p5 = self.fpn(backbone_levels)
         return [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]

@@ -64,7 +64,10 @@ def stem_ops(graph: Graph) -> list[Op]:
 
 def sampling_ops(graph: Graph) -> list[Op]:
     """The deformable-convolution sampling: position and bilinear-weight arithmetic on 2-D
-    tables, gathers, floors and casts (not its matrix multiply)."""
+    tables, gathers, floors and casts (not its matrix multiply). None in a network without
+    gathers: its low-rank ops (a channel-attention MLP, level gates) are ordinary layers."""
+    if not any(op.type in {"GATHER", "GATHER_ND"} for op in graph.ops):
+        return []
     return [op for op in graph.ops if op.type in SAMPLING_OPS or (len(op.shape) <= 2 and op.type not in MATMUL_OPS)]
 
 

@@ -186,13 +186,17 @@ def test_v2_ultra_heads_are_shared_across_levels():
         assert len(heads) == 1
 
 
+# Every switch on (the shared CBAM too): the network each innovation is taken out of.
+ALL_ON = FeatherFaceV2UltraConfig(attention=True, **dict.fromkeys(INNOVATIONS, True))
+
+
 @pytest.mark.parametrize("innovation", INNOVATIONS)
 def test_turning_off_each_v2_ultra_innovation_changes_the_output(innovation):
     assert len(INNOVATIONS) == 5
-    default = randomise_norm_layers(build("v2-ultra", seed=7), seed=8).eval()
-    config = dataclasses.replace(FeatherFaceV2UltraConfig(), **{innovation: False})
-    ablated = FeatherFaceV2Ultra(config).eval()
-    result = ablated.load_state_dict(default.state_dict(), strict=False)
+    torch.manual_seed(7)
+    full = randomise_norm_layers(FeatherFaceV2Ultra(ALL_ON), seed=8).eval()
+    ablated = FeatherFaceV2Ultra(dataclasses.replace(ALL_ON, **{innovation: False})).eval()
+    result = ablated.load_state_dict(full.state_dict(), strict=False)
     assert result.missing_keys == []
     if innovation == "dynamic_weight_sharing":
         assert sorted(result.unexpected_keys) == ["gate.bias", "gate.scale"]
@@ -200,7 +204,7 @@ def test_turning_off_each_v2_ultra_innovation_changes_the_output(innovation):
         assert result.unexpected_keys == []
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
-        reference = default(x)
+        reference = full(x)
         changed = ablated(x)
     for a, b in zip(reference, changed):
         assert a.shape == b.shape
@@ -212,11 +216,20 @@ def test_turning_off_each_v2_ultra_innovation_changes_the_output(innovation):
 @pytest.mark.parametrize("innovation", INNOVATIONS)
 def test_innovations_add_no_convolution_macs_and_at_most_the_gate_parameters(innovation):
     """The docstring's claim: zero parameters each (6 for the level gate), no conv MACs."""
-    default = FeatherFaceV2Ultra()
-    ablated = FeatherFaceV2Ultra(dataclasses.replace(FeatherFaceV2UltraConfig(), **{innovation: False}))
-    extra = parameter_counts(default)["params"] - parameter_counts(ablated)["params"]
+    full = FeatherFaceV2Ultra(ALL_ON)
+    ablated = FeatherFaceV2Ultra(dataclasses.replace(ALL_ON, **{innovation: False}))
+    extra = parameter_counts(full)["params"] - parameter_counts(ablated)["params"]
     assert extra == (6 if innovation == "dynamic_weight_sharing" else 0)
-    assert count_macs(default, 64)["macs"] == count_macs(ablated, 64)["macs"]
+    assert count_macs(full, 64)["macs"] == count_macs(ablated, 64)["macs"]
+
+
+def test_the_default_v2_ultra_keeps_only_the_innovations_that_cost_no_time():
+    """docs/v2_ultra.md: the default keeps the two adds (skip, top-down) and leaves out
+    the attention, pooling and gate ops that cost INT8 time on the Pi."""
+    default = FeatherFaceV2UltraConfig()
+    assert [n for n in INNOVATIONS if getattr(default, n)] == ["feature_reuse", "progressive_enhancement"]
+    assert not default.attention and default.bifpn_cells == 0
+    assert FeatherFaceV2Ultra().attention is None
 
 
 def export_and_compare(model: nn.Module, path, size: int) -> None:

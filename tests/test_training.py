@@ -27,13 +27,23 @@ from featherface.training.distill import (
     DistillConfig,
     attention_transfer_loss,
     feature_alignment_loss,
+    freeze_teacher,
     kd_kl_loss,
+    same_backbone,
+    teacher_outputs,
     temperature,
 )
 from featherface.training.distill_config import SEED_3PHASE, Phase, settings_at
 from featherface.training.loss import LossConfig, MultiBoxLoss, match, mine_hard_negatives
 from featherface.training.outputs import detector_outputs
-from featherface.training.trainer import RESUME_FILE, TeacherConfig, TrainConfig, build_student, train
+from featherface.training.trainer import (
+    RESUME_FILE,
+    TeacherConfig,
+    TrainConfig,
+    build_student,
+    learning_rate_schedule,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,6 +304,23 @@ def test_kd_loss_is_zero_for_equal_logits_and_positive_otherwise():
     assert kd_kl_loss(student, teacher, 4.0).item() > 0
     # scaled by T^2: at the same T, doubling the gap raises the loss
     assert kd_kl_loss(teacher + 2 * (student - teacher), teacher, 4.0) > kd_kl_loss(student, teacher, 4.0)
+
+
+def test_per_face_kd_is_the_summed_kl_over_the_teachers_expected_face_priors():
+    """Hand-made case: 2 images x 3 priors, one prior each where the teacher is sure of a
+    face (p = 0.9), background elsewhere."""
+    teacher = torch.tensor([[[0.0, 2.1972246], [3.0, 0.0], [3.0, 0.0]]] * 2)  # p(face) 0.9, 0.0474, 0.0474
+    student = torch.zeros_like(teacher)  # p = 0.5 everywhere
+    p_face = torch.softmax(teacher, dim=-1)[..., 1]
+    kl = (p_face * torch.log(p_face / 0.5) + (1 - p_face) * torch.log((1 - p_face) / 0.5)).sum()
+    expected = kl / p_face.sum()
+    assert kd_kl_loss(student, teacher, 1.0, per="face").item() == pytest.approx(expected.item(), rel=1e-5)
+    assert kd_kl_loss(student, teacher, 1.0, per="prior").item() == pytest.approx((kl / 6).item(), rel=1e-5)
+    # no face anywhere: the normaliser stays at least 1 instead of exploding
+    background = torch.tensor([[[9.0, 0.0]] * 3])
+    assert kd_kl_loss(torch.zeros_like(background), background, 1.0, per="face") < 3 * math.log(2)
+    with pytest.raises(ValueError, match="per must be"):
+        kd_kl_loss(student, teacher, 1.0, per="anchor")
 
 
 def test_feature_terms_need_no_adapter_and_vanish_when_the_maps_agree():
@@ -573,3 +600,65 @@ def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
     assert len(variant.state_dict()) < len(reference)
     with pytest.raises(CheckpointError):  # without the switch the load stays strict
         init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())
+
+
+# --------------------------------------------------------------------------- V2 Ultra's recipe
+
+
+def _student_sharing_the_teachers_backbone(seed: int):
+    torch.manual_seed(seed)
+    teacher = freeze_teacher(get_variant("retinaface-mnet025").build())
+    student = get_variant("v2-ultra").build().eval()
+    student.body.load_state_dict(teacher.body.state_dict())
+    return student, teacher
+
+
+def test_shared_backbone_teacher_outputs_equal_a_separate_teacher_pass():
+    student, teacher = _student_sharing_the_teachers_backbone(seed=11)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(12))
+    assert same_backbone(student, teacher)
+    with torch.no_grad():
+        backbone_levels = student.body(x)
+    separate, shared = teacher_outputs(teacher, x), teacher_outputs(teacher, None, backbone_levels)
+    for a, b in zip(separate[:3], shared[:3]):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    own, from_levels = detector_outputs(student, x), detector_outputs(student, None, backbone_levels)
+    for a, b in zip(own[:3], from_levels[:3]):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
+def test_a_backbone_differing_in_one_bn_statistic_is_not_shared():
+    student, teacher = _student_sharing_the_teachers_backbone(seed=13)
+    student.body.stage1[0][1].running_mean[0] += 1e-3
+    assert not same_backbone(student, teacher)
+
+
+def test_ultra_frozen_recipe_shares_one_backbone_pass_and_keeps_it_bit_identical(tiny_label_txt, tmp_path):
+    torch.manual_seed(14)
+    teacher = get_variant("retinaface-mnet025").build()
+    teacher_file = save_weights(teacher, tmp_path / "teacher.pth")
+    loss = DistillConfig(task_weight=1, kd_weight=2, feature_weight=0, attention_weight=0, box_weight=0.5,
+                         landmark_weight=0.1, temperature_range=0, temperature_min=1, phases=(Phase(2, freeze_backbone=True),))
+    config = _tiny_config(tiny_label_txt, tmp_path / "run", epochs=2, max_images=4, lr=1e-2,
+                          teacher=TeacherConfig(arch="retinaface-mnet025", weights=str(teacher_file), loss=loss))
+    messages: list[str] = []
+    result = train(config, messages.append)
+    assert any("share one frozen backbone pass" in m for m in messages)
+    for key, value in teacher.body.state_dict().items():  # weights and BN statistics
+        torch.testing.assert_close(result.model.body.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    neck = {k: v for k, v in result.model.state_dict().items() if not k.startswith("body.") and v.is_floating_point()}
+    fresh = get_variant("v2-ultra").build().state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in neck.items())
+    assert all(math.isfinite(row["loss"]) and row["kd"] > 0 and row["box_kd"] >= 0 for row in result.history)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 5, 10, 11, 1000])
+def test_the_learning_rate_schedule_runs_any_number_of_steps(total_steps):
+    """OneCycleLR divides by zero when its warm-up rounds to no step (10 steps at 10 %)."""
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=1e-3)
+    schedule = learning_rate_schedule(optimizer, 1e-3, total_steps, 0.1)
+    for _ in range(total_steps):
+        optimizer.step()
+        schedule.step()
+    assert all(math.isfinite(lr) and 0 < lr <= 1e-3 for lr in schedule.get_last_lr())

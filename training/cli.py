@@ -93,6 +93,8 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
                         help=f"landmark regression towards the teacher on matched priors {from_defaults}")
     parser.add_argument("--temperature-range", type=float, default=defaults.temperature_range,
                         help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
+    parser.add_argument("--kd-per", choices=("prior", "face"), default=defaults.kd_per,
+                        help=f"KL normalisation: mean over priors (the seed's) or per expected teacher face prior {from_defaults}")
     parser.add_argument("--temperature-min", type=float, default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
 
 
@@ -111,7 +113,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
             loss=DistillConfig(
                 task_weight=args.task_weight, kd_weight=args.kd_weight, feature_weight=args.feature_weight,
                 attention_weight=args.attention_weight, box_weight=args.box_weight, landmark_weight=args.landmark_weight,
-                temperature_range=args.temperature_range, temperature_min=args.temperature_min, phases=phases,
+                temperature_range=args.temperature_range, temperature_min=args.temperature_min, kd_per=args.kd_per, phases=phases,
             ),
         )
     return TrainConfig(

@@ -38,6 +38,7 @@ __all__ = [
     "distillation_loss",
     "feature_alignment_loss",
     "freeze_teacher",
+    "same_backbone",
     "kd_kl_loss",
     "teacher_outputs",
     "temperature",
@@ -51,13 +52,25 @@ def temperature(epoch: int | float, max_epochs: int, config: DistillConfig = Dis
     return config.temperature_range * (1.0 - epoch / max_epochs) + config.temperature_min
 
 
-def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor, t: float) -> Tensor:
-    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), summed over classes and
-    averaged over every prior of every image. Zero iff the tempered distributions agree."""
+def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor, t: float, per: str = "prior") -> Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), summed over classes. Zero
+    iff the tempered distributions agree.
+
+    per="prior": averaged over every prior of every image (the seed's form). With 16,800
+    priors at 640 and a few dozen on faces, that average is ~1e-3 and barely trains.
+    per="face": summed over all priors and divided by the teacher's expected number of
+    face priors (the sum of its face probabilities, at least 1): the dense term then
+    weighs about as much as the task's classification loss.
+    """
     log_p_student = F.log_softmax(student_logits / t, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / t, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
-    return kl.mean() * t * t
+    if per == "prior":
+        return kl.mean() * t * t
+    if per == "face":
+        faces = F.softmax(teacher_logits, dim=-1)[..., 1].sum().clamp(min=1.0)
+        return kl.sum() / faces * t * t
+    raise ValueError(f"per must be 'prior' or 'face', got {per!r}")
 
 
 def _standardised_channel_mean(x: Tensor) -> Tensor:
@@ -97,11 +110,21 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: nn.Module, x: Tensor) -> DetectorOutputs:
-    """The frozen teacher's logits, regression outputs and levels (eval mode, no grad)."""
+def teacher_outputs(teacher: nn.Module, x: Tensor | None, backbone_levels: list[Tensor] | None = None) -> DetectorOutputs:
+    """The frozen teacher's logits, regression outputs and levels (eval mode, no grad);
+    from a shared backbone's `backbone_levels` instead of `x` when given."""
     if teacher.training:
         raise RuntimeError("the teacher must be in eval mode (use freeze_teacher)")
-    return detector_outputs(teacher, x)
+    return detector_outputs(teacher, x, backbone_levels)
+
+
+def same_backbone(student: nn.Module, teacher: nn.Module) -> bool:
+    """True when both MobileNetV1 `body`s hold identical weights and BN statistics, so
+    that one backbone pass (in eval mode) serves both networks."""
+    if not (hasattr(student, "body") and hasattr(teacher, "body")):
+        return False
+    mine, theirs = student.body.state_dict(), teacher.body.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 @dataclass
@@ -128,7 +151,7 @@ def distillation_loss(
     Terms whose weight is 0 are not computed (reported as 0).
     """
     zero = task_total.new_zeros(())
-    kd = kd_kl_loss(student.conf_logits, teacher.conf_logits, t) if config.kd_weight else zero
+    kd = kd_kl_loss(student.conf_logits, teacher.conf_logits, t, config.kd_per) if config.kd_weight else zero
     feature = feature_alignment_loss(student.levels, teacher.levels) if config.feature_weight else zero
     attention = attention_transfer_loss(student.levels, teacher.levels) if config.attention_weight else zero
     box = landmarks = zero

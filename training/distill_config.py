@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["PRESETS", "SEED_3PHASE", "DistillConfig", "EpochSettings", "Phase", "settings_at"]
+__all__ = ["PRESETS", "SEED_3PHASE", "ULTRA_FROZEN", "DistillConfig", "EpochSettings", "Phase", "settings_at"]
 
 WEIGHTS = ("task_weight", "kd_weight", "feature_weight", "attention_weight", "box_weight", "landmark_weight")
 
@@ -40,13 +40,19 @@ SEED_3PHASE: tuple[Phase, ...] = (
     Phase(300),
     Phase(400, terms_off=("feature_weight", "attention_weight")),
 )
-PRESETS: dict[str, tuple[Phase, ...]] = {"seed-3phase": SEED_3PHASE}
+# V2 Ultra's recipe: the student's backbone is the teacher's (RetinaFace-mnet0.25, trained
+# on all of WIDER FACE), frozen throughout, so one backbone pass serves both networks and
+# only the ~32K parameters on top of it learn (docs/v2_ultra.md).
+ULTRA_FROZEN: tuple[Phase, ...] = (Phase(10, freeze_backbone=True),)
+PRESETS: dict[str, tuple[Phase, ...]] = {"seed-3phase": SEED_3PHASE, "ultra-frozen": ULTRA_FROZEN}
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     """Every weight of the distillation loss; defaults are the seed document's recipe.
 
+    kd_per: how the KL term is normalised ("prior": mean over priors, the seed's;
+    "face": per expected teacher face prior, see distill.kd_kl_loss).
     regression_min_score: the box term only uses priors where the teacher's face
     probability exceeds this (its boxes elsewhere are meaningless). The landmark term
     uses the priors matched to a ground-truth face, where the teacher's landmarks are
@@ -64,6 +70,7 @@ class DistillConfig:
     temperature_range: float = 4.0
     temperature_min: float = 2.0
     regression_min_score: float = 0.5
+    kd_per: str = "prior"  # or "face": see distill.kd_kl_loss
     phases: tuple[Phase, ...] = ()
 
     def __post_init__(self) -> None:

@@ -23,6 +23,10 @@ from featherface.paths import WIDERFACE
 
 __all__ = ["main", "render_model_card", "run_evaluations"]
 
+# OpenCV's YuNet (75,856 parameters), measured with the same evaluator and images
+# (../shared/docs/measured.md, turn 2): original size, then longer side 640.
+YUNET_ROW = "| YuNet (OpenCV, measured outside the product) | 75,856 | - | 92.7 / 91.6 / 81.2 | 91.4 / 88.6 / 62.8 |"
+
 PROTOCOLS: tuple[int | None, ...] = (None, DEFAULT_INPUT_SIZE)  # original size (the paper's), letterboxed
 
 
@@ -65,7 +69,7 @@ def run_evaluations(
 
 def _ap(results: dict, arch: str, size: int | None) -> str:
     r = results.get(_key(arch, size))
-    return f"{r['easy']:.3f} / {r['medium']:.3f} / {r['hard']:.3f}" if r else "not measured"
+    return " / ".join(f"{100 * r[k]:.1f}" for k in ("easy", "medium", "hard")) if r else "not measured"
 
 
 def render_model_card(run: dict, results: dict, weights: Path, arch: str, compare: list[str], command: str) -> str:
@@ -96,9 +100,9 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
         f"# Model card: `{weights.name}` ({arch})",
         "",
         f"The default weights that `create_model(\"{arch}\")` and `featherface ... --arch {arch}` load. "
-        f"A short-budget {'distillation' if teacher else 'training'} on a {data['used_images']:,}-image WIDER FACE subset with one CPU core: "
-        "a working starting point for conversion, SDK and on-device tests, **not** the accuracy the "
-        "seed document claims (90.5% mAP) and not a substitute for training on the full WIDER FACE train set.",
+        f"A short-budget {'distillation' if teacher else 'training'} on a {data['used_images']:,}-image WIDER FACE subset on a 2-core CPU"
+        + (f", its backbone the teacher's ({teacher['arch']}, trained on all of WIDER FACE)" if teacher and teacher["init_student_backbone"] else "")
+        + ". Not a substitute for training on the full WIDER FACE train set.",
         "",
         "## File",
         f"- state dict only, {size_bytes:,} bytes, sha256 `{digest}`",
@@ -127,9 +131,10 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
     if teacher:
         t = teacher["loss"]
         lines += [
-            f"- distilled from teacher `{teacher['arch']}` ({teacher['weights'] or 'its default weights: ../shared/weights/featherface_v1_paper.pth'}), "
+            f"- distilled from teacher `{teacher['arch']}` ({teacher['weights'] or 'its default weights in ../shared/weights'}), "
             f"frozen in eval mode; student backbone initialised from the teacher's MobileNetV1-0.25: {teacher['init_student_backbone']}.",
-            f"- total = {t['task_weight']} task + {t['kd_weight']} T^2 KL(teacher || student) on class logits + "
+            f"- total = {t['task_weight']} task + {t['kd_weight']} T^2 KL(teacher || student) on class logits "
+            f"({'summed over priors, per expected teacher face prior' if t.get('kd_per') == 'face' else 'averaged over priors'}) + "
             f"{t['feature_weight']} feature alignment + {t['attention_weight']} attention transfer"
             + (f" + {t['landmark_weight']} landmark regression towards the teacher (priors matched to faces)" if t["landmark_weight"] else "")
             + (f" + {t['box_weight']} box regression towards the teacher" if t["box_weight"] else "")
@@ -140,14 +145,14 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
                 f"{p['end']}: {'frozen' if p['freeze_backbone'] else 'trainable'}, {', '.join(p['terms_off']) or 'none'}" for p in t["phases"]
             ) + ".")
     lines += [
-        f"- hardware: {run['processes']} process x {run['threads']} CPU thread, shared machine; "
+        f"- hardware: {run['processes']} process x {run['threads']} CPU thread(s) of a 2-core machine shared with other jobs; "
         f"training {minutes:.0f} min at {run['images_per_second']} images/s; evaluation of this file {eval_minutes:.0f} min.",
         f"- final epoch: loss {last.get('loss', float('nan')):.3f} (task {last.get('task', float('nan')):.3f}: loc {last.get('loc', float('nan')):.3f}, "
         f"conf {last.get('conf', float('nan')):.3f}; kd {last.get('kd', float('nan')):.3f}, feature {last.get('feature', float('nan')):.3f}, "
         f"attention {last.get('attention', float('nan')):.3f}, landmark_kd {last.get('landmark_kd', float('nan')):.3f}).",
         f"- reproduce: `{command}`",
         "",
-        "## WIDER_val AP (easy / medium / hard)",
+        "## WIDER_val AP in points (easy / medium / hard)",
         f"Same evaluator (`featherface.training.evaluate`, official protocol: confidence > {WIDER_EVAL_THRESHOLDS.score:g}, "
         f"NMS {WIDER_EVAL_THRESHOLDS.nms_iou:g}, no top-k) and the same 315 images for every row. Original size = the paper's "
         f"protocol; letterboxed {DEFAULT_INPUT_SIZE} = the SDK's default input.",
@@ -155,14 +160,17 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
         f"| network | params | GMACs @{DEFAULT_INPUT_SIZE} | original size | letterboxed {DEFAULT_INPUT_SIZE} |",
         "|---|---:|---:|---|---|",
         *rows,
+        YUNET_ROW,
         "",
-        "The reference rows use the public checkpoints of ../shared (trained on all of WIDER FACE for hundreds of epochs).",
+        "The reference rows use the public checkpoints of ../shared (trained on all of WIDER FACE for hundreds of epochs). "
+        "YuNet's row was measured outside the product (../shared/docs/measured.md: OpenCV's `FaceDetectorYN`, score 0.02, "
+        "NMS 0.45, its frame resized to longer side 640 rather than letterboxed; same evaluator and images).",
         "",
         "## What it is not good at",
-        f"- Small faces (the *hard* column): trained on {config['input_size']} px crops, where many WIDER faces "
-        "shrink below the smallest 16 px prior and are never matched.",
-        "- Accuracy in general: about 1/10 of WIDER FACE train, a few epochs against the paper's 350; "
-        "expect clearly lower AP than the teacher. Retrain on the full set before judging the architecture.",
+        "- Small faces (the *hard* column): faces below the smallest 16 px prior are rarely found; "
+        + ("" if config["input_size"] >= DEFAULT_INPUT_SIZE else f"trained on {config['input_size']} px crops, where many shrink below it. "),
+        "- Accuracy in general: about 1/10 of WIDER FACE train and a few epochs; "
+        "expect lower AP than the teacher. Retrain on the full set before judging the architecture.",
         ("- Landmarks: learnt only from the teacher's predictions (WIDER's official ground truth has none); "
          "not evaluated. Use them for alignment at your own risk."
          if teacher and teacher["loss"]["landmark_weight"] else

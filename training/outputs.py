@@ -20,9 +20,10 @@ class DetectorOutputs(NamedTuple):
     levels: list[Tensor]  # per-level features [N, C, H, W] at strides 8, 16, 32
 
 
-def detector_outputs(model: nn.Module, x: Tensor) -> DetectorOutputs:
-    """Outputs of any registered variant in its current mode, with conf as logits."""
-    return DetectorOutputs(*model.raw_outputs(x))
+def detector_outputs(model: nn.Module, x: Tensor | None, backbone_levels: list[Tensor] | None = None) -> DetectorOutputs:
+    """Outputs of any registered variant in its current mode, with conf as logits; from
+    `backbone_levels` (its `body`'s output) instead of `x` when given."""
+    return DetectorOutputs(*model.raw_outputs(x, backbone_levels))
 
 
 class WithFeatures(nn.Module):
@@ -33,5 +34,5 @@ class WithFeatures(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, x: Tensor) -> DetectorOutputs:
-        return detector_outputs(self.detector, x)
+    def forward(self, x: Tensor | None, backbone_levels: list[Tensor] | None = None) -> DetectorOutputs:
+        return detector_outputs(self.detector, x, backbone_levels)

@@ -36,7 +36,7 @@ from featherface.paths import WIDERFACE
 
 from .augment import AugmentConfig
 from .data import WiderFaceDataset, collate, resolve_training_data
-from .distill import DistillConfig, distillation_loss, freeze_teacher, teacher_outputs, temperature
+from .distill import DistillConfig, distillation_loss, freeze_teacher, same_backbone, teacher_outputs, temperature
 from .distill_config import WEIGHTS, settings_at
 from .loss import LossConfig, MultiBoxLoss
 from .outputs import WithFeatures
@@ -150,6 +150,16 @@ def set_backbone_frozen(student: nn.Module, frozen: bool) -> None:
     caller also keeps it in eval mode so that its BN statistics stay the teacher's."""
     for p in student.body.parameters():
         p.requires_grad_(not frozen)
+
+
+def learning_rate_schedule(optimizer, lr: float, total_steps: int, warmup_fraction: float):
+    """OneCycle with at least one warm-up step and one annealing step (OneCycleLR divides
+    by zero when its warm-up rounds to nothing); a constant rate for runs of < 3 steps."""
+    if total_steps < 3:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total_steps, pct_start=min(max(warmup_fraction, 2.0 / total_steps), 0.5)
+    )
 
 
 def _wrap(student: nn.Module, world: int) -> nn.Module:
@@ -309,9 +319,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     priors = make_priors(config.input_size, config.input_size)
     criterion = MultiBoxLoss(config.loss)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=config.warmup_fraction
-    )
+    scheduler = learning_rate_schedule(optimizer, config.lr, config.epochs * steps_per_epoch, config.warmup_fraction)
 
     start_epoch = 0
     resume_path = out_dir / RESUME_FILE
@@ -352,6 +360,10 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             if phases:
                 set_backbone_frozen(student, freeze)
             frozen, net = freeze, _wrap(student, ddp.world)
+            # A frozen student backbone equal to the teacher's: one pass serves both.
+            shared_backbone = teacher is not None and frozen and same_backbone(student, teacher)
+            if shared_backbone:
+                say(f"epoch {epoch + 1}: student and teacher share one frozen backbone pass")
         if phases and settings != previous:
             weights = ", ".join(f"{k.removesuffix('_weight')} {getattr(settings.loss, k):g}" for k in WEIGHTS if getattr(settings.loss, k))
             say(f"epoch {epoch + 1}: phase with backbone {'frozen' if frozen else 'trainable'}; weights {weights}")
@@ -363,13 +375,19 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         epoch_start = time.perf_counter()
         for step, (images, targets) in enumerate(loader, start=1):
-            outputs = net(images)
+            if shared_backbone:
+                with torch.no_grad():
+                    backbone_levels = student.body(images)
+                outputs = net(None, backbone_levels)
+            else:
+                outputs = net(images)
             task = criterion(outputs.loc, outputs.conf_logits, outputs.landmarks, targets, priors)
             terms = dict.fromkeys(TERMS, 0.0)
             terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
             total = task.total
             if teacher is not None:
-                distill = distillation_loss(outputs, teacher_outputs(teacher, images), task.total, task.positive, t, settings.loss)
+                teacher_out = teacher_outputs(teacher, None, backbone_levels) if shared_backbone else teacher_outputs(teacher, images)
+                distill = distillation_loss(outputs, teacher_out, task.total, task.positive, t, settings.loss)
                 total = distill.total
                 terms.update(kd=distill.kd, feature=distill.feature, attention=distill.attention, box_kd=distill.box, landmark_kd=distill.landmarks)
             terms["loss"] = total
