@@ -11,7 +11,9 @@ import numpy as np
 
 from featherface.config import INT8_AP_BUDGET, WIDER_EVAL_THRESHOLDS
 from featherface.evaluation import DetectFn, evaluate_detector
-from featherface.verify.files import ModelFile, mapped_outputs, open_file_detector
+from featherface.sdk.detector import Detector
+from featherface.sdk.runtimes import open_runtime
+from featherface.verify.files import build_spec, mapped_outputs
 from featherface.widerface import SETTINGS
 
 
@@ -38,8 +40,7 @@ class APBudget:
 def model_file_detect_fn(path: str | Path, size: int, num_threads: int | None = None) -> DetectFn:
     """A WIDER FACE detect function over a model file (any runtime of the SDK), with the
     deployment preprocessing and the evaluation thresholds (confidence 0.02, NMS 0.4)."""
-    model_file = ModelFile(Path(path), "", "", 0.0)
-    detector = open_file_detector(model_file, size, thresholds=WIDER_EVAL_THRESHOLDS, num_threads=num_threads)
+    detector = Detector(open_runtime(path, num_threads=num_threads), build_spec(size, {}, WIDER_EVAL_THRESHOLDS), Path(path).name)
 
     def detect(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch, letterbox = detector.prepare(rgb)
