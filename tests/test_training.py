@@ -510,12 +510,12 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     for add in (add_train_parser, add_distill_parser, add_ablate_parser):
         add(commands)
     args = parser.parse_args(["distill", "--out", str(tmp_path), "--epochs", "12", "--input-size", "320",
-                              "--max-minutes", "70", "--landmark-weight", "0.3", "--disable", "feature_reuse"])
+                              "--max-minutes", "70", "--landmark-weight", "0.3", "--switch", "feature_reuse"])
     assert callable(args.run)
     config = train_config_from_args(args, distill=True)
     assert (config.epochs, config.input_size, config.augment.size, config.max_minutes) == (12, 320, 320, 70.0)
     assert config.teacher.arch == "v1" and config.teacher.loss.landmark_weight == 0.3
-    assert config.teacher.loss.kd_weight == 0.7 and config.disabled_innovations == ("feature_reuse",)
+    assert config.teacher.loss.kd_weight == 0.7 and config.switched_innovations == ("feature_reuse",)
     train_args = parser.parse_args(["train", "--arch", "retinaface-mnet025"])
     assert train_config_from_args(train_args, distill=False).teacher is None
     assert callable(parser.parse_args(["ablate"]).run)
@@ -569,6 +569,17 @@ def test_evaluate_helper_scores_wider_val_images(widerface_root, shared_weights)
     assert 0.3 < result["easy"] <= 1.0
 
 
+def test_default_ablation_flips_each_innovation_from_the_default_once():
+    from featherface.training.ablate import default_runs
+
+    runs = default_runs()
+    assert [r.name for r in runs] == [
+        "default", "no_feature_reuse", "with_attention_multiplication", "no_progressive_enhancement",
+        "with_multiscale_context", "with_dynamic_weight_sharing", "no_distillation",
+    ]
+    assert all(len(r.switched) == 1 for r in runs[1:-1]) and not runs[-1].distill
+
+
 def test_ablate_trains_each_switch_with_one_budget_and_writes_the_table(tiny_label_txt, tmp_path, widerface_root):
     from featherface.training.ablate import AblationRun, ablate
 
@@ -585,7 +596,8 @@ def test_ablate_trains_each_switch_with_one_budget_and_writes_the_table(tiny_lab
 
 
 def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
-    """`ablate --init-weights`: a variant without the level gate takes every weight it has."""
+    """`ablate --init-weights`: a variant with the level gate switched on takes every weight
+    the default network has, and keeps its own gate's initialisation."""
     from featherface.model.checkpoint import CheckpointError, save_weights
     from featherface.training.trainer import build_student, init_from_checkpoint
 
@@ -594,10 +606,12 @@ def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
     path = tmp_path / "full.pth"
     save_weights(full, path)
     variant = build_student("v2-ultra", ("dynamic_weight_sharing",))
+    gate = {k: v.clone() for k, v in variant.state_dict().items() if k.startswith("gate.")}
     init_from_checkpoint(variant, path, "v2-ultra", ("dynamic_weight_sharing",))
     reference = full.state_dict()
-    assert all(torch.equal(v, reference[k]) for k, v in variant.state_dict().items())
-    assert len(variant.state_dict()) < len(reference)
+    assert sorted(gate) == ["gate.bias", "gate.scale"]
+    assert all(torch.equal(v, reference[k] if k in reference else gate[k]) for k, v in variant.state_dict().items())
+    assert len(variant.state_dict()) == len(reference) + 2
     with pytest.raises(CheckpointError):  # without the switch the load stays strict
         init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())
 

@@ -23,7 +23,7 @@ import torch.nn as nn
 from featherface.atomic import atomic_path, write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE, WIDER_EVAL_THRESHOLDS
 from featherface.model.profile import count_macs, parameter_counts
-from featherface.model.v2_ultra import INNOVATIONS
+from featherface.model.v2_ultra import INNOVATIONS, FeatherFaceV2UltraConfig
 from featherface.paths import WIDERFACE
 
 from .evaluate import evaluate_model, protocol_name
@@ -35,14 +35,16 @@ __all__ = ["AblationRun", "ablate", "default_runs", "measure_latency", "render_t
 @dataclass(frozen=True)
 class AblationRun:
     name: str
-    disabled: tuple[str, ...] = ()
+    switched: tuple[str, ...] = ()  # innovations flipped from v2-ultra's default
     distill: bool = True
 
 
 def default_runs(innovations: Sequence[str] | None = None, distillation_off: bool = True) -> list[AblationRun]:
-    """Full network (distilled), each innovation off in turn, then no distillation."""
-    runs = [AblationRun("full")]
-    runs += [AblationRun(f"no_{name}", (name,)) for name in (innovations or INNOVATIONS)]
+    """The default network (distilled), each innovation flipped in turn (`no_X` for one on
+    by default, `with_X` for one off), then no distillation."""
+    default = FeatherFaceV2UltraConfig()
+    runs = [AblationRun("default")]
+    runs += [AblationRun(f"{'no' if getattr(default, n) else 'with'}_{n}", (n,)) for n in (innovations or INNOVATIONS)]
     if distillation_off:
         runs.append(AblationRun("no_distillation", distill=False))
     return runs
@@ -65,7 +67,7 @@ def measure_latency(model: nn.Module, size: int, repeats: int = 10, warmup: int 
     return statistics.median(times)
 
 
-COLUMNS = ("run", "disabled", "distillation", "params", "macs", "latency_ms", "easy", "medium", "hard", "epochs", "train_minutes")
+COLUMNS = ("run", "switched", "distillation", "params", "macs", "latency_ms", "easy", "medium", "hard", "epochs", "train_minutes")
 
 
 def render_table(rows: list[dict], eval_protocol: str, latency_size: int) -> str:
@@ -74,12 +76,12 @@ def render_table(rows: list[dict], eval_protocol: str, latency_size: int) -> str
         f"AP on WIDER_val ({eval_protocol}, conf {WIDER_EVAL_THRESHOLDS.score:g}, NMS {WIDER_EVAL_THRESHOLDS.nms_iou:g}); MACs and latency at {latency_size}x{latency_size}, "
         f"latency = median forward on {torch.get_num_threads()} CPU thread(s).",
         "",
-        "| run | disabled | distillation | params | MACs | latency ms | easy | medium | hard | epochs | train min |",
+        "| run | switched | distillation | params | MACs | latency ms | easy | medium | hard | epochs | train min |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['run']} | {r['disabled'] or '-'} | {'yes' if r['distillation'] else 'no'} | {r['params']:,} | "
+            f"| {r['run']} | {r['switched'] or '-'} | {'yes' if r['distillation'] else 'no'} | {r['params']:,} | "
             f"{r['macs'] / 1e6:.1f}M | {r['latency_ms']:.1f} | {r['easy']:.4f} | {r['medium']:.4f} | {r['hard']:.4f} | "
             f"{r['epochs']} | {r['train_minutes']:.1f} |"
         )
@@ -107,15 +109,15 @@ def ablate(
     rows: list[dict] = []
     for run in runs or default_runs():
         config = dataclasses.replace(
-            base, arch="v2-ultra", out_dir=str(out / run.name), disabled_innovations=run.disabled,
+            base, arch="v2-ultra", out_dir=str(out / run.name), switched_innovations=run.switched,
             teacher=teacher if run.distill else None, save=None, resume=True,
         )
-        progress(f"ablation run {run.name}: disabled {list(run.disabled) or 'none'}, distillation {'on' if run.distill else 'off'}")
+        progress(f"ablation run {run.name}: switched {list(run.switched) or 'none'}, distillation {'on' if run.distill else 'off'}")
         result = train(config, progress)
         ap = evaluate_model(result.model, widerface_root, eval_size, limit=eval_limit, progress=progress)
         rows.append({
             "run": run.name,
-            "disabled": ",".join(run.disabled),
+            "switched": ",".join(run.switched),
             "distillation": run.distill,
             "params": parameter_counts(result.model)["params"],
             "macs": count_macs(result.model, latency_size)["macs"],

@@ -72,8 +72,8 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--resume", action="store_true", help="continue from --out/resume.pth when present")
     parser.add_argument("--init-weights", help="start from this full checkpoint (strict)")
     parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
-    parser.add_argument("--disable", action="append", default=[], choices=INNOVATION_NAMES, metavar="INNOVATION",
-                        help=f"turn off a v2-ultra innovation (repeatable): {', '.join(INNOVATION_NAMES)}")
+    parser.add_argument("--switch", action="append", default=[], choices=INNOVATION_NAMES, metavar="INNOVATION",
+                        help=f"flip a v2-ultra innovation from its default (repeatable): {', '.join(INNOVATION_NAMES)}")
     parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
@@ -122,7 +122,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         input_size=args.input_size, lr=args.lr, weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
         seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
-        backbone_weights=args.backbone_weights, disabled_innovations=tuple(args.disable), save=args.save,
+        backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), save=args.save,
         augment=AugmentConfig(size=args.input_size, min_face_size=args.min_face_size), teacher=teacher,
     )
 
@@ -177,7 +177,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
 def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "ablate", help="train v2-ultra variants with one budget and tabulate AP, params, MACs, latency",
-        description="Trains the full v2-ultra (distilled), then each innovation switched off in turn, "
+        description="Trains the default v2-ultra (distilled), then each innovation flipped from its default in turn, "
         "then the full network without distillation, all with the same settings; evaluates each on "
         "WIDER_val and writes --out/ablation.md, .csv and .json.",
     )

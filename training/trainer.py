@@ -76,7 +76,7 @@ class TrainConfig:
     max_minutes: wall-clock budget of this invocation (0: none); training stops after the
     epoch that would otherwise overrun it, and still saves. threads: torch threads per
     process (0: torch's default). max_images: use only the first N images (0: all).
-    disabled_innovations: V2 Ultra innovation switches turned off (ablations).
+    switched_innovations: V2 Ultra innovation switches flipped from their default (ablations).
     save: where the final weights go as well (e.g. model/weights/v2_ultra.pth).
     """
 
@@ -98,7 +98,7 @@ class TrainConfig:
     resume: bool = False
     init_weights: str | None = None
     backbone_weights: str | None = None
-    disabled_innovations: tuple[str, ...] = ()
+    switched_innovations: tuple[str, ...] = ()
     save: str | None = None
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -120,29 +120,31 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, disabled: Sequence[str]) -> None:
-    """Strict load of a full checkpoint; an ablation variant (innovations switched off)
-    takes every weight it has from the full network, which also holds the switched-off
-    modules' weights (the level gate of dynamic weight sharing)."""
-    if not disabled:
+def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switched: Sequence[str]) -> None:
+    """Strict load of a checkpoint of the default network; an ablation variant (some
+    innovations switched) takes every weight the two networks share, and the modules only
+    it has (e.g. the level gate of dynamic weight sharing) keep their initialisation."""
+    if not switched:
         load_weights(student, path, arch=arch)
         return
-    full = load_weights(build_student(arch, ()), path, arch=arch)
-    student.load_state_dict({k: v for k, v in full.state_dict().items() if k in student.state_dict()}, strict=True)
+    default = load_weights(build_student(arch, ()), path, arch=arch).state_dict()
+    own = student.state_dict()
+    student.load_state_dict({k: default.get(k, v) for k, v in own.items()}, strict=True)
 
 
-def build_student(arch: str, disabled_innovations: tuple[str, ...] = ()) -> nn.Module:
-    """A registered variant; for v2-ultra with the named innovations switched off."""
-    if not disabled_innovations:
+def build_student(arch: str, switched_innovations: tuple[str, ...] = ()) -> nn.Module:
+    """A registered variant; for v2-ultra with the named innovations flipped from the default."""
+    if not switched_innovations:
         return get_variant(arch).build()
     if arch != "v2-ultra":
         raise ValueError(f"innovation switches exist only for v2-ultra, not {arch!r}")
     from featherface.model.v2_ultra import INNOVATIONS, FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
 
-    unknown = sorted(set(disabled_innovations) - set(INNOVATIONS))
+    unknown = sorted(set(switched_innovations) - set(INNOVATIONS))
     if unknown:
         raise ValueError(f"unknown innovation(s) {', '.join(unknown)}; expected some of: {', '.join(INNOVATIONS)}")
-    return FeatherFaceV2Ultra(dataclasses.replace(FeatherFaceV2UltraConfig(), **{n: False for n in disabled_innovations}))
+    default = FeatherFaceV2UltraConfig()
+    return FeatherFaceV2Ultra(dataclasses.replace(default, **{n: not getattr(default, n) for n in switched_innovations}))
 
 
 def set_backbone_frozen(student: nn.Module, frozen: bool) -> None:
@@ -244,7 +246,7 @@ def _check_resumable(state: dict, config: TrainConfig, steps_per_epoch: int, wor
     saved = json.loads(state["config"])
     wanted = config.to_dict()
     # What fixes the OneCycle schedule and the model's shape must not change on resume.
-    keys = ("arch", "epochs", "batch_size", "input_size", "lr", "warmup_fraction", "disabled_innovations")
+    keys = ("arch", "epochs", "batch_size", "input_size", "lr", "warmup_fraction", "switched_innovations")
     changed = [f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
     if state["steps_per_epoch"] != steps_per_epoch:
         changed.append(f"steps per epoch: {state['steps_per_epoch']} -> {steps_per_epoch}")
@@ -298,9 +300,9 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             f"x {ddp.world} processes; lower --batch-size"
         )
 
-    student = build_student(config.arch, config.disabled_innovations)
+    student = build_student(config.arch, config.switched_innovations)
     if config.init_weights:
-        init_from_checkpoint(student, config.init_weights, config.arch, config.disabled_innovations)
+        init_from_checkpoint(student, config.init_weights, config.arch, config.switched_innovations)
     if config.backbone_weights:
         load_backbone_weights(student, config.backbone_weights)
     teacher = None
