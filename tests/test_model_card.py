@@ -1,0 +1,29 @@
+"""The model card's Markdown: AP in points, the recipe as run, quoted reference rows."""
+from __future__ import annotations
+
+from featherface.training.model_card import render_model_card
+
+
+def _run(kd_per: str) -> dict:
+    loss = {"task_weight": 1.0, "kd_weight": 1.0, "feature_weight": 0.0, "attention_weight": 0.0, "box_weight": 0.5,
+            "landmark_weight": 0.1, "temperature_range": 0.0, "temperature_min": 1.0, "kd_per": kd_per,
+            "phases": [{"end": 10, "freeze_backbone": True, "terms_off": []}]}
+    config = {"input_size": 640, "batch_size": 16, "seed": 0, "lr": 0.002, "weight_decay": 0.0005, "warmup_fraction": 0.1,
+              "epochs": 10, "teacher": {"arch": "retinaface-mnet025", "weights": None, "init_student_backbone": True, "loss": loss}}
+    data = {"source": "wider", "used_images": 1239, "images": 1239, "faces": 6572, "dropped_invalid": 18,
+            "dropped_zero_size": 0, "events": {"13--Interview": 569}}
+    return {"config": config, "data": data, "epochs_done": 10, "stopped_early": False, "processes": 1, "threads": 1,
+            "seconds": 1800.0, "images_per_second": 7.5, "history": [{"loss": 4.0}]}
+
+
+def test_card_gives_ap_in_points_and_quotes_only_what_it_did_not_measure(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    results = {"v2-ultra@640": {"easy": 0.9123, "medium": 0.8, "hard": 0.5}, "retinaface-mnet025@640": {"easy": 0.916, "medium": 0.876, "hard": 0.543}}
+    card = render_model_card(_run("face"), results, weights, "v2-ultra", ["retinaface-mnet025"], "featherface distill ...")
+    assert "| **v2-ultra** (this file) | ? | ? | not measured | 91.2 / 80.0 / 50.0 |" in card
+    assert "| retinaface-mnet025 | ? | ? | not measured | 91.6 / 87.6 / 54.3 |" in card
+    assert "| v1 (quoted) |" in card and "| YuNet (OpenCV, quoted) |" in card
+    assert "per expected teacher face prior" in card and "its backbone the teacher's (retinaface-mnet025" in card
+    measured_v1 = render_model_card(_run("prior"), {}, weights, "v2-ultra", ["v1"], "cmd")
+    assert "| v1 (quoted) |" not in measured_v1 and "averaged over priors" in measured_v1
