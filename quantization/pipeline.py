@@ -68,9 +68,12 @@ def calibration_inputs(options: Int8Options, size: int, progress: Progress) -> n
 
 
 def equalized_model(model: nn.Module, calibration: np.ndarray) -> nn.Module:
+    """The network the INT8 files are made from: a copy, its backbone equalized and its
+    LeakyReLUs written as max(x, slope * x) (activations.py); same outputs."""
+    from .activations import quantizable_activations
     from .equalize import equalize
 
-    return equalize(model, np.ascontiguousarray(calibration[:EQUALIZATION_IMAGES].transpose(0, 3, 1, 2)))
+    return quantizable_activations(equalize(model, np.ascontiguousarray(calibration[:EQUALIZATION_IMAGES].transpose(0, 3, 1, 2))))
 
 
 def _ap_only(result: dict) -> dict:

@@ -389,6 +389,9 @@ def test_int8_files_are_integer_and_say_how_they_were_made(built):
     interpreter = Interpreter(model_path=str(built.out / "pi4" / "model_int8.tflite"))
     dtypes = {t["dtype"].__name__ for t in interpreter.get_tensor_details()}
     assert "int8" in dtypes and "float32" in dtypes  # INT8 convolutions, float DCN sampling
+    # The backbone's LeakyReLUs are INT8 too (max(x, 0.1 x)): no LEAKY_RELU left float.
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "LEAKY_RELU" not in ops and {"MAXIMUM", "MUL"} <= ops
     # INT8 input and outputs, each output with its own scale; the SDK converts at the edge.
     assert record["input_output"]["input"]["dtype"] == interpreter.get_input_details()[0]["dtype"].__name__ == "int8"
     scales = {o["scale"] for o in record["input_output"]["outputs"]}

@@ -204,3 +204,24 @@ def test_an_int8_file_litert_cannot_load_is_refused_without_crashing_the_build(t
     broken.write_bytes(b"TFL3" + bytes(200))
     with pytest.raises(ConversionError, match="does not load in LiteRT"):
         refuse_unloadable(broken)
+
+
+def test_leaky_relu_as_max_is_the_same_function_bit_for_bit():
+    from featherface.model.registry import get_variant
+    from featherface.quantization.activations import MaxLeakyReLU, quantizable_activations
+
+    x = torch.randn(4, 8, 16, 16, generator=torch.Generator().manual_seed(0)) * 50
+    assert torch.equal(MaxLeakyReLU(0.1)(x), torch.nn.functional.leaky_relu(x, 0.1))
+    torch.manual_seed(1)
+    model = get_variant("retinaface-mnet025").build().eval()
+    image = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 50
+    with torch.no_grad():
+        before = model(image)
+        rewritten = quantizable_activations(model)
+        after = rewritten(image)
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in rewritten.modules())
+    assert sum(isinstance(m, MaxLeakyReLU) for m in rewritten.modules()) == 38
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="slope in"):
+        MaxLeakyReLU(1.5)
