@@ -62,6 +62,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="print ratios to this file: a label such as pi4/model_fp32.tflite, a file name, a bundle "
         "directory name, an arch or a target (default: the first file)",
     )
+    parser.add_argument("--pick", action="store_true",
+                        help="make the fastest file that passed parity (first thread count) each bundle's preferred file; "
+                        "the manifest records the device and time")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (progress goes to stderr)")
     parser.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png (with matplotlib) there")
     parser.add_argument(
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the bench as `args` (from add_bench_arguments) say; the exit status."""
     from featherface.sdk.image_io import load_image
 
+    from .pick import pick
     from .report import summary_text, write_reports
     from .runner import choose_frame, run_bench
     from .targets import pick_baseline, resolve_targets
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             raise NotADirectoryError(f"--out {args.out} exists and is not a directory")
         report = run_bench(targets, threads, args.runs, args.warmup, baseline, frame, frame_info, notes, _progress)
         written = write_reports(report, Path(args.out)) if args.out else []
+        picked = pick(report) if args.pick else []
     except (ValueError, OSError, RuntimeError) as err:
         # BenchError, BundleError and ImageError are ValueErrors, RuntimeUnavailable a
         # RuntimeError: their messages name the input and the problem.
@@ -127,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary_text(report))
     for path in written:
         _progress(f"wrote {path}")
+    for line in picked:
+        _progress(line)
     return 1 if report["parity"] == "fail" else 0
 
 

@@ -51,7 +51,10 @@ MANIFEST: Rules = {
     "golden": NULL_OR_OBJECT,  # the bench checks inside (verify.golden)
 }
 MANIFEST_FIELDS = set(MANIFEST)
-OPTIONAL_FIELDS: Rules = {"reference_accuracy": OBJECT}  # WIDER FACE AP of PyTorch, when the build measured it
+OPTIONAL_FIELDS: Rules = {
+    "reference_accuracy": OBJECT,  # WIDER FACE AP of PyTorch, when the build measured it
+    "preferred_by": OBJECT,  # who chose preferred_file on a device (`featherface bench --pick`), where, when
+}
 INPUT: Rules = {
     "name": STRING, "height": INTEGER, "width": INTEGER, "layout": STRING, "dtype": STRING,
     "channel_order": STRING, "mean": (_list_of(_is(int, float), 3), "3 numbers"), "scale": NUMBER, "resize": STRING,
@@ -276,6 +279,7 @@ class Manifest:
     preferred_file: str | None = None
     golden: dict | None = None  # {"file", "sha256", "images"}: verify.golden checks it
     reference_accuracy: dict | None = None  # WIDER FACE AP of PyTorch FP32, when measured
+    preferred_by: dict | None = None  # set by `featherface bench --pick`; None: the build's choice
     extra: dict = field(default_factory=dict)  # newer fields, kept when read with strict=False
 
     def entry(self, name: str) -> FileEntry | None:
@@ -315,7 +319,7 @@ class Manifest:
             outputs=[OutputSpec(o["name"], list(o["shape"])) for o in data["outputs"]],
             thresholds=Thresholds(**{k: data["thresholds"][k] for k in THRESHOLDS}),
             tools=dict(data["tools"]), files=files, preferred_file=data["preferred_file"], golden=data["golden"],
-            reference_accuracy=data.get("reference_accuracy"),
+            reference_accuracy=data.get("reference_accuracy"), preferred_by=data.get("preferred_by"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -336,4 +340,6 @@ class Manifest:
         }
         if self.reference_accuracy is not None:
             manifest["reference_accuracy"] = self.reference_accuracy
+        if self.preferred_by is not None:
+            manifest["preferred_by"] = self.preferred_by
         return {**manifest, **self.extra}

@@ -357,3 +357,41 @@ def test_soak_bad_input_is_one_error_line(case, bundle, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith(f"{soak.PROG}: error: ") and ("manifest.json" in err if case == "missing_bundle" else "notes.jpg" in err)
+
+
+# ---------------------------------------------------------------- --pick
+
+
+def _result(bundle: str, file: str, threads: int, detect_ms: float, parity: str) -> dict:
+    return {"bundle": bundle, "file": file, "threads": threads, "total_ms": {"p50": detect_ms},
+            "model_ms": {"p50": detect_ms / 2}, "parity": {"status": parity}}
+
+
+def test_pick_takes_the_fastest_passing_file_at_the_first_thread_count():
+    from featherface.bench.pick import fastest_passing
+
+    report = {"results": [
+        _result("a", "model_int8.tflite", 1, 10.0, "fail"),  # fastest, but failed parity
+        _result("a", "model_fp16.tflite", 1, 12.0, "pass"),
+        _result("a", "model_fp32.tflite", 1, 13.0, "pass"),
+        _result("a", "model_fp32.tflite", 4, 5.0, "pass"),  # another thread count
+        _result("b", "model_int8.tflite", 1, 9.0, "fail"),
+    ]}
+    assert fastest_passing(report, "a")["file"] == "model_fp16.tflite"
+    assert fastest_passing(report, "b") is None
+
+
+def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles_alone(bundle, corrupted, tmp_path, capsys):
+    good, bad = tmp_path / "good" / "onnx", tmp_path / "bad" / "onnx"
+    shutil.copytree(bundle, good)
+    shutil.copytree(corrupted, bad)
+    before = (bad / "manifest.json").read_text()
+    status, _, err = run_main([str(good), str(bad), *FAST, "--pick"], capsys)
+    assert status == 1  # the corrupted bundle fails parity
+    manifest = read_manifest(good)  # still a valid manifest for the SDK
+    assert manifest.preferred_file == "model.onnx"
+    assert manifest.preferred_by["by"] == "featherface bench --pick" and manifest.preferred_by["threads"] == 1
+    assert manifest.preferred_by["detect_p50_ms"] > 0 and manifest.preferred_by["device"]
+    assert (bad / "manifest.json").read_text() == before
+    assert f"{good}: preferred file is now model.onnx" in err and f"{bad}: nothing picked" in err
+    Detector.load(good, num_threads=1).close()

@@ -1,0 +1,46 @@
+"""`featherface bench --pick`: the fastest file that passed parity on this device becomes
+its bundle's preferred file, and the manifest says who chose it, where and when."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from featherface.atomic import write_text_atomic
+from featherface.sdk.bundle import read_manifest
+
+from .report import device_line
+
+
+def fastest_passing(report: dict, bundle: str) -> dict | None:
+    """Among `bundle`'s results at the first thread count benched, the one whose whole
+    detect (p50) is fastest and whose parity passed; None when none passed."""
+    results = [e for e in report["results"] if e["bundle"] == bundle]
+    threads = results[0]["threads"] if results else None
+    passed = [e for e in results if e["threads"] == threads and e["parity"]["status"] == "pass"]
+    return min(passed, key=lambda e: e["total_ms"]["p50"]) if passed else None
+
+
+def pick(report: dict) -> list[str]:
+    """Write each benched bundle's choice into its manifest.json (atomically); the lines
+    saying what was chosen. A bundle with no passing file keeps its manifest as it was."""
+    lines = []
+    for bundle in dict.fromkeys(e["bundle"] for e in report["results"]):
+        best = fastest_passing(report, bundle)
+        if best is None:
+            lines.append(f"{bundle}: nothing picked, no file passed parity")
+            continue
+        manifest = read_manifest(bundle)
+        manifest.preferred_file = best["file"]
+        manifest.preferred_by = {
+            "by": "featherface bench --pick",
+            "device": device_line(report["device"]),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "threads": best["threads"],
+            "detect_p50_ms": best["total_ms"]["p50"],
+            "model_p50_ms": best["model_ms"]["p50"],
+        }
+        write_text_atomic(Path(bundle) / "manifest.json", json.dumps(manifest.to_json(), indent=2) + "\n")
+        lines.append(f"{bundle}: preferred file is now {best['file']} (detect p50 {best['total_ms']['p50']:.2f} ms, "
+                     f"{best['threads'] or 'the runtime default'} thread(s))")
+    return lines
