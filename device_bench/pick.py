@@ -9,16 +9,13 @@ from pathlib import Path
 from featherface.atomic import write_text_atomic
 from featherface.sdk.bundle import read_manifest
 
-from .report import device_line
+from .report import device_line, fastest_passing
 
 
-def fastest_passing(report: dict, bundle: str) -> dict | None:
-    """Among `bundle`'s results at the first thread count benched, the one whose whole
-    detect (p50) is fastest and whose parity passed; None when none passed."""
+def bundle_choice(report: dict, bundle: str) -> dict | None:
+    """`bundle`'s fastest passing result at the first thread count benched, or None."""
     results = [e for e in report["results"] if e["bundle"] == bundle]
-    threads = results[0]["threads"] if results else None
-    passed = [e for e in results if e["threads"] == threads and e["parity"]["status"] == "pass"]
-    return min(passed, key=lambda e: e["total_ms"]["p50"]) if passed else None
+    return fastest_passing(results, results[0]["threads"]) if results else None
 
 
 def pick(report: dict) -> list[str]:
@@ -26,7 +23,7 @@ def pick(report: dict) -> list[str]:
     saying what was chosen. A bundle with no passing file keeps its manifest as it was."""
     lines = []
     for bundle in dict.fromkeys(e["bundle"] for e in report["results"]):
-        best = fastest_passing(report, bundle)
+        best = bundle_choice(report, bundle)
         if best is None:
             lines.append(f"{bundle}: nothing picked, no file passed parity")
             continue

@@ -71,17 +71,22 @@ def parity_lines(report: dict) -> list[str]:
     return lines
 
 
+def fastest_passing(results: list[dict], threads: int | None) -> dict | None:
+    """The result at `threads` whose whole detect (p50) is fastest among those that passed
+    parity: what to ship on this device; None when none passed."""
+    passed = [e for e in results if e["threads"] == threads and e["parity"]["status"] == "pass"]
+    return min(passed, key=lambda e: e["total_ms"]["p50"]) if passed else None
+
+
 def fastest_lines(report: dict) -> list[str]:
-    """Per thread count, the file whose whole detect (p50) is fastest among those that passed
-    parity: what to ship on this device."""
+    """Per thread count, `fastest_passing` in words."""
     lines = []
     for threads in dict.fromkeys(e["threads"] for e in report["results"]):
-        passed = [e for e in report["results"] if e["threads"] == threads and e["parity"]["status"] == "pass"]
+        best = fastest_passing(report["results"], threads)
         where = f"{threads} thread{'s' if threads != 1 else ''}" if threads else "the runtime's threads"
-        if not passed:
+        if best is None:
             lines.append(f"fastest at {where}: none, no file passed parity")
             continue
-        best = min(passed, key=lambda e: e["total_ms"]["p50"])
         lines.append(f"fastest at {where} that passed parity: {best['label']} (detect p50 {_ms(best['total_ms']['p50'])} ms, "
                      f"model p50 {_ms(best['model_ms']['p50'])} ms)")
     return lines

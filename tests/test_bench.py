@@ -368,7 +368,7 @@ def _result(bundle: str, file: str, threads: int, detect_ms: float, parity: str)
 
 
 def test_pick_takes_the_fastest_passing_file_at_the_first_thread_count():
-    from featherface.bench.pick import fastest_passing
+    from featherface.bench.pick import bundle_choice
 
     report = {"results": [
         _result("a", "model_int8.tflite", 1, 10.0, "fail"),  # fastest, but failed parity
@@ -377,8 +377,8 @@ def test_pick_takes_the_fastest_passing_file_at_the_first_thread_count():
         _result("a", "model_fp32.tflite", 4, 5.0, "pass"),  # another thread count
         _result("b", "model_int8.tflite", 1, 9.0, "fail"),
     ]}
-    assert fastest_passing(report, "a")["file"] == "model_fp16.tflite"
-    assert fastest_passing(report, "b") is None
+    assert bundle_choice(report, "a")["file"] == "model_fp16.tflite"
+    assert bundle_choice(report, "b") is None
 
 
 def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles_alone(bundle, corrupted, tmp_path, capsys):
