@@ -195,6 +195,25 @@ def test_crop_falls_back_to_the_whole_image_padded_with_the_mean():
     np.testing.assert_array_equal(kept, boxes)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_zoom_out_crop_keeps_pixels_and_faces_where_they_were(seed):
+    image, boxes, landmarks = _scene(seed)
+    crop, kept, points = random_square_crop(image, boxes, landmarks, np.random.default_rng(seed), scales=(2.0,))
+    assert crop.shape == (240, 240, 3)
+    # The whole 200x120 image lies inside the 240 square: every face is kept, shifted by
+    # the image's offset in the square, and the pixels under each face are the image's.
+    assert len(kept) == len(boxes)
+    dx, dy = kept[0, 0] - boxes[0, 0], kept[0, 1] - boxes[0, 1]
+    np.testing.assert_allclose(kept, boxes + [dx, dy, dx, dy])
+    np.testing.assert_allclose(points[0], landmarks[0] + np.tile([dx, dy], 5))
+    np.testing.assert_array_equal(points[1], landmarks[1])
+    x, y = int(dx), int(dy)
+    np.testing.assert_array_equal(crop[y : y + 120, x : x + 200], image)
+    outside = np.ones(crop.shape[:2], dtype=bool)
+    outside[y : y + 120, x : x + 200] = False
+    assert (crop[outside] == [round(v) for v in MEAN_BGR[::-1]]).all()
+
+
 def test_mirror_swaps_left_and_right_landmarks():
     image = np.zeros((10, 100, 3), dtype=np.uint8)
     image[:, 0] = 255

@@ -1,6 +1,7 @@
 """RetinaFace's training augmentation in NumPy + Pillow, deterministic under a seed.
 
-Steps (`augment`): a random square crop whose side is 0.3-1.0 of the image's short side,
+Steps (`augment`): a random square crop whose side is 0.3-1.0 of the image's short side
+(RetinaFace's scales; larger scales zoom out, see `random_square_crop`),
 keeping the faces whose centre lies inside it (up to 250 tries, else the whole image
 padded to a square with the mean colour); resize to the training size; photometric
 distortion; horizontal mirror with left/right landmarks swapped.
@@ -38,7 +39,7 @@ class AugmentConfig:
     """Settings of `augment`; defaults are RetinaFace's.
 
     size: square training size in pixels. crop_scales: crop side as a fraction of the
-    image's short side, one drawn uniformly per try. crop_tries: tries before falling back
+    image's short side, one drawn uniformly per try (above 1: zoom out). crop_tries: tries before falling back
     to the whole image. min_face_size: faces smaller (min of width, height) at the
     training size are dropped. brightness: max |delta| added to pixel values. contrast,
     saturation: multiplicative ranges. hue: max |shift| in degrees. Each photometric step
@@ -66,16 +67,18 @@ def random_square_crop(
     tries: int = AugmentConfig.crop_tries,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Square crop keeping faces whose centre is strictly inside; boxes are clipped to it,
-    landmarks shifted (not clipped; absent ones stay -1). Falls back to the whole image
-    padded bottom/right to a square with the mean colour when no try keeps a face."""
+    landmarks shifted (not clipped; absent ones stay -1). A scale above 1 zooms out: the
+    square is larger than the short side and what lies outside the image is the mean
+    colour, so faces shrink as they do when a whole photo is letterboxed to the input.
+    Falls back to the whole image padded bottom/right to a square when no try keeps a face."""
     height, width = image.shape[:2]
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     for _ in range(tries):
         side = int(float(rng.choice(scales)) * min(height, width))
         if side < 1:
             continue
-        left = int(rng.integers(0, width - side + 1))
-        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(min(0, width - side), max(0, width - side) + 1))
+        top = int(rng.integers(min(0, height - side), max(0, height - side) + 1))
         inside = (
             (centres[:, 0] > left) & (centres[:, 0] < left + side)
             & (centres[:, 1] > top) & (centres[:, 1] < top + side)
@@ -87,12 +90,22 @@ def random_square_crop(
         points = landmarks[inside].copy()
         present = points[:, 0] >= 0
         points[present] -= np.tile(offset[:2], points.shape[1] // 2)
-        return image[top : top + side, left : left + side], kept.astype(np.float32), points
+        return _window(image, left, top, side), kept.astype(np.float32), points
     side = max(height, width)
+    return _window(image, 0, 0, side), boxes.astype(np.float32).copy(), landmarks.copy()
+
+
+def _window(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
+    """The side x side square at (left, top), mean-coloured where it leaves the image."""
+    height, width = image.shape[:2]
+    if left >= 0 and top >= 0 and left + side <= width and top + side <= height:
+        return image[top : top + side, left : left + side]
     canvas = np.empty((side, side, 3), dtype=np.uint8)
     canvas[...] = MEAN_RGB
-    canvas[:height, :width] = image
-    return canvas, boxes.astype(np.float32).copy(), landmarks.copy()
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + side, width), min(top + side, height)
+    canvas[y0 - top : y1 - top, x0 - left : x1 - left] = image[y0:y1, x0:x1]
+    return canvas
 
 
 def distort(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> np.ndarray:

@@ -54,6 +54,16 @@ def _positive(kind):
     return parse
 
 
+def _crop_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not all(scale > 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"crop scales must be positive, got {text}")
+    return scales
+
+
 def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
@@ -74,6 +84,9 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
     parser.add_argument("--switch", action="append", default=[], choices=INNOVATION_NAMES, metavar="INNOVATION",
                         help=f"flip a v2-ultra innovation from its default (repeatable): {', '.join(INNOVATION_NAMES)}")
+    parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
+                        help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
+                        "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")
     parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
@@ -123,7 +136,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
         backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), save=args.save,
-        augment=AugmentConfig(size=args.input_size, min_face_size=args.min_face_size), teacher=teacher,
+        augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales, min_face_size=args.min_face_size), teacher=teacher,
     )
 
 
