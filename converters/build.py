@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from featherface.atomic import staging_directory, write_text_atomic
-from featherface.config import GOLDEN_IMAGES, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS
+from featherface.config import GOLDEN_IMAGES, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS, InputSize
 from featherface.records import Manifest, ParityRecord
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
@@ -47,7 +47,7 @@ class ParitySet:
     """Real preprocessed images and PyTorch's outputs and detections on them."""
 
     names: list[str]
-    inputs: np.ndarray  # [N, 3, S, S] float32, BGR minus mean
+    inputs: np.ndarray  # [N, 3, H, W] float32, BGR minus mean
     letterboxes: list
     reference: dict[str, np.ndarray]  # output name -> [N, A, w]
     detections: list[Detections]
@@ -64,7 +64,7 @@ def find_images(directory: Path, count: int) -> list[Path]:
     return spread(images, count)
 
 
-def make_parity_set(model: nn.Module, image_paths: list[Path], size: int) -> ParitySet:
+def make_parity_set(model: nn.Module, image_paths: list[Path], size: InputSize) -> ParitySet:
     inputs, letterboxes = [], []
     for path in image_paths:
         batch, letterbox = preprocess(load_image(path), size)
@@ -87,7 +87,7 @@ def _run_torch(model: nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- checking final files
 
 
-def check_file(model_file: ModelFile, parity: ParitySet, size: int) -> ParityRecord:
+def check_file(model_file: ModelFile, parity: ParitySet, size: InputSize) -> ParityRecord:
     """Parity record of one final file against PyTorch (tensor and detection level); the
     file's output map, found by shape, goes into `model_file.output_map`."""
     try:
@@ -155,7 +155,7 @@ def recover_interrupted(out_dir: Path) -> None:
 
 def build_bundle(
     target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
-    size: int, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
+    size: InputSize, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
     accuracy: "AccuracyCheck | None" = None, compression: "Compression | None" = None,
     exporter_table: Mapping[str, Exporter] | None = None,
 ) -> Manifest:
@@ -211,6 +211,6 @@ def build_bundle(
 def print_table(manifest: Manifest, stream=sys.stdout) -> None:
     from .report import summary_rows
 
-    print(f"\n{manifest.target}: {manifest.arch} @ {manifest.input.height}", file=stream)
+    print(f"\n{manifest.target}: {manifest.arch} @ {manifest.input.size}", file=stream)
     for row in summary_rows(manifest.to_json()):
         print("  " + row, file=stream)

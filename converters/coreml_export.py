@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from featherface.config import CHANNEL_ORDER, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES
+from featherface.config import CHANNEL_ORDER, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
 
 IMAGE_INPUT_NAME = "image"
 PALETTE_BITS = 6
@@ -35,7 +35,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' progress bars would f
 def convert_coreml(
     model: nn.Module,
     path: str | Path,
-    input_size: int,
+    input_size: int | InputSize,
     *,
     precision: str = "fp16",
     image_input: bool = False,
@@ -45,11 +45,12 @@ def convert_coreml(
 
     if precision not in ("fp16", "fp32"):
         raise ValueError(f"Core ML precision must be fp16 or fp32, got {precision!r}")
-    example = torch.zeros(1, 3, input_size, input_size)
+    size = InputSize.of(input_size)
+    example = torch.zeros(1, 3, size.height, size.width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model.eval(), example)
-    shape = (1, 3, input_size, input_size)
+    shape = (1, 3, size.height, size.width)
     if image_input:
         assert CHANNEL_ORDER == "BGR"
         inputs = [ct.ImageType(name=IMAGE_INPUT_NAME, shape=shape, color_layout=ct.colorlayout.BGR,

@@ -12,6 +12,7 @@ from featherface.verify.files import ModelFile
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from featherface.config import InputSize
     from featherface.quantization.accuracy import AccuracyCheck
     from featherface.quantization.pipeline import Int8Options
 
@@ -32,12 +33,17 @@ class ExportRequest:
 
     model: "nn.Module"
     stage: Path  # the bundle's staging directory: final files go here
-    size: int  # square input, pixels
+    size: "InputSize"  # model input, pixels (an int N is taken as N x N)
     metadata: dict[str, str]  # manifest essentials embedded in each file
     progress: Progress
     int8: "Int8Options | None" = None  # pi4: how to make the INT8 files (None: FP32 and FP16 only)
     accuracy: "AccuracyCheck | None" = None  # pi4 INT8: the AP budget check (None: not checked)
     compression: "Compression | None" = None  # a14: the optional compressed files (None: none)
+
+    def __post_init__(self) -> None:
+        from featherface.config import InputSize
+
+        object.__setattr__(self, "size", InputSize.of(self.size))  # an int N: N x N
 
 
 Exporter = Callable[[ExportRequest], list[ModelFile]]

@@ -16,6 +16,7 @@ from featherface.config import (
     OUTPUT_NAMES,
     OUTPUT_WIDTHS,
     PRIORS,
+    InputSize,
 )
 from featherface.priors import anchor_count
 from featherface.records import Checkpoint, FileEntry, InputSpec, Manifest, OutputSpec
@@ -36,8 +37,9 @@ def tool_versions() -> dict[str, str]:
     return {"featherface": __version__, **package_versions(TOOLS)}
 
 
-def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: int, layout: str) -> Manifest:
-    """The manifest of a bundle about to be built: no files, no golden vectors yet."""
+def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: int | InputSize, layout: str) -> Manifest:
+    """The manifest of a bundle about to be built (an int size N: N x N): no files, no golden vectors yet."""
+    input_size = InputSize.of(input_size)
     anchors = anchor_count(input_size)
     return Manifest(
         format_version=MANIFEST_VERSION,
@@ -45,9 +47,9 @@ def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: in
         arch=arch,
         checkpoint=Checkpoint(checkpoint.name, sha256_of(checkpoint)) if checkpoint else None,
         input=InputSpec(
-            name=INPUT_NAME, height=input_size, width=input_size, layout=layout, dtype="float32",
+            name=INPUT_NAME, height=input_size.height, width=input_size.width, layout=layout, dtype="float32",
             channel_order=CHANNEL_ORDER, mean=MEAN_BGR, scale=1.0,
-            resize="letterbox, top-left, longer side to the input size, padding = mean colour",
+            resize="letterbox, top-left, scaled by min(width ratio, height ratio) to fit the input, padding = mean colour",
         ),
         priors=PRIORS,
         outputs=[OutputSpec(name, [1, anchors, OUTPUT_WIDTHS[name]]) for name in OUTPUT_NAMES],

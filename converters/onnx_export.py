@@ -9,27 +9,28 @@ import torch
 import torch.nn as nn
 
 from featherface.atomic import atomic_path
-from featherface.config import INPUT_NAME, ONNX_OPSET, OUTPUT_NAMES
+from featherface.config import INPUT_NAME, ONNX_OPSET, OUTPUT_NAMES, InputSize
 
 
 def export_onnx(
     model: nn.Module,
     path: str | Path,
-    input_size: int,
+    input_size: int | InputSize,
     *,
     dynamic_batch: bool = True,
     dynamic_hw: bool = False,
     simplify: bool = True,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Export `model` for a square `input_size`. `simplify=False` leaves out onnxslim: its
+    """Export `model` for `input_size` (an int N: N x N). `simplify=False` leaves out onnxslim: its
     graph makes onnx2tf 1.28.8 produce wrong TFLite files (v1-489k at 320: loc error 1.46
     with onnxslim, 2e-5 without), and onnx2tf runs onnxsim itself anyway."""
     import onnx
     import onnxslim
 
     model = model.eval()
-    example = torch.zeros(1, 3, input_size, input_size)
+    size = InputSize.of(input_size)
+    example = torch.zeros(1, 3, size.height, size.width)
     input_axes: dict[int, str] = {}
     if dynamic_batch:
         input_axes[0] = "batch"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import OUTPUT_NAMES
+from featherface.config import OUTPUT_NAMES, InputSize
 from featherface.records import FileEntry, Manifest
 from featherface.sdk.detector import Detector
 from featherface.verify.check import detections_of, identity_letterboxes
@@ -58,7 +58,7 @@ class GoldenRun:
     files: dict[str, FileRun]  # by file name, in manifest order
 
 
-def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference: dict[str, np.ndarray], size: int) -> FileRun:
+def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference: dict[str, np.ndarray], size: InputSize) -> FileRun:
     model_file = ModelFile(bundle_dir / entry.file, entry.format, entry.precision, 0.0, image_input=entry.image_input)
     try:
         detector, outputs = open_detector(model_file, inputs, size, open_for_verification)
@@ -87,7 +87,7 @@ def run_golden(bundle_dir: Path, manifest: Manifest) -> GoldenRun | None:
     golden = load_golden(bundle_dir, manifest)
     if golden is None:
         return None
-    size = manifest.input.height
+    size = manifest.input.size
     reference = detections_of(golden.reference, identity_letterboxes(size, len(golden.inputs)), build_spec(size, {}))
     images = [content_rgb(chw, manifest.input.mean) for chw in golden.inputs]
     files = {entry.file: _run_file(bundle_dir, entry, golden.inputs, golden.reference, size) for entry in manifest.files}

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from featherface.config import InputSize
 from featherface.onnx2tf_tool import ConversionError, run_onnx2tf
 
 __all__ = ["ConversionError", "convert_tflite"]
@@ -14,7 +15,7 @@ __all__ = ["ConversionError", "convert_tflite"]
 PRECISION_SUFFIXES = {"fp32": "_float32.tflite", "fp16": "_float16.tflite"}
 
 
-def convert_tflite(onnx_path: str | Path, out_dir: str | Path, input_size: int, precisions: tuple[str, ...] = ("fp32", "fp16")) -> dict[str, Path]:
+def convert_tflite(onnx_path: str | Path, out_dir: str | Path, input_size: InputSize, precisions: tuple[str, ...] = ("fp32", "fp16")) -> dict[str, Path]:
     """Convert a static- or dynamic-batch ONNX file to TFLite files `model_<precision>.tflite`."""
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

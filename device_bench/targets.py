@@ -56,7 +56,9 @@ class Target:
             "precision": self.entry.precision,
             "runtime": self.runtime_name,
             "compute_units": self.compute_units,
-            "input_size": self.manifest.input.height,
+            "input_size": str(self.manifest.input.size) if not self.manifest.input.size.is_square else self.manifest.input.height,
+            "input_width": self.manifest.input.width,
+            "input_height": self.manifest.input.height,
             "size_bytes": self.entry.size_bytes,
         }
 

@@ -7,6 +7,8 @@ import argparse
 import math
 from pathlib import Path
 
+from featherface.config import InputSize
+
 
 def score_threshold(text: str) -> float:
     """A face probability threshold in [0, 1]."""
@@ -36,3 +38,11 @@ def output_folder(text: str) -> str:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is an existing file, not a folder: give a folder for the output")
     return text
+
+
+def input_shape(text: str) -> InputSize:
+    """A model input size: N (N x N) or WxH (e.g. 640x480), each side a multiple of the largest prior step."""
+    try:
+        return InputSize.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

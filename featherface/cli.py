@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .arg_types import output_folder, score_threshold, thread_count
+from .arg_types import input_shape, output_folder, score_threshold, thread_count
 from .cli_help import add_examples_to_commands
-from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS
+from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS, InputSize
 from .quiet import runtime_noise_filtered
 
 
@@ -259,7 +259,7 @@ def _eval_detect_fn(args: argparse.Namespace):
     from .training.evaluate import detect_for_eval
 
     model, weights = _load_model(args)
-    size = None if args.origin_size else (args.input_size or DEFAULT_INPUT_SIZE)
+    size = None if args.origin_size else (args.input_size or InputSize.of(DEFAULT_INPUT_SIZE))
     return (lambda rgb: detect_for_eval(model, rgb, size, WIDER_EVAL_THRESHOLDS)), protocol_name(size), {
         "arch": args.arch, "weights": str(weights)}
 
@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     def model_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
         command.add_argument("--weights", help="checkpoint, loaded strictly (default: the variant's default weights)")
-        command.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square input size (default %(default)s)")
+        command.add_argument("--input-size", type=input_shape, default=InputSize.of(DEFAULT_INPUT_SIZE),
+                             help="input size: N (N x N) or WxH, e.g. 640x480 for 4:3 camera frames; each a multiple of 32 (default %(default)s)")
         command.add_argument("--images", help="real face images for the parity check (default: ../shared WIDER_val images)")
         command.add_argument("--out", required=True, help="output directory")
 
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="WIDER FACE root (WIDER_val/images, wider_face_split/, ground_truth/)")
     size = evaluate.add_mutually_exclusive_group()
     size.add_argument("--origin-size", action="store_true", help="the paper's protocol: each image at its original size")
-    size.add_argument("--input-size", type=input_size, default=None, help="letterbox into N x N (default: 640, or the bundle's)")
+    size.add_argument("--input-size", type=input_shape, default=None, help="letterbox into N x N or WxH (default: 640, or the bundle's)")
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
     evaluate.add_argument("--quiet", action="store_true",

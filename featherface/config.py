@@ -38,6 +38,54 @@ PRIORS = PriorConfig()
 
 
 @dataclass(frozen=True)
+class InputSize:
+    """A model input's width and height in pixels. A bundle's are multiples of the largest
+    prior step (`parse` refuses others), so every pyramid level has whole cells and the
+    torch, ONNX and TFLite grids agree; letterboxing alone takes any positive size.
+
+    An int N means N x N: square bundles predate this type, and `--input-size 640` keeps
+    meaning 640x640. str() is "640" for a square size (as protocol names always said) and
+    "640x480" (width x height, as cameras name frames) otherwise.
+    """
+
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"input {name} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def of(cls, size: "int | InputSize") -> "InputSize":
+        """`size` as an InputSize; an int N is N x N."""
+        return size if isinstance(size, InputSize) else cls(size, size)
+
+    @classmethod
+    def parse(cls, text: str) -> "InputSize":
+        """"640" (640x640) or "WxH" such as "640x480"; ValueError names what was wrong."""
+        parts = text.strip().lower().split("x")
+        if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
+            raise ValueError(f"expected N or WxH (e.g. 640 or 640x480), got {text!r}")
+        width, height = (int(part) for part in (parts * 2)[:2])
+        stride = max(PRIORS.steps)
+        for name, value in (("width", width), ("height", height)):
+            if value <= 0 or value % stride:
+                below = value // stride * stride
+                nearest = f"{below} or {below + stride}" if below else str(stride)
+                raise ValueError(f"input {name} must be a positive multiple of {stride}, got {value} (nearest: {nearest})")
+        return cls(width, height)
+
+    @property
+    def is_square(self) -> bool:
+        return self.width == self.height
+
+    def __str__(self) -> str:
+        return str(self.width) if self.is_square else f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
 class Thresholds:
     """Post-processing thresholds: score filter first, then NMS, then top-k."""
 

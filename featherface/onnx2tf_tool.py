@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import INPUT_NAME
+from featherface.config import INPUT_NAME, InputSize
 
 # onnx2tf looks for exactly this file in its working directory before downloading it.
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -43,8 +43,9 @@ def _tool_environment() -> dict[str, str]:
     return env
 
 
-def run_onnx2tf(onnx_path: Path, input_size: int, extra_args: list[str], work_dir: Path) -> Path:
+def run_onnx2tf(onnx_path: Path, input_size: int | InputSize, extra_args: list[str], work_dir: Path) -> Path:
     """Run onnx2tf on a copy of `onnx_path` in `work_dir`; returns its output directory."""
+    input_size = InputSize.of(input_size)
     model_copy = work_dir / "model.onnx"
     shutil.copyfile(onnx_path, model_copy)
     # Only a dummy input for onnx2tf's own shape checks (never calibration data: INT8
@@ -54,7 +55,7 @@ def run_onnx2tf(onnx_path: Path, input_size: int, extra_args: list[str], work_di
     command = [
         str(Path(sys.executable).parent / "onnx2tf"),
         "-i", str(model_copy), "-o", str(out_dir),
-        "-ois", f"{INPUT_NAME}:1,3,{input_size},{input_size}",
+        "-ois", f"{INPUT_NAME}:1,3,{input_size.height},{input_size.width}",
         "-v", "error",
         *extra_args,
     ]

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from featherface.config import PRIORS, PriorConfig
+from featherface.config import PRIORS, InputSize, PriorConfig
 
 
 def make_priors(image_height: int, image_width: int, config: PriorConfig = PRIORS) -> np.ndarray:
@@ -45,6 +45,9 @@ def make_priors(image_height: int, image_width: int, config: PriorConfig = PRIOR
     return priors.astype(np.float32)
 
 
-def anchor_count(input_size: int, config: PriorConfig = PRIORS) -> int:
-    """Anchors of a square input: ceil(size / step)^2 cells per level, times anchors per cell."""
-    return sum(math.ceil(input_size / step) ** 2 * len(sizes) for step, sizes in zip(config.steps, config.min_sizes))
+def anchor_count(input_size: int | InputSize, config: PriorConfig = PRIORS) -> int:
+    """Anchors of an input (an int N: N x N): ceil(H / step) x ceil(W / step) cells per
+    level, times anchors per cell."""
+    size = InputSize.of(input_size)
+    return sum(math.ceil(size.height / step) * math.ceil(size.width / step) * len(sizes)
+               for step, sizes in zip(config.steps, config.min_sizes))

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from featherface.config import MANIFEST_VERSION, OUTPUT_NAMES, PriorConfig, Thresholds
+from featherface.config import MANIFEST_VERSION, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
 
 SUPPORTED_VERSIONS = (MANIFEST_VERSION,)
 
@@ -224,7 +224,7 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The model input: a square letterboxed BGR image minus the mean, in `layout`."""
+    """The model input: a letterboxed BGR image minus the mean, `width` x `height`, in `layout`."""
 
     name: str
     height: int
@@ -235,6 +235,10 @@ class InputSpec:
     mean: tuple[float, float, float]
     scale: float
     resize: str
+
+    @property
+    def size(self) -> InputSize:
+        return InputSize(int(self.width), int(self.height))
 
     def to_json(self) -> dict:
         return {**asdict(self), "mean": list(self.mean)}

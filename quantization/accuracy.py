@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from featherface.config import INT8_AP_BUDGET, WIDER_EVAL_THRESHOLDS
+from featherface.config import INT8_AP_BUDGET, WIDER_EVAL_THRESHOLDS, InputSize
 from featherface.evaluation import DetectFn, evaluate_detector
 from featherface.sdk.detector import Detector
 from featherface.sdk.runtimes import open_runtime
@@ -37,7 +37,7 @@ class APBudget:
         return f"easy {self.easy}, medium {self.medium}, hard {self.hard} AP points"
 
 
-def model_file_detect_fn(path: str | Path, size: int, num_threads: int | None = None) -> DetectFn:
+def model_file_detect_fn(path: str | Path, size: InputSize, num_threads: int | None = None) -> DetectFn:
     """A WIDER FACE detect function over a model file (any runtime of the SDK), with the
     deployment preprocessing and the evaluation thresholds (confidence 0.02, NMS 0.4)."""
     detector = Detector(open_runtime(path, num_threads=num_threads), build_spec(size, {}, WIDER_EVAL_THRESHOLDS), Path(path).name)
@@ -65,7 +65,7 @@ class AccuracyCheck:
     """WIDER FACE AP (deployment protocol: letterboxed to the bundle's size) of model files
     against PyTorch FP32 at the same size; PyTorch's AP is computed once and shared."""
 
-    def __init__(self, data: str | Path, model, size: int, threads: int | None = 2) -> None:
+    def __init__(self, data: str | Path, model, size: InputSize, threads: int | None = 2) -> None:
         self.data, self.model, self.size, self.threads = Path(data), model, size, threads
         self._reference: dict | None = None
         self._measured: dict[str, dict] = {}  # sha256 -> result: the INT8 search's last file ships as is

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import CALIBRATION_IMAGES
+from featherface.config import CALIBRATION_IMAGES, InputSize
 from featherface.sdk.image_io import ImageError, load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
@@ -47,7 +47,7 @@ def select_images(source: str | Path, count: int = CALIBRATION_IMAGES) -> list[P
     return spread(files, count)
 
 
-def calibration_batches(paths: list[Path], size: int, layout: str = "NHWC") -> Iterator[np.ndarray]:
+def calibration_batches(paths: list[Path], size: int | InputSize, layout: str = "NHWC") -> Iterator[np.ndarray]:
     """One preprocessed [1, ...] float32 tensor per readable image; unreadable files are
     skipped, and a set with no readable image at all is an error (never a silent fallback
     to a converter's built-in sample images)."""
@@ -67,6 +67,6 @@ def calibration_batches(paths: list[Path], size: int, layout: str = "NHWC") -> I
         raise CalibrationError(f"none of the {len(paths)} calibration files below {where} is a readable image: " + "; ".join(skipped[:3]))
 
 
-def calibration_set(source: str | Path, size: int, count: int = CALIBRATION_IMAGES, layout: str = "NHWC") -> np.ndarray:
+def calibration_set(source: str | Path, size: int | InputSize, count: int = CALIBRATION_IMAGES, layout: str = "NHWC") -> np.ndarray:
     """[N, ...] float32 stack of the calibration inputs (N <= count)."""
     return np.concatenate(list(calibration_batches(select_images(source, count), size, layout)))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import INPUT_NAME
+from featherface.config import INPUT_NAME, InputSize
 from featherface.onnx2tf_tool import ConversionError, run_onnx2tf
 
 IO_TYPES = ("float32", "int8")
@@ -22,7 +22,7 @@ IO_TYPES = ("float32", "int8")
 OUTPUT_FILES = {"float32": "model_full_integer_quant.tflite", "int8": "model_full_integer_quant_with_int8_input_output.tflite"}
 
 
-def quantize_onnx2tf(onnx_path: Path, out_path: Path, input_size: int, calibration_nhwc: np.ndarray,
+def quantize_onnx2tf(onnx_path: Path, out_path: Path, input_size: InputSize, calibration_nhwc: np.ndarray,
                      weight_granularity: str = "channel", io_type: str = "float32") -> Path:
     """Full-INT8 TFLite of an ONNX file, calibrated on `calibration_nhwc` (already
     preprocessed: onnx2tf is told mean 0 and std 1 so it does not normalise again)."""

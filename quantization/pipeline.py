@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from featherface.config import CALIBRATION_IMAGES
+from featherface.config import CALIBRATION_IMAGES, InputSize
 
 from .accuracy import AccuracyCheck, APBudget
 from .calibration import calibration_set
@@ -61,7 +61,7 @@ class Int8Result:
     record: dict  # what was done, kept in float, measured: goes into the manifest
 
 
-def calibration_inputs(options: Int8Options, size: int, progress: Progress) -> np.ndarray:
+def calibration_inputs(options: Int8Options, size: InputSize, progress: Progress) -> np.ndarray:
     """[N, S, S, 3] calibration images, preprocessed as at inference."""
     progress(f"calibration: up to {options.calibration_images} images below {options.calibration}, SDK preprocessing")
     return calibration_set(options.calibration, size, options.calibration_images, layout="NHWC")
@@ -81,7 +81,7 @@ def _ap_only(result: dict) -> dict:
 
 
 def build_int8_onnx2tf(
-    onnx_path: Path, float_tflite: Path, calibration: np.ndarray, stage: Path, size: int,
+    onnx_path: Path, float_tflite: Path, calibration: np.ndarray, stage: Path, size: InputSize,
     options: Int8Options, accuracy: AccuracyCheck | None, progress: Progress,
 ) -> Int8Result:
     """The onnx2tf route: one full-INT8 file, checked against the budget but not searched

@@ -6,20 +6,21 @@ mapping, default thresholds) comes from the bundle's manifest, never from defaul
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from featherface.config import PriorConfig, Thresholds
+from featherface.config import InputSize, PriorConfig, Thresholds
 from featherface.records import FileEntry, Manifest
 
 from .box_coding import make_priors
 from .bundle import read_manifest, verified_checkpoint, verified_file
 from .faces import Face, faces_from_arrays, postprocess_arrays
 from .image_io import ImageSource, load_image
-from .preprocess import Letterbox, preprocess
+from .preprocess import FrameWriter, Letterbox, preprocess
 from .runtimes import Runtime, RuntimeUnavailable, TorchRuntime, open_runtime, require_torch
 
 
@@ -65,7 +66,7 @@ class DetectorOptions:
 class ModelSpec:
     """What the pipeline around a model file needs, as read from a manifest."""
 
-    input_size: int
+    input_size: InputSize
     mean_bgr: tuple[float, float, float]
     priors: PriorConfig
     thresholds: Thresholds
@@ -73,10 +74,8 @@ class ModelSpec:
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, entry: FileEntry) -> "ModelSpec":
-        if manifest.input.height != manifest.input.width:
-            raise ValueError("only square inputs are supported")
         return cls(
-            input_size=int(manifest.input.height),
+            input_size=InputSize(int(manifest.input.width), int(manifest.input.height)),
             mean_bgr=tuple(float(m) for m in manifest.input.mean),
             priors=manifest.priors,
             thresholds=manifest.thresholds,
@@ -84,11 +83,23 @@ class ModelSpec:
         )
 
 
+@dataclass(frozen=True)
+class VideoFaces:
+    """The faces of one video frame, with the frame's timestamp (milliseconds, the caller's clock)."""
+
+    timestamp_ms: float
+    faces: list[Face]
+
+
 class Detector:
     """Face detector over one model file of a bundle.
 
     >>> with Detector.load("dist/pi4", DetectorOptions(score_threshold=0.6)) as detector:
     ...     faces = detector.detect("photo.jpg")  # boxes and landmarks in photo pixels
+
+    `detect` letterboxes every frame into one input buffer that it reuses, so a stream of
+    frames allocates no tensors; a Detector is therefore for one thread at a time (as the
+    runtimes' interpreters are).
     """
 
     def __init__(self, runtime: Runtime, spec: ModelSpec, model_file: str = "", options: DetectorOptions | None = None) -> None:
@@ -96,7 +107,9 @@ class Detector:
         self.spec = spec
         self.model_file = model_file
         self.options = options or DetectorOptions()
-        self._priors = make_priors(spec.input_size, spec.input_size, spec.priors)
+        self._priors = make_priors(spec.input_size.height, spec.input_size.width, spec.priors)
+        self._frames: FrameWriter | None = None  # made on the first detect, for the runtime's input
+        self._last_timestamp_ms: float | None = None
 
     @classmethod
     def load(
@@ -178,6 +191,21 @@ class Detector:
         batch, box = preprocess(load_image(image, bgr=bgr), self.spec.input_size, self.spec.mean_bgr, layout)
         return (batch.transpose(0, 3, 1, 2) if layout == "NHWC" else batch), box
 
+    def frame_input(self, image: ImageSource, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
+        """One image letterboxed straight into the runtime's own input (its layout and dtype,
+        e.g. INT8 NHWC): (that tensor, letterbox). The tensor is a buffer reused by every call,
+        valid until the next one; `run_input` takes it as it is."""
+        runtime = self._open_runtime()
+        if self._frames is None:
+            self._frames = FrameWriter(self.spec.input_size, self.spec.mean_bgr, runtime.input_layout,
+                                       runtime.input_dtype, runtime.quantize)
+        return self._frames.write(load_image(image, bgr=bgr))
+
+    def run_input(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on a `frame_input` tensor: {"loc", "conf", "landmarks"}."""
+        raw = self._open_runtime().run(tensor)
+        return {name: raw[tensor_name] for name, tensor_name in self.spec.output_map.items()}
+
     def runtime_batch(self, batch_nchw: np.ndarray) -> np.ndarray:
         """A prepared NCHW batch as the runtime takes it: float32, C-contiguous, in its layout
         (no copy for `prepare`'s own batches)."""
@@ -201,7 +229,7 @@ class Detector:
         size = self.spec.input_size
         return postprocess_arrays(
             outputs["loc"][index], outputs["conf"][index], outputs["landmarks"][index],
-            self._priors, letterbox, size, size, thresholds or self.thresholds(), self.spec.priors.variances,
+            self._priors, letterbox, size.height, size.width, thresholds or self.thresholds(), self.spec.priors.variances,
         )
 
     def decode(self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds | None = None) -> list[Face]:
@@ -209,13 +237,36 @@ class Detector:
 
     def detect(self, image: ImageSource, bgr: bool = False) -> list[Face]:
         """Faces in `image` (path, PIL image, or HxWx3 uint8 RGB array; BGR with bgr=True),
-        best first, in the image's own pixel coordinates, at the thresholds in force."""
-        return self.detect_batch([image], bgr)[0]
+        best first, in the image's own pixel coordinates, at the thresholds in force.
+        Equal to `decode(run_input(frame_input(image)))`, the three stages the bench times."""
+        tensor, letterbox = self.frame_input(image, bgr)
+        return self.decode(self.run_input(tensor), 0, letterbox)
+
+    def detect_for_video(self, frame: ImageSource, timestamp_ms: float, bgr: bool = False) -> list[Face]:
+        """`detect` on one frame of a video or camera stream (MediaPipe's video mode):
+        `timestamp_ms` must increase from frame to frame (ValueError otherwise), so that
+        results can be matched to frames; every frame reuses the same input buffer."""
+        if self._last_timestamp_ms is not None and timestamp_ms <= self._last_timestamp_ms:
+            raise ValueError(f"video timestamps must increase: {timestamp_ms} ms after {self._last_timestamp_ms} ms")
+        faces = self.detect(frame, bgr)
+        self._last_timestamp_ms = timestamp_ms
+        return faces
+
+    def detect_video(self, frames: Iterable[tuple[float, ImageSource]], bgr: bool = False) -> Iterator[VideoFaces]:
+        """`detect_for_video` over (timestamp_ms, frame) pairs, lazily: one `VideoFaces` per frame.
+
+        >>> for result in detector.detect_video(camera_frames()):  # yields (ms, RGB array)
+        ...     print(result.timestamp_ms, len(result.faces))
+        """
+        for timestamp_ms, frame in frames:
+            yield VideoFaces(timestamp_ms, self.detect_for_video(frame, timestamp_ms, bgr))
 
     def detect_batch(self, images: Sequence[ImageSource], bgr: bool = False) -> list[list[Face]]:
         """`detect` over several images in one model call where the model allows batches."""
+        if len(images) == 1:
+            return [self.detect(images[0], bgr)]
         prepared = [self.prepare(image, bgr) for image in images]
         batches = [batch for batch, _ in prepared]
-        outputs = self.infer(batches[0] if len(batches) == 1 else np.concatenate(batches))  # one image: no copy
+        outputs = self.infer(np.concatenate(batches))
         thresholds = self.thresholds()
         return [self.decode(outputs, i, letterbox, thresholds) for i, (_, letterbox) in enumerate(prepared)]

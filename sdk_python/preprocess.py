@@ -1,27 +1,60 @@
 """The one preprocessing of the SDK, calibration and evaluation: letterbox, BGR, minus mean.
 
 Keeping a single implementation means an INT8 model is calibrated, evaluated and
-deployed on exactly the same pixels.
+deployed on the same pixels. `FrameWriter` is the same letterbox for a stream of frames:
+straight into one reused input tensor, already in the runtime's dtype.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from featherface.config import MEAN_BGR
+from featherface.config import MEAN_BGR, InputSize
 
-__all__ = ["Letterbox", "letterbox", "normalize", "preprocess", "preprocess_original_size"]
+__all__ = ["FrameWriter", "Letterbox", "RESIZERS", "content_size", "letterbox", "normalize", "preprocess",
+           "preprocess_original_size", "resize_rgb"]
 
 LAYOUTS = ("NCHW", "NHWC")
 
-# PIL bilinear, not nearest or cv2.INTER_LINEAR: when shrinking, PIL widens the filter
-# with the scale factor (antialiased), so small faces do not alias; it is also
-# deterministic across platforms with numpy + pillow only.
-RESAMPLE = Image.Resampling.BILINEAR
+
+def _resize_pillow(image_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    # Bilinear with the filter widened by the scale factor when shrinking (antialiased).
+    return np.asarray(Image.fromarray(image_rgb).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _resize_opencv(image_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    # INTER_AREA averages every source pixel when shrinking (antialiased, like Pillow's
+    # widened bilinear); INTER_LINEAR when enlarging, where the two are the same filter.
+    shrinking = width < image_rgb.shape[1] or height < image_rgb.shape[0]
+    return cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def _opencv_installed() -> bool:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# Resizers by name. OpenCV when installed: a tenth of Pillow's time on a camera frame, and
+# the same detections within the parity bars (tests/test_preprocess.py); Pillow otherwise.
+RESIZERS: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {"opencv": _resize_opencv, "pillow": _resize_pillow}
+DEFAULT_RESIZER = "opencv" if _opencv_installed() else "pillow"
+
+
+def resize_rgb(image_rgb: np.ndarray, width: int, height: int, resizer: str | None = None) -> np.ndarray:
+    """HxWx3 uint8 -> height x width x 3 uint8 with `resizer` (default: DEFAULT_RESIZER)."""
+    name = resizer or DEFAULT_RESIZER
+    if name not in RESIZERS:
+        raise ValueError(f"resizer must be one of {sorted(RESIZERS)}, got {name!r}")
+    return RESIZERS[name](image_rgb, width, height)
 
 
 @dataclass(frozen=True)
@@ -75,12 +108,24 @@ def _round_half_up(value: float) -> int:
     return int(math.floor(value + 0.5))
 
 
-def _content_size(height: int, width: int, size: int) -> tuple[int, int, float]:
-    """(new_height, new_width, scale) of an image letterboxed into size x size."""
-    scale = size / max(height, width)
-    new_height = min(size, max(1, _round_half_up(height * scale)))
-    new_width = min(size, max(1, _round_half_up(width * scale)))
+def content_size(height: int, width: int, size: int | InputSize) -> tuple[int, int, float]:
+    """(new_height, new_width, scale) of a height x width image letterboxed into `size`:
+    scale = min(input width / width, input height / height), so the image fits whole."""
+    size = InputSize.of(size)
+    scale = min(size.width / width, size.height / height)
+    new_height = min(size.height, max(1, _round_half_up(height * scale)))
+    new_width = min(size.width, max(1, _round_half_up(width * scale)))
     return new_height, new_width, scale
+
+
+def _fitted(image_rgb: np.ndarray, size: int | InputSize, resizer: str | None) -> tuple[np.ndarray, Letterbox]:
+    """The image resized to its letterboxed content size, and the letterbox."""
+    height, width = _check_rgb(image_rgb)
+    new_height, new_width, scale = content_size(height, width, size)
+    content = image_rgb
+    if (new_height, new_width) != (height, width):
+        content = resize_rgb(image_rgb, new_width, new_height, resizer)
+    return content, Letterbox(scale, 0, 0, width, height)
 
 
 def _fill_rgb(mean_bgr: Sequence[float]) -> tuple[int, int, int]:
@@ -89,28 +134,21 @@ def _fill_rgb(mean_bgr: Sequence[float]) -> tuple[int, int, int]:
 
 
 def letterbox(
-    image_rgb: np.ndarray, size: int, *, mean_bgr: Sequence[float] = MEAN_BGR
+    image_rgb: np.ndarray, size: int | InputSize, *, mean_bgr: Sequence[float] = MEAN_BGR, resizer: str | None = None,
 ) -> tuple[np.ndarray, Letterbox]:
-    """Fit an RGB image into a size x size uint8 canvas, keeping its aspect ratio.
+    """Fit an RGB image into a uint8 canvas of `size` (an int N: N x N), keeping its aspect ratio.
 
-    The longer side becomes `size` (scale = size / max(h, w); up- or down-scaled, PIL
-    bilinear), placed at the top-left corner (pad_x = pad_y = 0). The rest of the canvas
-    is the mean colour (`mean_bgr`, as RGB) so that after mean subtraction the padding is
-    zero: the "zero padding bottom/right" of the measured probes (docs/measured.md).
+    Scaled by min(input width / width, input height / height) (up or down, `resize_rgb`),
+    placed at the top-left corner (pad_x = pad_y = 0). The rest of the canvas is the mean
+    colour (`mean_bgr`, as RGB) so that after mean subtraction the padding is zero: the
+    "zero padding bottom/right" of the measured probes (docs/measured.md).
     """
-    height, width = _check_rgb(image_rgb)
-    if size <= 0:
-        raise ValueError(f"letterbox size must be positive, got {size}")
-    new_height, new_width, scale = _content_size(height, width, size)
-    if (new_height, new_width) == (height, width):
-        content = image_rgb
-    else:
-        resized = Image.fromarray(image_rgb).resize((new_width, new_height), RESAMPLE)
-        content = np.asarray(resized)
-    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    content, box = _fitted(image_rgb, size, resizer)
+    size = InputSize.of(size)
+    canvas = np.empty((size.height, size.width, 3), dtype=np.uint8)
     canvas[...] = _fill_rgb(mean_bgr)
-    canvas[:new_height, :new_width] = content
-    return canvas, Letterbox(scale, 0, 0, width, height)
+    canvas[: content.shape[0], : content.shape[1]] = content
+    return canvas, box
 
 
 def normalize(
@@ -135,32 +173,80 @@ def normalize(
 
 def preprocess(
     image_rgb: np.ndarray,
-    size: int,
+    size: int | InputSize,
     mean_bgr: Sequence[float] = MEAN_BGR,
     layout: str = "NCHW",
+    resizer: str | None = None,
 ) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox to size x size then normalise; returns (input tensor, Letterbox).
+    """Letterbox into `size` (an int N: N x N) then normalise; returns (input tensor, Letterbox).
 
     Equal, value for value, to `normalize(letterbox(...))` with the padding exactly 0 (the
-    uint8 canvas can only hold the rounded mean), but written straight into the tensor in
-    `layout`: no canvas, no transposed copy (half the time on a 1280x1024 frame).
+    uint8 canvas can only hold the rounded mean), but written straight into a new float32
+    tensor in `layout`: no canvas, no transposed copy.
     """
-    height, width = _check_rgb(image_rgb)
-    if size <= 0:
-        raise ValueError(f"letterbox size must be positive, got {size}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    new_height, new_width, scale = _content_size(height, width, size)
-    content = image_rgb
-    if (new_height, new_width) != (height, width):
-        content = np.asarray(Image.fromarray(image_rgb).resize((new_width, new_height), RESAMPLE))
-    mean = np.asarray(mean_bgr, dtype=np.float32)
+    content, box = _fitted(image_rgb, size, resizer)
+    size = InputSize.of(size)
     nhwc = layout == "NHWC"
-    tensor = np.zeros((1, size, size, 3) if nhwc else (1, 3, size, size), dtype=np.float32)
-    for channel in range(3):  # BGR: channel 0 is the image's blue, index 2; one plane at a time is fastest
-        plane = tensor[0, :new_height, :new_width, channel] if nhwc else tensor[0, channel, :new_height, :new_width]
-        np.subtract(content[..., 2 - channel], mean[channel], out=plane, dtype=np.float32)
-    return tensor, Letterbox(scale, 0, 0, width, height)
+    shape = (1, size.height, size.width, 3) if nhwc else (1, 3, size.height, size.width)
+    tensor = np.zeros(shape, dtype=np.float32)
+    _write_planes(content, tensor[0] if nhwc else tensor[0].transpose(1, 2, 0), np.asarray(mean_bgr, dtype=np.float32))
+    return tensor, box
+
+
+def _write_planes(content: np.ndarray, hwc: np.ndarray, mean: np.ndarray) -> None:
+    """content (RGB uint8) minus the mean into the top-left of `hwc` (a BGR float view),
+    one channel at a time (the fastest in NumPy, for either layout)."""
+    height, width = content.shape[:2]
+    for channel in range(3):  # BGR: channel 0 is the image's blue, index 2
+        np.subtract(content[..., 2 - channel], mean[channel], out=hwc[:height, :width, channel], dtype=np.float32)
+
+
+class FrameWriter:
+    """Letterboxes frames into one reused input tensor in the runtime's layout and dtype.
+
+    The tensor is the same array on every call (valid until the next one): a stream of
+    frames allocates nothing. Only the content is rewritten; the padding is refilled when
+    the content size changes. For an integer input (a full-INT8 file), `quantize` (the
+    runtime's float -> input dtype) is applied to the 256 x 3 possible values once and each
+    frame is a table lookup: bit for bit `quantize(preprocess(frame))`, with no float copy.
+    """
+
+    def __init__(self, size: InputSize, mean_bgr: Sequence[float], layout: str, dtype: np.dtype,
+                 quantize: Callable[[np.ndarray], np.ndarray] | None = None, resizer: str | None = None) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.size, self.layout, self.resizer = size, layout, resizer
+        self.mean = np.asarray(mean_bgr, dtype=np.float32)
+        nhwc = layout == "NHWC"
+        dtype = np.dtype(dtype)
+        self.tensor = np.empty((1, size.height, size.width, 3) if nhwc else (1, 3, size.height, size.width), dtype)
+        self._hwc = self.tensor[0] if nhwc else self.tensor[0].transpose(1, 2, 0)
+        self._table = None  # [256, 3]: pixel value -> input value per BGR channel
+        if dtype != np.float32:
+            if quantize is None:
+                raise ValueError(f"an input of dtype {dtype} needs the runtime's quantize function")
+            levels = np.arange(256, dtype=np.float32)[:, None] - self.mean
+            self._table = np.ascontiguousarray(quantize(levels))
+            self._padding = quantize(np.zeros(3, np.float32))
+        else:
+            self._padding = np.zeros(3, np.float32)
+        self._content: tuple[int, int] | None = None
+
+    def write(self, image_rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """(the input tensor holding `image_rgb` letterboxed, its letterbox)."""
+        content, box = _fitted(image_rgb, self.size, self.resizer)
+        shape = content.shape[:2]
+        if shape != self._content:
+            self._hwc[...] = self._padding
+            self._content = shape
+        if self._table is None:
+            _write_planes(content, self._hwc, self.mean)
+        else:
+            for channel in range(3):
+                np.take(self._table[:, channel], content[..., 2 - channel], out=self._hwc[: shape[0], : shape[1], channel], mode="clip")
+        return self.tensor, box
 
 
 def preprocess_original_size(

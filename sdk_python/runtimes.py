@@ -24,9 +24,13 @@ class ModelFileError(ValueError):
 
 class Runtime(Protocol):
     input_layout: str  # "NCHW" or "NHWC"
+    input_dtype: np.dtype  # float32, or a full-INT8 file's integer input
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Float input values as `input_dtype` (identity for a float input)."""
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one float32 batch; returns outputs by the file's tensor names."""
+        """Run one batch, float32 or already in `input_dtype`; returns outputs by the file's tensor names."""
 
     def close(self) -> None:
         """Release the interpreter, session or network (memory, threads)."""
@@ -64,6 +68,15 @@ def _litert_interpreter_class():
         ) from None
 
 
+class FloatInput:
+    """The input of every runtime but a full-INT8 LiteRT file: float32."""
+
+    input_dtype = np.dtype(np.float32)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+
 class LiteRTRuntime:
     input_layout = "NHWC"
 
@@ -74,12 +87,17 @@ class LiteRTRuntime:
         (self.input,) = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         self.input_layout = "NHWC" if int(self.input["shape"][-1]) == 3 else "NCHW"
+        self.input_dtype = np.dtype(self.input["dtype"])
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return quantize_to(x, self.input)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results: list[dict[str, np.ndarray]] = []
         # Converted files have a static batch of one: run images one at a time.
         for image in batch:
-            self.interpreter.set_tensor(self.input["index"], quantize_to(image[None], self.input))
+            ready = image[None] if image.dtype == self.input_dtype else quantize_to(image[None], self.input)
+            self.interpreter.set_tensor(self.input["index"], ready)
             self.interpreter.invoke()
             results.append({o["name"]: dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self.outputs})
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
@@ -107,7 +125,7 @@ def dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return ((x.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-class OnnxRuntime:
+class OnnxRuntime(FloatInput):
     input_layout = "NCHW"
 
     def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
@@ -132,7 +150,7 @@ class OnnxRuntime:
         self.session = None
 
 
-class CoreMLRuntime:
+class CoreMLRuntime(FloatInput):
     input_layout = "NCHW"
 
     def __init__(self, path: str | Path, num_threads: int | None = None, compute_units: str = "ALL") -> None:
@@ -156,7 +174,7 @@ class CoreMLRuntime:
         self.model = None
 
 
-class TorchRuntime:
+class TorchRuntime(FloatInput):
     """The PyTorch network of a registered variant with a checkpoint loaded strictly
     (featherface.model's one loader: weights_only, keys and shapes checked, NaN refused)."""
 

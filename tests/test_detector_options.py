@@ -18,7 +18,7 @@ def test_the_sdk_exports_detector_options_and_face():
     import featherface.sdk as sdk
     from featherface.sdk import Detector, DetectorOptions, Face
 
-    assert sdk.__all__ == ["Detector", "DetectorOptions", "Face"]
+    assert sdk.__all__ == ["Detector", "DetectorOptions", "Face", "VideoFaces"]
     assert Detector.__module__ == "featherface.sdk.detector" and Face.__module__ == "featherface.sdk.faces"
     assert DetectorOptions().thresholds_over(DEPLOY_THRESHOLDS) == DEPLOY_THRESHOLDS
 

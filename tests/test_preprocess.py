@@ -56,9 +56,9 @@ def test_content_size_rounds_half_up():
     assert (canvas[:, :3] == COLOUR).all() and (canvas[:, 3:] == MEAN_RGB).all()
 
 
-def test_resampling_is_pil_bilinear():
+def test_the_pillow_resizer_is_pil_bilinear():
     image = np.random.default_rng(0).integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
-    canvas, _ = letterbox(image, 64)
+    canvas, _ = letterbox(image, 64, resizer="pillow")
     expected = np.asarray(Image.fromarray(image).resize((64, 48), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(canvas[:48], expected)
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import require_shared
-from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS
+from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS, InputSize
 from featherface.sdk.box_coding import iou_matrix
 from featherface.sdk.bundle import BundleError
 from featherface.sdk.detector import Detector
@@ -98,7 +98,7 @@ def test_load_takes_everything_from_the_manifest(onnx_bundle, pi4_bundle):
     with Detector.load(onnx_bundle) as detector:
         assert detector.model_file == "model.onnx"
         assert detector.runtime.input_layout == "NCHW"
-        assert detector.spec.input_size == SIZE
+        assert detector.spec.input_size == InputSize(SIZE, SIZE)
         assert detector.spec.thresholds == DEPLOY_THRESHOLDS
         assert detector.spec.priors == PRIORS
     assert Detector.load(pi4_bundle).model_file == "model_int8.tflite"  # the preferred file

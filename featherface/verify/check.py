@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from featherface.config import OUTPUT_NAMES, ParityThresholds, Thresholds
+from featherface.config import OUTPUT_NAMES, InputSize, ParityThresholds, Thresholds
 from featherface.priors import make_priors
 from featherface.sdk.detector import ModelSpec
 from featherface.sdk.faces import postprocess_arrays
@@ -21,20 +21,20 @@ def robust_floor(thresholds: Thresholds) -> Thresholds:
     return Thresholds(score=thresholds.score - ROBUST_MARGIN, nms_iou=thresholds.nms_iou, top_k=thresholds.top_k)
 
 
-def identity_letterboxes(size: int, count: int) -> list[Letterbox]:
+def identity_letterboxes(size: InputSize, count: int) -> list[Letterbox]:
     """Letterboxes that keep model-input pixels (golden vectors carry no original image)."""
-    return [Letterbox(1.0, 0, 0, size, size)] * count
+    return [Letterbox(1.0, 0, 0, size.width, size.height)] * count
 
 
 def detections_of(outputs: dict[str, np.ndarray], letterboxes: Sequence[Letterbox], spec: ModelSpec) -> list[Detections]:
     """Per image of a batch of outputs: detections down to the robust floor of the spec's
     thresholds, in the pixels each letterbox maps back to."""
     size = spec.input_size
-    priors = make_priors(size, size, spec.priors)
+    priors = make_priors(size.height, size.width, spec.priors)
     floor = robust_floor(spec.thresholds)
     return [
         Detections(*postprocess_arrays(outputs["loc"][i], outputs["conf"][i], outputs["landmarks"][i],
-                                       priors, letterbox, size, size, floor, spec.priors.variances))
+                                       priors, letterbox, size.height, size.width, floor, spec.priors.variances))
         for i, letterbox in enumerate(letterboxes)
     ]
 

@@ -51,10 +51,10 @@ def load_golden(bundle: Path, manifest: Manifest) -> Golden | None:
         if isinstance(err, BundleError):
             raise
         raise BundleError(f"{path}: unreadable golden vectors ({err})") from None
-    size = manifest.input.height
+    height, width = manifest.input.height, manifest.input.width
     inputs = arrays.pop("input")
-    if inputs.ndim != 4 or inputs.shape[1:] != (3, size, size):
-        raise BundleError(f"{path}: golden input shape {inputs.shape} is not [G, 3, {size}, {size}] (the manifest's input)")
+    if inputs.ndim != 4 or inputs.shape[1:] != (3, height, width):
+        raise BundleError(f"{path}: golden input shape {inputs.shape} is not [G, 3, {height}, {width}] (the manifest's input)")
     if any(len(a) != len(inputs) for a in arrays.values()):
         raise BundleError(f"{path}: golden inputs and outputs disagree on the image count")
     return Golden(inputs, arrays, names or [f"golden[{i}]" for i in range(len(inputs))])
