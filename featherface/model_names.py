@@ -10,3 +10,9 @@ INNOVATIONS: tuple[str, ...] = (
     "multiscale_context",
     "dynamic_weight_sharing",
 )
+
+# Every FeatherFaceV2UltraConfig flag that `--switch` flips: the innovations, and the
+# backbone's activation (ReLU by default; off: the teacher's LeakyReLU, which a frozen
+# shared backbone needs).
+BACKBONE_ACTIVATION = "relu_backbone"
+SWITCHES: tuple[str, ...] = INNOVATIONS + (BACKBONE_ACTIVATION,)

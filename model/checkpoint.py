@@ -96,17 +96,26 @@ def _mismatch_message(model: nn.Module, state: dict[str, torch.Tensor], path: Pa
     return text
 
 
-def load_weights(model: nn.Module, path: str | Path, arch: str | None = None) -> nn.Module:
-    """Load `path` into `model` with strict key and shape matching; refuse NaN/Inf weights."""
+def load_weights(model: nn.Module, path: str | Path, arch: str | None = None, keep: tuple[str, ...] = ()) -> nn.Module:
+    """Load `path` into `model` with strict key and shape matching; refuse NaN/Inf weights.
+
+    keep: entries the model keeps from itself, whether or not the file has them (a
+    deliberate transfer, e.g. V2 Ultra's `relu_backbone` when fine-tuning a network that
+    was trained with the teacher's LeakyReLU backbone)."""
     path = Path(path)
     state = read_state_dict(path)
+    own = model.state_dict()
+    state.update({k: own[k] for k in keep if k in own})
     problem = _mismatch_message(model, state, path, arch)
     if problem:
         raise CheckpointError(problem)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: non-finite values (NaN or Inf) in {len(bad)} tensors, e.g. {bad[0]}")
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except ValueError as err:  # a load hook's refusal, e.g. V2 Ultra's backbone activation
+        raise CheckpointError(f"{path}: {err}") from None
     return model
 
 

@@ -7,7 +7,9 @@ half of RetinaFace-mnet0.25's time, so everything on top of it must be nearly fr
 Every submodule is registered, and there is no data-dependent Python branch.
 
 Default parts (`featherface info --arch v2-ultra` counts them):
-- backbone: MobileNetV1-0.25, the same as V1 and RetinaFace.
+- backbone: MobileNetV1-0.25, the same as V1 and RetinaFace, but with ReLU where theirs
+  has LeakyReLU(0.1) (`relu_backbone`): in full INT8 each LeakyReLU costs three extra passes
+  over its map, a ReLU none. The checkpoint records which one it was trained with.
 - pyramid: per level a 1x1 lateral projection to `channels` (+BN+ReLU); optionally
   `bifpn_cells` BiFPN cells (off by default: their fusion and swish ops cost time).
 - context: per level one depthwise-separable 3x3 block (+BN+ReLU each).
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from featherface.model_names import INNOVATIONS  # noqa: F401  (re-exported; readable without torch)
 
-from .backbone import MobileNetV1
+from .backbone import LEAKY_SLOPE, MobileNetV1
 from .bifpn import BiFPNCell
 from .cbam import CBAM
 from .heads import RetinaStyleDetector
@@ -55,6 +57,7 @@ class FeatherFaceV2UltraConfig:
     progressive_enhancement: bool = True
     multiscale_context: bool = False
     dynamic_weight_sharing: bool = False
+    relu_backbone: bool = False  # TEMPORARY until the ReLU weights land
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
@@ -82,12 +85,28 @@ class LevelGate(nn.Module):
         return torch.sigmoid(self.scale[level] * x.mean(dim=(1, 2, 3), keepdim=True) + self.bias[level])
 
 
+def _same_backbone_activation(module: nn.Module, state: dict, prefix: str, *_args) -> None:
+    saved = state.get(prefix + "relu_backbone")
+    if saved is not None and bool(saved) != bool(module.relu_backbone):
+        def name(relu: bool) -> str:
+            return "ReLU" if relu else "LeakyReLU"
+
+        raise ValueError(
+            f"these v2-ultra weights were trained with a {name(bool(saved))} backbone, but the network was built "
+            f"with {name(bool(module.relu_backbone))} (FeatherFaceV2UltraConfig.relu_backbone)"
+        )
+
+
 class FeatherFaceV2Ultra(RetinaStyleDetector):
     def __init__(self, config: FeatherFaceV2UltraConfig = FeatherFaceV2UltraConfig()) -> None:
         super().__init__(config.channels, config.anchors, shared_heads=True)
         self.config = config
         c = config.channels
-        self.body = MobileNetV1()
+        self.body = MobileNetV1(slope=0.0 if config.relu_backbone else LEAKY_SLOPE)
+        # In the checkpoint, so that weights trained with one activation never load
+        # silently into a network built with the other (the keys are the same).
+        self.register_buffer("relu_backbone", torch.tensor(config.relu_backbone))
+        self.register_load_state_dict_pre_hook(_same_backbone_activation)
         self.lateral = nn.ModuleList(conv_bn_relu(width, c) for width in MobileNetV1.out_channels)
         self.bifpn = nn.Sequential(*[BiFPNCell(c) for _ in range(config.bifpn_cells)]) if config.bifpn_cells else None
         needs_cbam = config.attention or config.attention_multiplication

@@ -20,6 +20,7 @@ from featherface.config import MEAN_BGR
 from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_weights, save_weights
 from featherface.model.registry import get_variant
+from featherface.model.v2_ultra import FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
 from featherface.training.augment import AugmentConfig, augment, mirror, random_square_crop
 from featherface.training.cli import add_ablate_parser, add_distill_parser, add_train_parser, train_config_from_args
 from featherface.training.data import WiderFaceDataset, parse_label_txt, parse_wider_gt, resolve_training_data
@@ -638,10 +639,14 @@ def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
 # --------------------------------------------------------------------------- V2 Ultra's recipe
 
 
+# The switches that give V2 Ultra the teacher's LeakyReLU backbone, which sharing needs.
+LEAKY_BACKBONE = ("relu_backbone",) if FeatherFaceV2UltraConfig().relu_backbone else ()
+
+
 def _student_sharing_the_teachers_backbone(seed: int):
     torch.manual_seed(seed)
     teacher = freeze_teacher(get_variant("retinaface-mnet025").build())
-    student = get_variant("v2-ultra").build().eval()
+    student = build_student("v2-ultra", LEAKY_BACKBONE).eval()
     student.body.load_state_dict(teacher.body.state_dict())
     return student, teacher
 
@@ -666,13 +671,38 @@ def test_a_backbone_differing_in_one_bn_statistic_is_not_shared():
     assert not same_backbone(student, teacher)
 
 
+def test_a_relu_backbone_with_the_teachers_weights_is_not_shared():
+    teacher = freeze_teacher(get_variant("retinaface-mnet025").build())
+    student = FeatherFaceV2Ultra(FeatherFaceV2UltraConfig(relu_backbone=True)).eval()
+    student.body.load_state_dict(teacher.body.state_dict())
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in student.body.modules())
+    assert not same_backbone(student, teacher)
+
+
+def test_weights_of_a_leaky_backbone_load_only_by_deliberate_transfer(tmp_path):
+    """The keys are the same either way: the recorded activation keeps a LeakyReLU-trained
+    checkpoint out of a ReLU network, except through `init_from_checkpoint` (ultra-relu)."""
+    from featherface.model.checkpoint import CheckpointError, load_weights, save_weights
+    from featherface.training.trainer import init_from_checkpoint
+
+    torch.manual_seed(1)
+    leaky = save_weights(FeatherFaceV2Ultra(FeatherFaceV2UltraConfig(relu_backbone=False)), tmp_path / "leaky.pth")
+    with pytest.raises(CheckpointError, match="trained with a LeakyReLU backbone"):
+        load_weights(FeatherFaceV2Ultra(FeatherFaceV2UltraConfig(relu_backbone=True)), leaky)
+    student = FeatherFaceV2Ultra(FeatherFaceV2UltraConfig(relu_backbone=True))
+    init_from_checkpoint(student, leaky, "v2-ultra", ())
+    saved = torch.load(leaky, weights_only=True)
+    assert bool(student.relu_backbone) and not bool(saved["relu_backbone"])
+    assert all(torch.equal(v, saved[k]) for k, v in student.state_dict().items() if k != "relu_backbone")
+
+
 def test_ultra_frozen_recipe_shares_one_backbone_pass_and_keeps_it_bit_identical(tiny_label_txt, tmp_path):
     torch.manual_seed(14)
     teacher = get_variant("retinaface-mnet025").build()
     teacher_file = save_weights(teacher, tmp_path / "teacher.pth")
     loss = DistillConfig(task_weight=1, kd_weight=2, feature_weight=0, attention_weight=0, box_weight=0.5,
                          landmark_weight=0.1, temperature_range=0, temperature_min=1, phases=(Phase(2, freeze_backbone=True),))
-    config = _tiny_config(tiny_label_txt, tmp_path / "run", epochs=2, max_images=4, lr=1e-2,
+    config = _tiny_config(tiny_label_txt, tmp_path / "run", epochs=2, max_images=4, lr=1e-2, switched_innovations=LEAKY_BACKBONE,
                           teacher=TeacherConfig(arch="retinaface-mnet025", weights=str(teacher_file), loss=loss))
     messages: list[str] = []
     result = train(config, messages.append)
@@ -680,7 +710,7 @@ def test_ultra_frozen_recipe_shares_one_backbone_pass_and_keeps_it_bit_identical
     for key, value in teacher.body.state_dict().items():  # weights and BN statistics
         torch.testing.assert_close(result.model.body.state_dict()[key], value, rtol=0, atol=0, msg=key)
     neck = {k: v for k, v in result.model.state_dict().items() if not k.startswith("body.") and v.is_floating_point()}
-    fresh = get_variant("v2-ultra").build().state_dict()
+    fresh = build_student("v2-ultra", LEAKY_BACKBONE).state_dict()
     assert any(not torch.equal(fresh[k], v) for k, v in neck.items())
     assert all(math.isfinite(row["loss"]) and row["kd"] > 0 and row["box_kd"] >= 0 for row in result.history)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from featherface.cli import input_size
 from featherface.config import DEFAULT_INPUT_SIZE
-from featherface.model_names import ARCH_NAMES, INNOVATIONS
+from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
 from featherface.paths import WIDERFACE
 
 from .distill_config import PRESETS, DistillConfig
@@ -82,8 +82,8 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--resume", action="store_true", help="continue from --out/resume.pth when present")
     parser.add_argument("--init-weights", help="start from this full checkpoint (strict)")
     parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
-    parser.add_argument("--switch", action="append", default=[], choices=INNOVATION_NAMES, metavar="INNOVATION",
-                        help=f"flip a v2-ultra innovation from its default (repeatable): {', '.join(INNOVATION_NAMES)}")
+    parser.add_argument("--switch", action="append", default=[], choices=SWITCHES, metavar="SWITCH",
+                        help=f"flip a v2-ultra switch from its default (repeatable): {', '.join(SWITCHES)}")
     parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
                         "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")

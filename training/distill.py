@@ -119,12 +119,17 @@ def teacher_outputs(teacher: nn.Module, x: Tensor | None, backbone_levels: list[
 
 
 def same_backbone(student: nn.Module, teacher: nn.Module) -> bool:
-    """True when both MobileNetV1 `body`s hold identical weights and BN statistics, so
-    that one backbone pass (in eval mode) serves both networks."""
+    """True when both MobileNetV1 `body`s hold identical layers (activations included),
+    weights and BN statistics, so that one backbone pass (in eval mode) serves both networks."""
     if not (hasattr(student, "body") and hasattr(teacher, "body")):
         return False
     mine, theirs = student.body.state_dict(), teacher.body.state_dict()
-    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    same_layers = [type(m) for m in student.body.modules()] == [type(m) for m in teacher.body.modules()]
+    same_slopes = all(
+        a.negative_slope == b.negative_slope
+        for a, b in zip(student.body.modules(), teacher.body.modules()) if isinstance(a, nn.LeakyReLU)
+    )
+    return same_layers and same_slopes and mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
 
 @dataclass

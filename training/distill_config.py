@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["PRESETS", "SEED_3PHASE", "ULTRA_FROZEN", "DistillConfig", "EpochSettings", "Phase", "settings_at"]
+__all__ = ["PRESETS", "SEED_3PHASE", "ULTRA_FROZEN", "ULTRA_RELU", "DistillConfig", "EpochSettings", "Phase", "settings_at"]
 
 WEIGHTS = ("task_weight", "kd_weight", "feature_weight", "attention_weight", "box_weight", "landmark_weight")
 
@@ -43,8 +43,12 @@ SEED_3PHASE: tuple[Phase, ...] = (
 # V2 Ultra's recipe: the student's backbone is the teacher's (RetinaFace-mnet0.25, trained
 # on all of WIDER FACE), frozen throughout, so one backbone pass serves both networks and
 # only the ~32K parameters on top of it learn (docs/v2_ultra.md).
+# Run with `--switch relu_backbone`: the shared backbone keeps the teacher's LeakyReLU.
 ULTRA_FROZEN: tuple[Phase, ...] = (Phase(10, freeze_backbone=True),)
-PRESETS: dict[str, tuple[Phase, ...]] = {"seed-3phase": SEED_3PHASE, "ultra-frozen": ULTRA_FROZEN}
+# Then the ReLU backbone that full INT8 runs fastest: from the frozen phase's weights
+# (`--init-weights`), everything trainable, the teacher running its own backbone.
+ULTRA_RELU: tuple[Phase, ...] = (Phase(6),)
+PRESETS: dict[str, tuple[Phase, ...]] = {"seed-3phase": SEED_3PHASE, "ultra-frozen": ULTRA_FROZEN, "ultra-relu": ULTRA_RELU}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_backbone_weights, load_weights, save_weights
 from featherface.model.registry import get_variant
+from featherface.model_names import BACKBONE_ACTIVATION, SWITCHES
 from featherface.paths import WIDERFACE
 
 from .augment import AugmentConfig
@@ -122,29 +123,32 @@ class TrainResult:
 
 def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switched: Sequence[str]) -> None:
     """Strict load of a checkpoint of the default network; an ablation variant (some
-    innovations switched) takes every weight the two networks share, and the modules only
-    it has (e.g. the level gate of dynamic weight sharing) keep their initialisation."""
+    switches flipped) takes every weight the two networks share, and the modules only
+    it has (e.g. the level gate of dynamic weight sharing) keep their initialisation.
+    The backbone's activation is not inherited: a V2 Ultra trained on the teacher's frozen
+    LeakyReLU backbone may start a ReLU one (the `ultra-relu` preset)."""
+    keep = (BACKBONE_ACTIVATION,)
     if not switched:
-        load_weights(student, path, arch=arch)
+        load_weights(student, path, arch=arch, keep=keep)
         return
-    default = load_weights(build_student(arch, ()), path, arch=arch).state_dict()
+    default = load_weights(build_student(arch, ()), path, arch=arch, keep=keep).state_dict()
     own = student.state_dict()
-    student.load_state_dict({k: default.get(k, v) for k, v in own.items()}, strict=True)
+    student.load_state_dict({k: v if k == BACKBONE_ACTIVATION else default.get(k, v) for k, v in own.items()}, strict=True)
 
 
-def build_student(arch: str, switched_innovations: tuple[str, ...] = ()) -> nn.Module:
-    """A registered variant; for v2-ultra with the named innovations flipped from the default."""
-    if not switched_innovations:
+def build_student(arch: str, switched: tuple[str, ...] = ()) -> nn.Module:
+    """A registered variant; for v2-ultra with the named switches flipped from the default."""
+    if not switched:
         return get_variant(arch).build()
     if arch != "v2-ultra":
-        raise ValueError(f"innovation switches exist only for v2-ultra, not {arch!r}")
-    from featherface.model.v2_ultra import INNOVATIONS, FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
+        raise ValueError(f"switches exist only for v2-ultra, not {arch!r}")
+    from featherface.model.v2_ultra import FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
 
-    unknown = sorted(set(switched_innovations) - set(INNOVATIONS))
+    unknown = sorted(set(switched) - set(SWITCHES))
     if unknown:
-        raise ValueError(f"unknown innovation(s) {', '.join(unknown)}; expected some of: {', '.join(INNOVATIONS)}")
+        raise ValueError(f"unknown switch(es) {', '.join(unknown)}; expected some of: {', '.join(SWITCHES)}")
     default = FeatherFaceV2UltraConfig()
-    return FeatherFaceV2Ultra(dataclasses.replace(default, **{n: not getattr(default, n) for n in switched_innovations}))
+    return FeatherFaceV2Ultra(dataclasses.replace(default, **{n: not getattr(default, n) for n in switched}))
 
 
 def set_backbone_frozen(student: nn.Module, frozen: bool) -> None:
