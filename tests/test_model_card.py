@@ -1,6 +1,8 @@
 """The model card's Markdown: AP in points, the recipe as run, quoted reference rows."""
 from __future__ import annotations
 
+import pytest
+
 from featherface.training.model_card import render_model_card
 
 
@@ -20,10 +22,30 @@ def test_card_gives_ap_in_points_and_quotes_only_what_it_did_not_measure(tmp_pat
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"weights")
     results = {"v2-ultra@640": {"easy": 0.9123, "medium": 0.8, "hard": 0.5}, "retinaface-mnet025@640": {"easy": 0.916, "medium": 0.876, "hard": 0.543}}
-    card = render_model_card(_run("face"), results, weights, "v2-ultra", ["retinaface-mnet025"], "featherface distill ...")
+    card = render_model_card([_run("face")], results, weights, "v2-ultra", ["retinaface-mnet025"], ["featherface distill ..."])
     assert "| **v2-ultra** (this file) | ? | ? | not measured | 91.2 / 80.0 / 50.0 |" in card
     assert "| retinaface-mnet025 | ? | ? | not measured | 91.6 / 87.6 / 54.3 |" in card
     assert "| v1 (quoted) |" in card and "| YuNet (OpenCV, quoted) |" in card
-    assert "per expected teacher face prior" in card and "its backbone the teacher's (retinaface-mnet025" in card
-    measured_v1 = render_model_card(_run("prior"), {}, weights, "v2-ultra", ["v1"], "cmd")
+    assert "per expected teacher face prior" in card and "its backbone started from the teacher's (retinaface-mnet025" in card
+    measured_v1 = render_model_card([_run("prior")], {}, weights, "v2-ultra", ["v1"], ["cmd"])
     assert "| v1 (quoted) |" not in measured_v1 and "averaged over priors" in measured_v1
+
+
+def test_a_two_stage_card_gives_each_stage_its_recipe_and_command_and_the_total_time(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    frozen, relu = _run("face"), _run("face")
+    frozen["config"]["disabled_innovations"] = ["relu_backbone"]
+    relu["config"].update(init_weights="runs/v2_frozen/v2_ultra.pth", epochs=6,
+                          augment={"crop_scales": [0.3, 1.0, 2.0]})
+    relu["config"]["teacher"]["loss"]["phases"] = [{"end": 6, "freeze_backbone": False, "terms_off": []}]
+    relu["seconds"] = 1200.0
+    card = render_model_card([frozen, relu], {}, weights, "v2-ultra", [], ["stage one command", "stage two command"])
+    assert "Training took 50 min in all (2 stages)" in card
+    assert card.index("### Stage 1 of 2") < card.index("`stage one command`") < card.index("### Stage 2 of 2") < card.index("`stage two command`")
+    assert "switches flipped from the default network: relu_backbone" in card
+    assert "started from `runs/v2_frozen/v2_ultra.pth`, the previous stage's weights" in card
+    assert "crops of 0.3, 1, 2 x the short side" in card and "crops above 1 zoom out" in card
+    assert "6: trainable, none" in card and "10: frozen, none" in card
+    with pytest.raises(ValueError, match="one command per run"):
+        render_model_card([frozen, relu], {}, weights, "v2-ultra", [], ["only one"])

@@ -1,8 +1,8 @@
 """Evaluate a trained run on WIDER_val (both protocols, with reference networks) and write
 the MODEL_CARD.md that ships beside embedded weights.
 
-`python -m featherface.training.model_card --run RUN_DIR --weights model/weights/v2_ultra.pth
---out model/weights/MODEL_CARD.md --compare v1 retinaface-mnet025`. Evaluations are cached
+`python -m featherface.training.model_card --run RUN_DIR [--run NEXT_STAGE_DIR] --command ...
+--weights model/weights/v2_ultra.pth --out model/weights/MODEL_CARD.md --compare retinaface-mnet025`. Evaluations are cached
 in RUN_DIR/evaluations.json, and the card is rewritten after each one, so an interrupted
 job loses nothing and a rerun only does what is missing.
 """
@@ -75,57 +75,23 @@ def _ap(results: dict, arch: str, size: int | None) -> str:
     return " / ".join(f"{100 * r[k]:.1f}" for k in ("easy", "medium", "hard")) if r else "not measured"
 
 
-def render_model_card(run: dict, results: dict, weights: Path, arch: str, compare: list[str], command: str) -> str:
-    """The card's Markdown from the run summary (run.json) and the evaluation results."""
+def _recipe(run: dict, command: str, stage: str) -> list[str]:
+    """The recipe lines of one training run (a stage of the card's weights)."""
     config = run["config"]
     teacher = config.get("teacher")
-    data = run["data"]
-    size_bytes = weights.stat().st_size
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    info = results.get(f"{arch}@info", {})
     history = run.get("history", [])
     last = history[-1] if history else {}
-    minutes = run["seconds"] / 60
-    eval_minutes = sum(v.get("seconds", 0) for k, v in results.items() if k.startswith(f"{arch}@") and "seconds" in v) / 60
-
-    events = data.get("events", {})
-    event_text = ", ".join(f"{e} ({n} images)" for e, n in sorted(events.items())) or "see run.json"
-
-    rows = []
-    for name in [arch, *compare]:
-        model_info = results.get(f"{name}@info", {})
-        label = f"**{name}** (this file)" if name == arch else name
-        params = f"{model_info['params']:,}" if model_info else "?"
-        macs = f"{model_info['macs'] / 1e9:.3f}" if model_info else "?"
-        rows.append(f"| {label} | {params} | {macs} | {_ap(results, name, None)} | {_ap(results, name, DEFAULT_INPUT_SIZE)} |")
-
+    scales = config.get("augment", {}).get("crop_scales") or [0.3, 0.45, 0.6, 0.8, 1.0]
+    zoom = [s for s in scales if s > 1]
     lines = [
-        f"# Model card: `{weights.name}` ({arch})",
-        "",
-        f"The default weights that `create_model(\"{arch}\")` and `featherface ... --arch {arch}` load. "
-        f"A short-budget {'distillation' if teacher else 'training'} on a {data['used_images']:,}-image WIDER FACE subset on a 2-core CPU"
-        + (f", its backbone the teacher's ({teacher['arch']}, trained on all of WIDER FACE)" if teacher and teacher["init_student_backbone"] else "")
-        + ". Not a substitute for training on the full WIDER FACE train set.",
-        "",
-        "## File",
-        f"- state dict only, {size_bytes:,} bytes, sha256 `{digest}`",
-        f"- parameters: {info.get('params', '?'):,} (true count), {info.get('params_thop_style', '?'):,} (thop-style); "
-        f"MACs at {DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}: {info.get('macs', 0) / 1e9:.3f} G" if info else "- parameters: see `featherface info`",
-        f"- input: BGR, mean ({', '.join(f'{v:g}' for v in MEAN_BGR)}) subtracted, no scaling, NCHW (the one preprocessing of the SDK); "
-        "outputs loc [N, A, 4], conf [N, A, 2] (softmax in eval mode), landmarks [N, A, 10]; priors as in `featherface.config.PRIORS`.",
-        "",
-        "## Data",
-        f"- training: {data['source']}; {data['used_images']:,} of {data['images']:,} images used, {data['faces']:,} faces kept, "
-        f"{data['dropped_invalid']} invalid and {data['dropped_zero_size']} zero-size boxes dropped; "
-        f"events: {event_text}. No landmark annotations (official WIDER ground truth).",
-        "- validation (below): the 315 WIDER_val images of ../shared (3 events), scored with the official "
-        "easy/medium/hard ground truth restricted to those images. Not comparable with full-val figures.",
-        "- licence of the data: WIDER FACE terms (non-commercial research).",
-        "",
-        "## Recipe",
-        f"- input size {config['input_size']}x{config['input_size']} (RetinaFace augmentation: square crops 0.3-1.0 of the "
-        f"short side keeping faces whose centre is inside, photometric distortion, mirror with left/right landmark swap, "
-        f"resize), batch {config['batch_size']}, seed {config['seed']}.",
+        *([f"### {stage}"] if stage else []),
+        (f"- started from `{config['init_weights']}`" + (", the previous stage's weights" if stage else "") + "."
+         if config.get("init_weights") else "- started from the teacher's backbone and a fresh neck."),
+        *([f"- switches flipped from the default network: {', '.join(config['disabled_innovations'])}."] if config.get("disabled_innovations") else []),
+        f"- input size {config['input_size']}x{config['input_size']} (RetinaFace augmentation: square crops of "
+        f"{', '.join(f'{s:g}' for s in scales)} x the short side keeping faces whose centre is inside"
+        + ("; crops above 1 zoom out, padding with the mean colour, so faces shrink as in a letterboxed photo" if zoom else "")
+        + f", photometric distortion, mirror with left/right landmark swap, resize), batch {config['batch_size']}, seed {config['seed']}.",
         f"- AdamW (lr {config['lr']:g}, weight decay {config['weight_decay']:g}) with OneCycle "
         f"({config['warmup_fraction']:.0%} warm-up), {config['epochs']} epochs planned, {run['epochs_done']} done"
         + (" (stopped early by the time budget: OneCycle did not finish)" if run["stopped_early"] else "") + ".",
@@ -149,11 +115,74 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
             ) + ".")
     lines += [
         f"- hardware: {run['processes']} process x {run['threads']} CPU thread(s) of a 2-core machine shared with other jobs; "
-        f"training {minutes:.0f} min at {run['images_per_second']} images/s; evaluation of this file {eval_minutes:.0f} min.",
+        f"training {run['seconds'] / 60:.0f} min at {run['images_per_second']} images/s.",
         f"- final epoch: loss {last.get('loss', float('nan')):.3f} (task {last.get('task', float('nan')):.3f}: loc {last.get('loc', float('nan')):.3f}, "
         f"conf {last.get('conf', float('nan')):.3f}; kd {last.get('kd', float('nan')):.3f}, feature {last.get('feature', float('nan')):.3f}, "
         f"attention {last.get('attention', float('nan')):.3f}, landmark_kd {last.get('landmark_kd', float('nan')):.3f}).",
         f"- reproduce: `{command}`",
+    ]
+    return lines
+
+
+def render_model_card(runs: list[dict], results: dict, weights: Path, arch: str, compare: list[str], commands: list[str]) -> str:
+    """The card's Markdown from the run summaries (run.json of each stage, in order) and
+    the evaluation results."""
+    if len(commands) != len(runs):
+        raise ValueError(f"one command per run: {len(runs)} runs, {len(commands)} commands")
+    run = runs[-1]
+    config = run["config"]
+    teacher = config.get("teacher")
+    first_teacher = runs[0]["config"].get("teacher")
+    data = run["data"]
+    size_bytes = weights.stat().st_size
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    info = results.get(f"{arch}@info", {})
+    minutes = sum(r["seconds"] for r in runs) / 60
+    eval_minutes = sum(v.get("seconds", 0) for k, v in results.items() if k.startswith(f"{arch}@") and "seconds" in v) / 60
+
+    events = data.get("events", {})
+    event_text = ", ".join(f"{e} ({n} images)" for e, n in sorted(events.items())) or "see run.json"
+
+    rows = []
+    for name in [arch, *compare]:
+        model_info = results.get(f"{name}@info", {})
+        label = f"**{name}** (this file)" if name == arch else name
+        params = f"{model_info['params']:,}" if model_info else "?"
+        macs = f"{model_info['macs'] / 1e9:.3f}" if model_info else "?"
+        rows.append(f"| {label} | {params} | {macs} | {_ap(results, name, None)} | {_ap(results, name, DEFAULT_INPUT_SIZE)} |")
+
+    several = len(runs) > 1
+    recipe = [line for i, (r, c) in enumerate(zip(runs, commands), start=1)
+              for line in _recipe(r, c, f"Stage {i} of {len(runs)}" if several else "")]
+    lines = [
+        f"# Model card: `{weights.name}` ({arch})",
+        "",
+        f"The default weights that `create_model(\"{arch}\")` and `featherface ... --arch {arch}` load. "
+        f"A short-budget {'distillation' if teacher else 'training'} on a {data['used_images']:,}-image WIDER FACE subset on a 2-core CPU"
+        + (f", its backbone started from the teacher's ({first_teacher['arch']}, trained on all of WIDER FACE)"
+           if first_teacher and first_teacher["init_student_backbone"] else "")
+        + ". Not a substitute for training on the full WIDER FACE train set.",
+        "",
+        "## File",
+        f"- state dict only, {size_bytes:,} bytes, sha256 `{digest}`",
+        f"- parameters: {info.get('params', '?'):,} (true count), {info.get('params_thop_style', '?'):,} (thop-style); "
+        f"MACs at {DEFAULT_INPUT_SIZE}x{DEFAULT_INPUT_SIZE}: {info.get('macs', 0) / 1e9:.3f} G" if info else "- parameters: see `featherface info`",
+        f"- input: BGR, mean ({', '.join(f'{v:g}' for v in MEAN_BGR)}) subtracted, no scaling, NCHW (the one preprocessing of the SDK); "
+        "outputs loc [N, A, 4], conf [N, A, 2] (softmax in eval mode), landmarks [N, A, 10]; priors as in `featherface.config.PRIORS`.",
+        "",
+        "## Data",
+        f"- training: {data['source']}; {data['used_images']:,} of {data['images']:,} images used, {data['faces']:,} faces kept, "
+        f"{data['dropped_invalid']} invalid and {data['dropped_zero_size']} zero-size boxes dropped; "
+        f"events: {event_text}. No landmark annotations (official WIDER ground truth).",
+        "- validation (below): the 315 WIDER_val images of ../shared (3 events), scored with the official "
+        "easy/medium/hard ground truth restricted to those images. Not comparable with full-val figures.",
+        "- licence of the data: WIDER FACE terms (non-commercial research).",
+        "",
+        "## Recipe",
+        f"Training took {minutes:.0f} min in all" + (f" ({len(runs)} stages)" if several else "")
+        + f"; evaluating this file {eval_minutes:.0f} min.",
+        "",
+        *recipe,
         "",
         "## WIDER_val AP in points (easy / medium / hard)",
         f"Same evaluator (`featherface.training.evaluate`, official protocol: confidence > {WIDER_EVAL_THRESHOLDS.score:g}, "
@@ -187,25 +216,29 @@ def render_model_card(run: dict, results: dict, weights: Path, arch: str, compar
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m featherface.training.model_card", description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run directory with run.json")
+    parser.add_argument("--run", action="append", required=True,
+                        help="run directory with run.json; repeat for each stage, in order (evaluations are cached in the last)")
     parser.add_argument("--weights", required=True, help="the trained weights the card describes")
     parser.add_argument("--arch", default="v2-ultra", help="their architecture (default %(default)s)")
     parser.add_argument("--out", required=True, help="where MODEL_CARD.md goes")
     parser.add_argument("--compare", nargs="*", default=["v1", "retinaface-mnet025"], help="reference variants, default weights")
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
-    parser.add_argument("--command", default="", help="the training command, quoted in the card")
+    parser.add_argument("--command", action="append", default=[], help="each stage's training command, quoted in the card (one per --run)")
     args = parser.parse_args(argv)
 
     from featherface.model.registry import get_variant
 
     torch.set_num_threads(args.threads)
-    run_dir, weights, out = Path(args.run), Path(args.weights), Path(args.out)
-    run = json.loads((run_dir / "run.json").read_text())
+    run_dirs, weights, out = [Path(r) for r in args.run], Path(args.weights), Path(args.out)
+    if len(args.command) != len(run_dirs):
+        parser.error(f"give one --command per --run ({len(run_dirs)} runs, {len(args.command)} commands)")
+    runs = [json.loads((d / "run.json").read_text()) for d in run_dirs]
+    run_dir = run_dirs[-1]
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
     def write(results: dict) -> None:
-        write_text_atomic(out, render_model_card(run, results, weights, args.arch, args.compare, args.command))
+        write_text_atomic(out, render_model_card(runs, results, weights, args.arch, args.compare, args.command))
         say(f"wrote {out}")
 
     entries = [(args.arch, weights)]
