@@ -12,7 +12,8 @@ from pathlib import Path
 from featherface.atomic import atomic_path, write_text_atomic
 from featherface.units import speed_words
 
-COLUMNS = ("file", "thr", "load ms", "model p50", "p90", "p99", "mean", "total p50", "p90", "p99", "mean", "img/s", "RSS MB", "parity", "vs base")
+COLUMNS = ("file", "thr", "load ms", "model p50", "p90", "p99", "mean", "total p50", "p90", "p99", "mean", "pre p50", "post p50",
+           "pre+post", "img/s", "RSS MB", "parity", "vs base")
 
 
 def _ms(value) -> str:
@@ -41,6 +42,8 @@ def row(entry: dict) -> list[str]:
         entry["label"], str(entry["threads"] or "-"), _ms(entry["load_ms"]),
         _ms(model["p50"]), _ms(model["p90"]), _ms(model["p99"]), _ms(model["mean"]),
         _ms(total["p50"]), _ms(total["p90"]), _ms(total["p99"]), _ms(total["mean"]),
+        _ms((entry.get("pre_ms") or {}).get("p50")), _ms((entry.get("post_ms") or {}).get("p50")),
+        "-" if entry.get("pre_post_share") is None else f"{100 * entry['pre_post_share']:.0f} %",
         f"{entry['throughput']:.1f}", "-" if entry["peak_rss_mb"] is None else f"{entry['peak_rss_mb']:.0f}",
         _parity(entry), _ratio(entry),
     ]
@@ -148,7 +151,8 @@ def markdown(report: dict, plot_name: str | None) -> str:
         f"- {settings['warmup']} warm-up rounds, then {settings['runs']} timed rounds; {settings['schedule']}.",
         "- `model_ms`: the runtime's run on a prepared input; `total_ms`: `Detector.detect` on a decoded RGB "
         f"frame ({settings['frame']['width']}x{settings['frame']['height']}, {settings['frame']['source']}): "
-        "letterbox + normalise, inference, decode + NMS.",
+        "letterbox + normalise (`pre_ms`), inference, decode + NMS (`post_ms`), timed stage by stage in the same "
+        "runs; pre+post: their medians' share of the median `total_ms`.",
         "- Throughput: images/s of one sequential stream, 1000 / mean `total_ms`.",
         f"- Ratios: {settings['ratio']}; baseline `{settings['baseline']}`.",
         "- `load_ms`: manifest read + sha256 check + runtime open (what `Detector.load` does); peak RSS: a "

@@ -2,8 +2,9 @@
 interleaved across targets, check parity on the golden vectors, measure peak memory.
 
 model_ms: the runtime's `run` on a prepared input (already letterboxed, normalised and in
-the runtime's layout). total_ms: `Detector.detect` on a decoded RGB frame: letterbox and
-normalise, inference, decoding and NMS. Both exclude file decoding (JPEG/PNG).
+the runtime's layout and dtype). total_ms: `Detector.detect` on a decoded RGB frame, timed
+by its three stages: pre_ms (letterbox and normalise, `frame_input`), the model
+(`run_input`) and post_ms (decoding and NMS, `decode`). All exclude file decoding (JPEG/PNG).
 """
 from __future__ import annotations
 
@@ -81,13 +82,15 @@ class Measured:
     first_run_ms: float
     model: list[float]
     total: list[float]
+    pre: list[float]  # of the same detect runs as `total`
+    post: list[float]
     faces: int
     parity: dict
 
 
 def _prepared(opened: Opened, frame: np.ndarray) -> np.ndarray:
-    batch, _ = opened.detector.prepare(frame)
-    return opened.detector.runtime_batch(batch)
+    tensor, _ = opened.detector.frame_input(frame)
+    return tensor.copy()  # frame_input's buffer is rewritten by every detect
 
 
 def run_group(
@@ -109,6 +112,8 @@ def run_group(
         schedule = interleaved_schedule(len(opened), warmup, runs)
         model: list[list[float]] = [[] for _ in opened]
         total: list[list[float]] = [[] for _ in opened]
+        pre: list[list[float]] = [[] for _ in opened]
+        post: list[list[float]] = [[] for _ in opened]
         faces = [0] * len(opened)
         progress(f"timing {len(opened)} file(s): {warmup} warm-up + {runs} timed rounds, interleaved")
         collecting = gc.isenabled()
@@ -121,11 +126,19 @@ def run_group(
                     start = time.perf_counter()
                     item.detector.runtime.run(prepared)
                     elapsed = time.perf_counter() - start
-                else:
+                else:  # Detector.detect, stage by stage
+                    detector = item.detector
                     start = time.perf_counter()
-                    found = item.detector.detect(frame)
+                    tensor, letterbox = detector.frame_input(frame)
+                    prepared_at = time.perf_counter()
+                    outputs = detector.run_input(tensor)
+                    ran_at = time.perf_counter()
+                    found = detector.decode(outputs, 0, letterbox)
                     elapsed = time.perf_counter() - start
                     faces[step.target] = len(found)
+                    if step.timed:
+                        pre[step.target].append(1000 * (prepared_at - start))
+                        post[step.target].append(1000 * (start + elapsed - ran_at))
                 if step.timed:
                     (model if step.kind == "model" else total)[step.target].append(1000 * elapsed)
         finally:
@@ -135,7 +148,7 @@ def run_group(
         for i, (item, _, first) in enumerate(opened):
             progress(f"parity of {item.target.label} on {len(item.target.golden.inputs) if item.target.golden else 0} golden images")
             parity = device_parity(item.detector, item.target.golden, item.target.entry)
-            measured.append(Measured(item, first, model[i], total[i], faces[i], parity))
+            measured.append(Measured(item, first, model[i], total[i], pre[i], post[i], faces[i], parity))
         return measured
     finally:
         for item, _, _ in opened:
@@ -193,6 +206,7 @@ def jsonable(value):
 
 def result_entry(m: Measured, baseline: Measured | None) -> dict:
     model, total = summarize(m.model), summarize(m.total)
+    pre, post = summarize(m.pre), summarize(m.post)
     ratio = None
     if baseline is not None:
         ratio = {
@@ -208,6 +222,10 @@ def result_entry(m: Measured, baseline: Measured | None) -> dict:
         "first_run_ms": m.first_run_ms,
         "model_ms": model,
         "total_ms": total,
+        "pre_ms": pre,
+        "post_ms": post,
+        # (pre + post) / total of the medians: what the SDK adds around the model in a detect.
+        "pre_post_share": (pre["p50"] + post["p50"]) / total["p50"] if total["p50"] else None,
         "throughput": throughput(total["mean"]),
         "model_throughput": throughput(model["mean"]),
         "peak_rss_mb": None,
@@ -215,7 +233,8 @@ def result_entry(m: Measured, baseline: Measured | None) -> dict:
         "faces": m.faces,
         "parity": m.parity,
         "ratio_to_baseline": ratio,
-        "samples_ms": {"model": [round(v, 4) for v in m.model], "total": [round(v, 4) for v in m.total]},
+        "samples_ms": {"model": [round(v, 4) for v in m.model], "total": [round(v, 4) for v in m.total],
+                       "pre": [round(v, 4) for v in m.pre], "post": [round(v, 4) for v in m.post]},
     }
 
 

@@ -270,12 +270,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     detect, protocol, subject = _eval_detect_fn(args)
     with count_bar("eval", "image", enabled=not args.quiet) as on_image:
-        result = evaluate_detector(detect, args.data, args.out, progress=None if args.quiet else _progress("eval"),
-                                   on_image=on_image)
-    result.update(protocol=protocol, **subject)
+        result = evaluate_detector(detect, args.data, args.out, orientation=args.orientation,
+                                   progress=None if args.quiet else _progress("eval"), on_image=on_image)
+    result.update(protocol=protocol, **subject, **({"orientation": args.orientation} if args.orientation else {}))
     faces = result["faces"]
     # People read AP in percent with one decimal, as the report does; the JSON keeps fractions.
-    print(f"WIDER FACE val ({protocol}, {result['images']} images; faces easy {faces['easy']}, medium "
+    which = f", {args.orientation} photos" if args.orientation else ""
+    print(f"WIDER FACE val ({protocol}{which}, {result['images']} images; faces easy {faces['easy']}, medium "
           f"{faces['medium']}, hard {faces['hard']}): AP easy {100 * result['easy']:.1f} %, medium "
           f"{100 * result['medium']:.1f} %, hard {100 * result['hard']:.1f} % ({result['seconds']:.0f} s)",
           file=sys.stderr if args.json else sys.stdout)
@@ -396,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--origin-size", action="store_true", help="the paper's protocol: each image at its original size")
     size.add_argument("--input-size", type=input_shape, default=None, help="letterbox into N x N or WxH (default: 640, or the bundle's)")
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
+    evaluate.add_argument("--orientation", choices=("landscape", "portrait"), default=None,
+                          help="only the photos wider than tall (landscape) or taller than wide (portrait); default: all")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
     evaluate.add_argument("--quiet", action="store_true",
                           help="no progress (default: a bar with the time left on a terminal, else a line every 50 images)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from featherface.sdk.image_io import load_image
 from featherface.widerface import evaluate, load_ground_truth, read_predictions, write_predictions
@@ -33,16 +34,35 @@ def val_images(widerface_root: str | Path) -> list[tuple[str, str, Path]]:
     return found
 
 
+ORIENTATIONS = ("landscape", "portrait")
+
+
+def oriented(images: list[tuple[str, str, Path]], orientation: str | None) -> list[tuple[str, str, Path]]:
+    """The images wider than tall ("landscape"), taller than wide ("portrait"), or all (None);
+    sizes as stored, read from the file headers (WIDER FACE photos carry no EXIF rotation)."""
+    if orientation is None:
+        return images
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+
+    def wide(path: Path) -> bool:
+        with Image.open(path) as image:
+            width, height = image.size
+        return width > height if orientation == "landscape" else height > width
+
+    return [image for image in images if wide(image[2])]
+
+
 def protocol_name(input_size: int | None) -> str:
     return "original size" if not input_size else f"letterboxed {input_size}"
 
 
 def evaluate_detector(
-    detect: DetectFn, widerface_root: str | Path, pred_dir: str | Path, *, limit: int = 0,
+    detect: DetectFn, widerface_root: str | Path, pred_dir: str | Path, *, limit: int = 0, orientation: str | None = None,
     progress: Callable[[str], None] | None = None, on_image: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """AP of `detect` on WIDER_val (the first `limit` images; 0 = all), predictions kept in
-    `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}.
+    """AP of `detect` on WIDER_val (the first `limit` images; 0 = all; of one `orientation`
+    when given: `oriented`), predictions kept in `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}.
 
     Progress: `on_image(done, total)` after every image (a progress bar), else a `progress`
     line every 50 images; `progress` also says when the scoring, the last step, starts.
@@ -51,7 +71,7 @@ def evaluate_detector(
     was read, so an unreadable image (ImageError) leaves `pred_dir` as it was.
     """
     root, out = Path(widerface_root), Path(pred_dir)
-    images = val_images(root)[: limit or None]
+    images = oriented(val_images(root), orientation)[: limit or None]
     gt = load_ground_truth(root / "ground_truth")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))

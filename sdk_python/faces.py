@@ -43,14 +43,12 @@ def faces_from_arrays(
     boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray
 ) -> list[Face]:
     """Wrap `postprocess_arrays` output rows ([K, 4], [K], [K, 10]) in `Face`s, same order."""
-    points = np.asarray(landmarks, dtype=np.float64).reshape(len(scores), NUM_LANDMARKS, 2)
+    # tolist(): the same Python floats as float() of each element, without a call per value.
+    points = np.asarray(landmarks, dtype=np.float64).reshape(len(scores), NUM_LANDMARKS, 2).tolist()
+    rows = np.asarray(boxes, dtype=np.float64).tolist()
     return [
-        Face(
-            box=tuple(float(v) for v in box),  # type: ignore[arg-type]
-            score=float(score),
-            landmarks=tuple((float(x), float(y)) for x, y in face_points),
-        )
-        for box, score, face_points in zip(np.asarray(boxes), np.asarray(scores), points)
+        Face(box=tuple(box), score=score, landmarks=tuple(map(tuple, face_points)))  # type: ignore[arg-type]
+        for box, score, face_points in zip(rows, np.asarray(scores, dtype=np.float64).tolist(), points)
     ]
 
 

@@ -7,7 +7,8 @@ straight into one reused input tensor, already in the runtime's dtype.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,40 +22,57 @@ __all__ = ["FrameWriter", "Letterbox", "RESIZERS", "content_size", "letterbox", 
 LAYOUTS = ("NCHW", "NHWC")
 
 
-def _resize_pillow(image_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize_pillow(image_rgb: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
     # Bilinear with the filter widened by the scale factor when shrinking (antialiased).
     return np.asarray(Image.fromarray(image_rgb).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _resize_opencv(image_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+def _resize_opencv(image_rgb: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
     import cv2
 
     # INTER_AREA averages every source pixel when shrinking (antialiased, like Pillow's
     # widened bilinear); INTER_LINEAR when enlarging, where the two are the same filter.
     shrinking = width < image_rgb.shape[1] or height < image_rgb.shape[0]
-    return cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    with _one_thread(cv2):
+        return cv2.resize(image_rgb, (width, height), dst=out, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def _opencv_installed() -> bool:
+def _opencv():
+    """The cv2 module, or None where OpenCV is not installed."""
     try:
-        import cv2  # noqa: F401
+        import cv2
     except ImportError:
-        return False
-    return True
+        return None
+    return cv2
+
+
+@contextmanager
+def _one_thread(cv2) -> Iterator[None]:
+    """OpenCV on the calling thread alone, its setting restored after: the model's runtime
+    owns the cores, a megabyte frame gains little from OpenCV's pool, and a pool that waits
+    for a busy core multiplies the time (docs/measurements.md, issue 16)."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 # Resizers by name. OpenCV when installed: a tenth of Pillow's time on a camera frame, and
 # the same detections within the parity bars (tests/test_preprocess.py); Pillow otherwise.
-RESIZERS: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {"opencv": _resize_opencv, "pillow": _resize_pillow}
-DEFAULT_RESIZER = "opencv" if _opencv_installed() else "pillow"
+RESIZERS: dict[str, Callable[..., np.ndarray]] = {"opencv": _resize_opencv, "pillow": _resize_pillow}
+DEFAULT_RESIZER = "opencv" if _opencv() is not None else "pillow"
 
 
-def resize_rgb(image_rgb: np.ndarray, width: int, height: int, resizer: str | None = None) -> np.ndarray:
-    """HxWx3 uint8 -> height x width x 3 uint8 with `resizer` (default: DEFAULT_RESIZER)."""
+def resize_rgb(image_rgb: np.ndarray, width: int, height: int, resizer: str | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 uint8 -> height x width x 3 uint8 with `resizer` (default: DEFAULT_RESIZER),
+    into `out` when given and the resizer can (OpenCV; Pillow always returns a new array)."""
     name = resizer or DEFAULT_RESIZER
     if name not in RESIZERS:
         raise ValueError(f"resizer must be one of {sorted(RESIZERS)}, got {name!r}")
-    return RESIZERS[name](image_rgb, width, height)
+    return RESIZERS[name](image_rgb, width, height, out)
 
 
 @dataclass(frozen=True)
@@ -118,13 +136,15 @@ def content_size(height: int, width: int, size: int | InputSize) -> tuple[int, i
     return new_height, new_width, scale
 
 
-def _fitted(image_rgb: np.ndarray, size: int | InputSize, resizer: str | None) -> tuple[np.ndarray, Letterbox]:
-    """The image resized to its letterboxed content size, and the letterbox."""
+def _fitted(image_rgb: np.ndarray, size: int | InputSize, resizer: str | None,
+            out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+    """The image resized to its letterboxed content size (into `out` if it has that shape), and the letterbox."""
     height, width = _check_rgb(image_rgb)
     new_height, new_width, scale = content_size(height, width, size)
     content = image_rgb
     if (new_height, new_width) != (height, width):
-        content = resize_rgb(image_rgb, new_width, new_height, resizer)
+        out = out if out is not None and out.shape == (new_height, new_width, 3) else None
+        content = resize_rgb(image_rgb, new_width, new_height, resizer, out)
     return content, Letterbox(scale, 0, 0, width, height)
 
 
@@ -206,46 +226,54 @@ def _write_planes(content: np.ndarray, hwc: np.ndarray, mean: np.ndarray) -> Non
 class FrameWriter:
     """Letterboxes frames into one reused input tensor in the runtime's layout and dtype.
 
-    The tensor is the same array on every call (valid until the next one): a stream of
-    frames allocates nothing. Only the content is rewritten; the padding is refilled when
-    the content size changes. For an integer input (a full-INT8 file), `quantize` (the
-    runtime's float -> input dtype) is applied to the 256 x 3 possible values once and each
-    frame is a table lookup: bit for bit `quantize(preprocess(frame))`, with no float copy.
+    The tensor is the same array on every call (valid until the next one), and so are the
+    resized frame and its BGR copy: a stream of frames allocates nothing (a fresh megabyte
+    costs page faults that cost more than the resize). Only the content is rewritten; the
+    padding is refilled when the content size changes. Normalising is a table lookup: the
+    256 possible values of each channel minus its mean, put through `quantize` (the
+    runtime's float -> input dtype; None: float32), so the tensor holds bit for bit
+    `quantize(preprocess(frame))` with no float copy in between. OpenCV's LUT does the
+    lookup for an NHWC input when installed, NumPy's take otherwise.
     """
 
-    def __init__(self, size: InputSize, mean_bgr: Sequence[float], layout: str, dtype: np.dtype,
+    def __init__(self, size: InputSize, mean_bgr: Sequence[float], layout: str, dtype: np.dtype = np.float32,
                  quantize: Callable[[np.ndarray], np.ndarray] | None = None, resizer: str | None = None) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.size, self.layout, self.resizer = size, layout, resizer
-        self.mean = np.asarray(mean_bgr, dtype=np.float32)
         nhwc = layout == "NHWC"
-        dtype = np.dtype(dtype)
-        self.tensor = np.empty((1, size.height, size.width, 3) if nhwc else (1, 3, size.height, size.width), dtype)
+        self.tensor = np.empty((1, size.height, size.width, 3) if nhwc else (1, 3, size.height, size.width), np.dtype(dtype))
         self._hwc = self.tensor[0] if nhwc else self.tensor[0].transpose(1, 2, 0)
-        self._table = None  # [256, 3]: pixel value -> input value per BGR channel
-        if dtype != np.float32:
-            if quantize is None:
-                raise ValueError(f"an input of dtype {dtype} needs the runtime's quantize function")
-            levels = np.arange(256, dtype=np.float32)[:, None] - self.mean
-            self._table = np.ascontiguousarray(quantize(levels))
-            self._padding = quantize(np.zeros(3, np.float32))
-        else:
-            self._padding = np.zeros(3, np.float32)
+        quantize = quantize or (lambda x: np.asarray(x, dtype=np.float32))
+        levels = np.arange(256, dtype=np.float32)[:, None] - np.asarray(mean_bgr, dtype=np.float32)
+        self._table = np.ascontiguousarray(quantize(levels), dtype=self.tensor.dtype)  # [256, 3]: value -> input, per BGR channel
+        self._padding = np.asarray(quantize(np.zeros(3, np.float32)), dtype=self.tensor.dtype)
+        self._cv2 = _opencv() if nhwc else None  # OpenCV writes channel-interleaved rows only
         self._content: tuple[int, int] | None = None
+        self._resized: np.ndarray | None = None
+        self._bgr: np.ndarray | None = None
 
     def write(self, image_rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """(the input tensor holding `image_rgb` letterboxed, its letterbox)."""
-        content, box = _fitted(image_rgb, self.size, self.resizer)
-        shape = content.shape[:2]
+        content, box = _fitted(image_rgb, self.size, self.resizer, self._resized)
+        if content is not image_rgb:
+            self._resized = content
+        height, width = shape = content.shape[:2]
         if shape != self._content:
             self._hwc[...] = self._padding
             self._content = shape
-        if self._table is None:
-            _write_planes(content, self._hwc, self.mean)
+        target = self._hwc[:height, :width]
+        if self._cv2 is not None:
+            cv2 = self._cv2
+            with _one_thread(cv2):
+                reuse = self._bgr is not None and self._bgr.shape == content.shape
+                self._bgr = cv2.cvtColor(content, cv2.COLOR_RGB2BGR, dst=self._bgr if reuse else None)
+                written = cv2.LUT(self._bgr, self._table.reshape(1, 256, 3), dst=target)
+            if not np.may_share_memory(written, self.tensor):  # OpenCV gave a new array instead
+                target[...] = written
         else:
-            for channel in range(3):
-                np.take(self._table[:, channel], content[..., 2 - channel], out=self._hwc[: shape[0], : shape[1], channel], mode="clip")
+            for channel in range(3):  # BGR: channel 0 is the image's blue, index 2
+                np.take(self._table[:, channel], content[..., 2 - channel], out=target[..., channel], mode="clip")
         return self.tensor, box
 
 

@@ -120,14 +120,14 @@ def test_run_group_times_files_in_turn_and_records_no_warmup(monkeypatch):
         def __init__(self, name):
             self.name, self.runtime = name, FakeRuntime(name)
 
-        def prepare(self, frame):
+        def frame_input(self, frame):
             return np.zeros((1, 3, 4, 4), np.float32), None
 
-        def runtime_batch(self, batch):
-            return batch
-
-        def detect(self, frame):
+        def run_input(self, tensor):
             calls.append((self.name, "total"))
+            return {}
+
+        def decode(self, outputs, index, letterbox):
             return []
 
         def close(self):
@@ -140,6 +140,8 @@ def test_run_group_times_files_in_turn_and_records_no_warmup(monkeypatch):
     one_round = [("A", "model"), ("B", "model"), ("A", "total"), ("B", "total")]
     assert calls == [("A", "model"), ("B", "model")] + one_round * (2 + 3)  # first runs at load, then rounds
     assert [len(m.model) for m in measured] == [3, 3] and [len(m.total) for m in measured] == [3, 3]
+    assert [len(m.pre) for m in measured] == [3, 3] and [len(m.post) for m in measured] == [3, 3]
+    assert all(p <= t for m in measured for p, t in zip(m.pre, m.total))  # stages of the same detect runs
 
 
 def test_threads_capped_at_the_device_cores(monkeypatch):
