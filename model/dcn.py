@@ -1,12 +1,22 @@
 """Modulated deformable convolution (DCNv2) written with standard tensor ops.
 
 torchvision is not available here and ONNX gained DeformConv only in opset 19, with
-thin converter support. This formulation uses gathers on a zero-padded, channel-last
-table and one matrix multiply, keeping every tensor at rank 4 or lower: it exports to
-ONNX with standard ops, gets through onnx2tf and Core ML (rank <= 5), and was measured
-twice as fast as a grid-sample formulation in ONNX Runtime (see shared/docs/measured.md).
-Semantics follow torchvision.ops.deform_conv2d: offsets are (dy, dx) pairs per kernel
-tap in row-major tap order, bilinear sampling reads zeros outside the feature map.
+thin converter support. Semantics follow torchvision.ops.deform_conv2d: offsets are
+(dy, dx) pairs per kernel tap in row-major tap order, bilinear sampling reads zeros
+outside the feature map.
+
+The formulation is shaped by what the sampling costs on a CPU: it streams the sampled
+values through memory several times, so the fewer and narrower those passes, the faster
+(op-by-op measurements in docs/measurements.md, "DCN without the gather tax"):
+- project first: one 1x1 convolution turns the input into K*Cout channels (tap t's
+  weights at every pixel), so each sample reads Cout values instead of C and the matrix
+  multiply runs as an ordinary convolution;
+- one gather reads the four bilinear corners of every tap of every output point from a
+  zero-padded channel-last table, and one multiply by weights that carry the modulation
+  and one sum over those 4*K samples give the output;
+- every tensor has rank <= 3 and the position tables are 2-D [points, taps] (onnx2tf's
+  NCHW->NHWC inference misreads 4-D tensors that are not images), built from small
+  broadcast pieces that no exporter folds into a per-layer constant table.
 """
 from __future__ import annotations
 
@@ -14,15 +24,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The top-left corner of every sample is clamped onto a 2-pixel zero border: a sample
+# with y <= -1 or y >= H (x alike) then reads only zeros, exactly torchvision's rule.
+BORDER = 2
 
-def _tap_offsets(out_w: int, kernel: int, stride: int, padding: int, dilation: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Undeformed positions within one output row: tap_y and col_x, each [1, Wo*K]."""
-    taps = kernel * kernel
-    steps = torch.arange(kernel, dtype=like.dtype, device=like.device) * dilation
-    tap_row = steps.reshape(kernel, 1).expand(kernel, kernel).reshape(1, taps)
-    tap_col = steps.reshape(1, kernel).expand(kernel, kernel).reshape(1, taps)
-    cols = torch.arange(out_w, dtype=like.dtype, device=like.device) * stride - padding
-    return tap_row.expand(out_w, taps).reshape(1, -1), (cols.reshape(out_w, 1) + tap_col).reshape(1, -1)
+
+def _undeformed_positions(
+    points: int, out_h: int, out_w: int, kernel: int, stride: int, padding: int, dilation: int, like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each tap of each output point samples without offset: (y, x), each
+    broadcastable to [points, taps] (points in (image, row, column) order)."""
+    point = torch.arange(points, device=like.device).reshape(-1, 1)
+    steps = torch.arange(kernel, device=like.device) * dilation
+    tap_y = steps.repeat_interleave(kernel).reshape(1, -1).to(like.dtype)
+    tap_x = steps.repeat(kernel).reshape(1, -1).to(like.dtype)
+    row_y = (((point // out_w) % out_h) * stride - padding).to(like.dtype)
+    col_x = ((point % out_w) * stride - padding).to(like.dtype)
+    return row_y + tap_y, col_x + tap_x
 
 
 def deform_conv2d(
@@ -39,53 +57,43 @@ def deform_conv2d(
 
     x [N, C, H, W]; offset [N, 2*K, Ho, Wo] as (dy, dx) per tap; mask [N, K, Ho, Wo]
     (already activated); weight [Cout, C, k, k]. Returns [N, Cout, Ho, Wo].
+    The projection runs at every input pixel: at stride s it does s^2 times the
+    multiply-adds of the plain convolution (FeatherFace's DCNs all have stride 1).
     """
     n, c, h, w = x.shape
     c_out, _, k, _ = weight.shape
     taps = k * k
     out_h, out_w = offset.shape[2], offset.shape[3]
+    points = n * out_h * out_w
 
-    # Sampling positions as 2-D [N*Ho, Wo*K] tables (rows: image and output row; columns:
-    # output column and tap). Every DCN tensor stays 2-D: onnx2tf's NCHW->NHWC layout
-    # inference misreads 4-D tensors that are not images, and the undeformed positions
-    # stay small broadcast pieces that no exporter folds into a per-layer constant table.
-    offset_yx = offset.permute(0, 2, 3, 1).reshape(-1, 2)
-    rows = torch.arange(n * out_h, device=x.device).reshape(-1, 1)
-    row_y = ((rows % out_h) * stride - padding).to(x.dtype)
-    tap_y, col_x = _tap_offsets(out_w, k, stride, padding, dilation, x)
-    pos_y = offset_yx[:, 0:1].reshape(n * out_h, out_w * taps) + row_y + tap_y
-    pos_x = offset_yx[:, 1:2].reshape(n * out_h, out_w * taps) + col_x
+    offset_yx = offset.permute(0, 2, 3, 1).reshape(points, 2 * taps)
+    base_y, base_x = _undeformed_positions(points, out_h, out_w, k, stride, padding, dilation, x)
+    pos_y, pos_x = offset_yx[:, 0::2] + base_y, offset_yx[:, 1::2] + base_x  # [points, taps]
     y0, x0 = torch.floor(pos_y), torch.floor(pos_x)
     frac_y, frac_x = pos_y - y0, pos_x - x0
 
-    # Table of the input with a one-pixel zero border: any corner outside the map is
-    # clamped onto that border and so reads zero, exactly like torchvision.
-    table = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(n * (h + 2) * (w + 2), c)
-    batch_base = (rows // out_h) * ((h + 2) * (w + 2))  # first table row of each image
+    # Table row (image, y, x, tap) holds weight[:, :, tap] @ x[:, y, x] on the bordered map.
+    projection = weight.permute(2, 3, 0, 1).reshape(taps * c_out, c, 1, 1)
+    table = F.pad(F.conv2d(x, projection), (BORDER,) * 4).permute(0, 2, 3, 1).reshape(-1, c_out)
+    row_len = w + 2 * BORDER
+    image_len = (h + 2 * BORDER) * row_len * taps
+    point = torch.arange(points, device=x.device).reshape(-1, 1)
+    first_row = (point // (out_h * out_w)) * image_len + torch.arange(taps, device=x.device).reshape(1, -1)
+    # Clamp in float (exact: the values are integers), then index in integers: an FP16
+    # program (Core ML's default) cannot hold row numbers above 2048 exactly. Integer
+    # tensors are never reshaped: Core ML's FP16 pass would round-trip them through fp16.
+    row = (torch.clamp(y0, -float(BORDER), float(h)) + BORDER).to(torch.int64)
+    col = (torch.clamp(x0, -float(BORDER), float(w)) + BORDER).to(torch.int64)
+    top_left = (row * row_len + col) * taps + first_row
+    corners = torch.cat((top_left, top_left + taps, top_left + row_len * taps, top_left + (row_len + 1) * taps), dim=1)
 
-    def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        # Clamp in float (exact: the values are integers), then index in integers: an
-        # FP16 program (Core ML's default) cannot hold row numbers above 2048 exactly.
-        row = (torch.clamp(yy, -1.0, float(h)) + 1.0).to(torch.int64)
-        col = (torch.clamp(xx, -1.0, float(w)) + 1.0).to(torch.int64)
-        index = row * (w + 2) + col + batch_base
-        # Gather with the 2-D index as it is: reshaping an integer tensor makes Core ML's
-        # FP16 pass round-trip it through fp16. Only the float result is flattened.
-        return table[index].reshape(-1, c)  # [N*L, C]
+    # Bilinear weights of the four corners, the modulation folded into the row weights.
+    modulation = mask.permute(0, 2, 3, 1).reshape(points, taps)
+    low_y = modulation * (1.0 - frac_y)
+    high_y = modulation * frac_y
+    corner_weights = torch.cat((low_y * (1.0 - frac_x), low_y * frac_x, high_y * (1.0 - frac_x), high_y * frac_x), dim=1)
 
-    modulation = mask.permute(0, 2, 3, 1).reshape(n * out_h * out_w * taps, 1)
-    wy1, wx1 = frac_y.reshape(-1, 1), frac_x.reshape(-1, 1)
-    wy0, wx0 = 1.0 - wy1, 1.0 - wx1
-    sampled = (
-        corner(y0, x0) * (wy0 * wx0)
-        + corner(y0, x0 + 1.0) * (wy0 * wx1)
-        + corner(y0 + 1.0, x0) * (wy1 * wx0)
-        + corner(y0 + 1.0, x0 + 1.0) * (wy1 * wx1)
-    ) * modulation  # [N*Ho*Wo*K, C]
-
-    columns = sampled.reshape(n * out_h * out_w, taps * c)
-    kernel = weight.permute(2, 3, 1, 0).reshape(taps * c, c_out)
-    out = columns @ kernel
+    out = (table[corners] * corner_weights.unsqueeze(2)).sum(1)  # [points, Cout]
     if bias is not None:
         out = out + bias
     return out.reshape(n, out_h, out_w, c_out).permute(0, 3, 1, 2)
