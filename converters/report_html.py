@@ -155,7 +155,7 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
     for bundle in bundles:
         if bundle.golden is None:
             continue
-        same_network = ((bundle.manifest.get("checkpoint") or {}).get("sha256"), bundle.manifest["input"]["height"])
+        same_network = ((bundle.manifest.get("checkpoint") or {}).get("sha256"), bundle.manifest["input"]["width"], bundle.manifest["input"]["height"])
         for index, name in enumerate(bundle.golden.names):
             groups.setdefault((name, *same_network), []).append((bundle, index))
     if not groups:

@@ -62,7 +62,7 @@ def summary_records(manifests: list[dict]) -> list[dict]:
     """PyTorch first (once per distinct checkpoint and input size), then every file."""
     records, seen = [], set()
     for manifest in manifests:
-        key = (manifest["arch"], (manifest.get("checkpoint") or {}).get("sha256"), manifest["input"]["height"])
+        key = (manifest["arch"], (manifest.get("checkpoint") or {}).get("sha256"), manifest["input"]["width"], manifest["input"]["height"])
         if key not in seen:
             seen.add(key)
             records.append(reference_record(manifest))

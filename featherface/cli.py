@@ -249,8 +249,8 @@ def _eval_detect_fn(args: argparse.Namespace):
             raise UsageError(f"the bundle's input size is {size}, not --input-size {args.input_size}")
 
         def detect(rgb):
-            batch, letterbox = detector.prepare(rgb)
-            boxes, scores, _ = detector.decode_arrays(detector.infer(batch), 0, letterbox, WIDER_EVAL_THRESHOLDS)
+            tensor, letterbox = detector.frame_input(rgb)
+            boxes, scores, _ = detector.decode_arrays(detector.run_input(tensor), 0, letterbox, WIDER_EVAL_THRESHOLDS)
             return boxes, scores
 
         return detect, protocol_name(size), {"bundle": args.bundle, "file": detector.model_file}

@@ -43,7 +43,8 @@ def picamera_frames(size: tuple[int, int]) -> Iterator[Frame]:
     try:
         index = 0
         while True:
-            yield Frame(f"picamera#frame={index}", rgb=np.ascontiguousarray(camera.capture_array()[:, :, ::-1]))
+            rgb = np.ascontiguousarray(camera.capture_array()[:, :, ::-1])
+            yield Frame(f"picamera#frame={index}", rgb=rgb, timestamp_ms=1000 * time.monotonic())
             index += 1
     finally:
         camera.stop()
@@ -161,16 +162,17 @@ def run(args: argparse.Namespace) -> int:
                 skipped.add(err)
                 continue
             t0 = time.perf_counter()
-            batch, letterbox = detector.prepare(rgb)
+            tensor, letterbox = detector.frame_input(rgb)  # one input buffer for the whole stream
             t1 = time.perf_counter()
-            outputs = detector.infer(batch)
+            outputs = detector.run_input(tensor)
             t2 = time.perf_counter()
             faces = detector.decode(outputs, 0, letterbox, thresholds)
             t3 = time.perf_counter()
             stats.add(t1 - t0, t2 - t1, t3 - t2)
             frames += 1
             if args.json:
-                print(json.dumps({"image": frame.name, "faces": [face_json(f) for f in faces]}), flush=True)
+                timestamp = {} if frame.timestamp_ms is None else {"timestamp_ms": round(frame.timestamp_ms, 3)}
+                print(json.dumps({"image": frame.name, **timestamp, "faces": [face_json(f) for f in faces]}), flush=True)
             if args.save:
                 save_annotated(rgb, faces, Path(args.save) / annotated_name(frame.name, saved_names))
             if args.show:

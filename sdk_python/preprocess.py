@@ -59,8 +59,8 @@ def _one_thread(cv2) -> Iterator[None]:
         cv2.setNumThreads(threads)
 
 
-# Resizers by name. OpenCV when installed: a tenth of Pillow's time on a camera frame, and
-# the same detections within the parity bars (tests/test_preprocess.py); Pillow otherwise.
+# Resizers by name. OpenCV when installed: far faster than Pillow on a camera frame
+# (docs/measurements.md), the same faces within the FP32 parity bar (tests/test_camera_shapes.py).
 RESIZERS: dict[str, Callable[..., np.ndarray]] = {"opencv": _resize_opencv, "pillow": _resize_pillow}
 DEFAULT_RESIZER = "opencv" if _opencv() is not None else "pillow"
 

@@ -5,6 +5,7 @@ files and folders need only pillow.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +27,7 @@ class Frame:
     name: str  # file path, or "video.mp4#frame=12"
     path: Path | None = None
     rgb: np.ndarray | None = None
+    timestamp_ms: float | None = None  # a video's or camera's frame time; None for image files
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -58,7 +60,9 @@ def video_frames(path: Path | int, name: str) -> Iterator[Frame]:
             ok, bgr = capture.read()
             if not ok:
                 return
-            yield Frame(f"{name}#frame={index}", rgb=np.ascontiguousarray(bgr[:, :, ::-1]))
+            # The container's time for files; cameras report 0, so their frames get the clock's.
+            timestamp_ms = capture.get(cv2.CAP_PROP_POS_MSEC) or 1000 * time.monotonic()
+            yield Frame(f"{name}#frame={index}", rgb=np.ascontiguousarray(bgr[:, :, ::-1]), timestamp_ms=timestamp_ms)
             index += 1
     finally:
         capture.release()
