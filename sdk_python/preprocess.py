@@ -143,7 +143,8 @@ def _fitted(image_rgb: np.ndarray, size: int | InputSize, resizer: str | None,
     new_height, new_width, scale = content_size(height, width, size)
     content = image_rgb
     if (new_height, new_width) != (height, width):
-        out = out if out is not None and out.shape == (new_height, new_width, 3) else None
+        reusable = out is not None and out.shape == (new_height, new_width, 3) and out.flags.writeable
+        out = out if reusable else None  # Pillow's arrays are read-only
         content = resize_rgb(image_rgb, new_width, new_height, resizer, out)
     return content, Letterbox(scale, 0, 0, width, height)
 
