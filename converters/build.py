@@ -32,6 +32,7 @@ from featherface.verify.parity import Detections
 from . import manifest as mf
 from .export import BuildError, Exporter, ExportRequest, exporters
 from .mil_eval import open_for_verification
+from .preference import preferred_here
 
 if TYPE_CHECKING:
     from featherface.quantization.accuracy import AccuracyCheck
@@ -103,7 +104,6 @@ def check_file(model_file: ModelFile, parity: ParitySet, size: InputSize) -> Par
     return ParityRecord(**record, images=list(parity.names), conversion_seconds=round(model_file.seconds, 1))
 
 
-PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
 # Files built only to compare with (never preferred): one that fails parity is left out of
 # the bundle, with the reason in the full-INT8 file's record, instead of failing the build.
 # Dynamic-range INT8 quantizes every activation, stem included, on the fly, where full
@@ -198,8 +198,11 @@ def build_bundle(
         write_golden(stage / "golden.npz", parity.inputs[:golden], parity.names[:golden],
                      {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
         manifest.golden = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
-        names = [f.path.name for f in files]
-        manifest.preferred_file = PREFERRED[target] if PREFERRED[target] in names else names[0]
+        candidates = [f for f in files if f.precision not in COMPARISON_PRECISIONS]
+        manifest.preferred_file, manifest.preferred_by = preferred_here(
+            target, candidates, parity.inputs, size, open_for_verification, progress)
+        progress(f"{target}: preferred file {manifest.preferred_file}"
+                 + (" (fastest here; on the device `featherface bench --pick` may choose another)" if manifest.preferred_by else ""))
         from .report import write_parity_report
 
         write_parity_report(stage, manifest)

@@ -53,7 +53,7 @@ MANIFEST: Rules = {
 MANIFEST_FIELDS = set(MANIFEST)
 OPTIONAL_FIELDS: Rules = {
     "reference_accuracy": OBJECT,  # WIDER FACE AP of PyTorch, when the build measured it
-    "preferred_by": OBJECT,  # who chose preferred_file on a device (`featherface bench --pick`), where, when
+    "preferred_by": OBJECT,  # who chose preferred_file (`featherface build` or `bench --pick`), where, when
 }
 INPUT: Rules = {
     "name": STRING, "height": INTEGER, "width": INTEGER, "layout": STRING, "dtype": STRING,
@@ -283,7 +283,7 @@ class Manifest:
     preferred_file: str | None = None
     golden: dict | None = None  # {"file", "sha256", "images"}: verify.golden checks it
     reference_accuracy: dict | None = None  # WIDER FACE AP of PyTorch FP32, when measured
-    preferred_by: dict | None = None  # set by `featherface bench --pick`; None: the build's choice
+    preferred_by: dict | None = None  # who timed the files and chose (build or bench --pick); None: the fixed rule
     extra: dict = field(default_factory=dict)  # newer fields, kept when read with strict=False
 
     def entry(self, name: str) -> FileEntry | None:

@@ -29,6 +29,7 @@ from featherface.config import (
     OUTPUT_WIDTHS,
     PARITY_THRESHOLDS,
 )
+from featherface.converters.preference import FIXED, fastest
 
 pytestmark = [
     pytest.mark.slow,
@@ -63,7 +64,6 @@ FILES = {  # target -> file -> (format, precision)
         "model_w8.mlpackage": ("coreml", "w8"),
     },
 }
-PREFERRED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
 CALIBRATION_IMAGES = 8  # from WIDER_train: enough for these large faces at 160 px
 LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
 
@@ -196,7 +196,8 @@ def test_bundle_layout_and_manifest(built, target):
     bundle = built.out / target
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest == built.manifests[target]
-    assert set(manifest) == MANIFEST_FIELDS  # the SDK reads every field the builder writes
+    # The SDK reads every field the builder writes; pi4's files are timed to choose the preferred one.
+    assert set(manifest) == MANIFEST_FIELDS | ({"preferred_by"} if target == "pi4" else set())
     assert read_manifest(bundle).to_json() == manifest
     assert manifest["format_version"] == MANIFEST_VERSION
     assert (manifest["target"], manifest["arch"]) == (target, ARCH)
@@ -210,7 +211,14 @@ def test_bundle_layout_and_manifest(built, target):
     }
     assert manifest["outputs"] == [{"name": n, "shape": [1, ANCHORS, OUTPUT_WIDTHS[n]]} for n in OUTPUT_NAMES]
     assert manifest["thresholds"] == {"score": DEPLOY_THRESHOLDS.score, "nms_iou": DEPLOY_THRESHOLDS.nms_iou, "top_k": DEPLOY_THRESHOLDS.top_k}
-    assert manifest["preferred_file"] == PREFERRED[target]
+    chosen = manifest.get("preferred_by")
+    if target == "pi4":  # timed here: the fastest (within 5 %, the smallest) of the non-comparison files
+        sizes = {e["file"]: e["size_bytes"] for e in manifest["files"]}
+        assert chosen["by"] == "featherface build" and chosen["threads"] == 1 and chosen["device"]
+        assert set(chosen["model_p50_ms"]) == {"model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"}
+        assert manifest["preferred_file"] == fastest(chosen["model_p50_ms"], sizes)
+    else:  # one file, or Core ML, which runs here only in our evaluator: the fixed rule
+        assert chosen is None and manifest["preferred_file"] == FIXED[target]
 
     assert {e["file"]: (e["format"], e["precision"]) for e in manifest["files"]} == FILES[target]
     for entry in manifest["files"]:

@@ -122,3 +122,12 @@ def test_report_table_shows_plain_and_robust_recall_side_by_side():
     entry["parity"]["detections"] = {"recall": 0.957, "robust_recall": 1.0}
     cells = display_row(file_record(manifest("pi4", [entry], preferred="model_int8.tflite"), entry))
     assert cells["recall vs PyTorch (plain / robust)"] == "0.957 / 1.000"
+
+
+def test_the_build_prefers_the_fastest_file_or_a_smaller_one_as_fast():
+    from featherface.converters.preference import fastest
+
+    sizes = {"model_fp32.tflite": 1_000_000, "model_fp16.tflite": 520_000, "model_int8.tflite": 380_000}
+    assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 10.2, "model_int8.tflite": 14.0}, sizes) == "model_fp16.tflite"
+    assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 11.0, "model_int8.tflite": 10.4}, sizes) == "model_int8.tflite"
+    assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 10.6, "model_int8.tflite": 12.0}, sizes) == "model_fp32.tflite"

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import require_shared
 from featherface.config import DEPLOY_THRESHOLDS, PARITY_THRESHOLDS, PRIORS, InputSize
 from featherface.sdk.box_coding import iou_matrix
-from featherface.sdk.bundle import BundleError
+from featherface.sdk.bundle import BundleError, read_manifest
 from featherface.sdk.detector import Detector
 from featherface.sdk.faces import Face
 from featherface.sdk.image_io import load_image
@@ -101,7 +101,7 @@ def test_load_takes_everything_from_the_manifest(onnx_bundle, pi4_bundle):
         assert detector.spec.input_size == InputSize(SIZE, SIZE)
         assert detector.spec.thresholds == DEPLOY_THRESHOLDS
         assert detector.spec.priors == PRIORS
-    assert Detector.load(pi4_bundle).model_file == "model_int8.tflite"  # the preferred file
+    assert Detector.load(pi4_bundle).model_file == read_manifest(pi4_bundle).preferred_file
     fp16 = Detector.load(pi4_bundle, file="model_fp16.tflite")
     assert fp16.model_file == "model_fp16.tflite" and fp16.runtime.input_layout == "NHWC"
 

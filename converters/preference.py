@@ -1,0 +1,52 @@
+"""The build's default preferred file: the fastest model on the build machine, by the rule
+`featherface bench --pick` applies on the device (which may well choose differently: an
+x86 core and a Cortex-A72 do not rank INT8 and FP32 alike)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from featherface.config import InputSize
+from featherface.verify.files import ModelFile, open_file_detector
+
+from .report_golden import model_latency
+from .report_table import SAME_SPEED
+
+# Files the build may prefer by the fixed rule alone: Core ML runs here only through our
+# MIL evaluator, whose speed says nothing about an iPhone.
+FIXED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
+
+
+def fastest(times_ms: dict[str, float], sizes: dict[str, int]) -> str:
+    """The file to prefer: among those within `SAME_SPEED` of the fastest, the smallest."""
+    best = min(times_ms.values())
+    return min((name for name, ms in times_ms.items() if ms <= best * (1 + SAME_SPEED)), key=lambda n: (sizes[n], times_ms[n]))
+
+
+def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.ndarray, size: InputSize,
+                   open_file: Callable, progress: Callable[[str], None]) -> tuple[str, dict | None]:
+    """(preferred file name, how it was chosen or None for the fixed rule)."""
+    names = [f.path.name for f in candidates]
+    if target == "a14" or len(candidates) == 1:
+        return (FIXED[target] if FIXED[target] in names else names[0]), None
+    from featherface.bench.device import describe_device
+    from featherface.bench.report import device_line
+
+    progress(f"timing {', '.join(names)} (model only, 1 thread) to choose the preferred file")
+    times = {}
+    for model_file in candidates:
+        detector = open_file_detector(model_file, size, open_file, num_threads=1)
+        try:
+            times[model_file.path.name] = model_latency(detector, inputs_nchw[:1])["p50_ms"]
+        finally:
+            detector.close()
+    choice = fastest(times, {f.path.name: f.path.stat().st_size for f in candidates})
+    return choice, {
+        "by": "featherface build",
+        "device": device_line(describe_device()),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "threads": 1,
+        "model_p50_ms": times,
+    }
