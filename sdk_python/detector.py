@@ -218,8 +218,7 @@ class Detector:
 
     def infer(self, batch_nchw: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on a prepared NCHW batch: {"loc", "conf", "landmarks"}."""
-        raw = self.run_raw(batch_nchw)
-        return {name: raw[tensor] for name, tensor in self.spec.output_map.items()}
+        return self.run_input(self.runtime_batch(batch_nchw))
 
     def decode_arrays(
         self, outputs: dict[str, np.ndarray], index: int, letterbox: Letterbox, thresholds: Thresholds | None = None,
