@@ -240,13 +240,14 @@ class FrameWriter:
     """Letterboxes frames into one reused input tensor in the runtime's layout and dtype.
 
     The tensor is the same array on every call (valid until the next one), and so are the
-    resized frame and its BGR copy: a stream of frames allocates nothing (a fresh megabyte
-    costs page faults that cost more than the resize). Only the content is rewritten; the
-    padding is refilled when the content size changes. Normalising is a table lookup: the
-    256 possible values of each channel minus its mean, put through `quantize` (the
-    runtime's float -> input dtype; None: float32), so the tensor holds bit for bit
-    `quantize(preprocess(frame))` with no float copy in between. OpenCV's LUT does the
-    lookup for an NHWC input when installed, NumPy's take otherwise.
+    resized frame and the channel planes: a stream of frames allocates nothing (a fresh
+    megabyte costs page faults that cost more than the resize). Only the content is
+    rewritten; the padding is refilled when the content size changes. Normalising is a table
+    lookup: the 256 possible values of each channel minus its mean, put through `quantize`
+    (the runtime's float -> input dtype; None: float32), so the tensor holds bit for bit
+    `quantize(preprocess(frame))` with no float copy in between. For an NHWC input with
+    OpenCV installed: split into planes, one LUT per plane (BGR order), merged into the
+    tensor; otherwise NumPy's take per channel.
     """
 
     def __init__(self, size: InputSize, mean_bgr: Sequence[float], layout: str, dtype: np.dtype = np.float32,
@@ -264,7 +265,8 @@ class FrameWriter:
         self._cv2 = _opencv() if nhwc else None  # OpenCV writes channel-interleaved rows only
         self._content: tuple[int, int] | None = None
         self._resized: np.ndarray | None = None
-        self._bgr: np.ndarray | None = None
+        self._planes: list[np.ndarray] = []  # R, G, B of the content, then B, G, R looked up
+        self._tables = [np.ascontiguousarray(self._table[:, channel]).reshape(1, 256) for channel in range(3)]
 
     def write(self, image_rgb: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """(the input tensor holding `image_rgb` letterboxed, its letterbox)."""
@@ -278,10 +280,14 @@ class FrameWriter:
         target = self._hwc[:height, :width]
         if self._cv2 is not None:
             cv2 = self._cv2
-            with _one_thread(cv2):
-                reuse = self._bgr is not None and self._bgr.shape == content.shape
-                self._bgr = cv2.cvtColor(content, cv2.COLOR_RGB2BGR, dst=self._bgr if reuse else None)
-                written = cv2.LUT(self._bgr, self._table.reshape(1, 256, 3), dst=target)
+            if not self._planes or self._planes[0].shape != shape:
+                self._planes = [np.empty(shape, np.uint8) for _ in range(3)] + [np.empty(shape, self.tensor.dtype) for _ in range(3)]
+            rgb, looked_up = self._planes[:3], self._planes[3:]
+            with _one_thread(cv2):  # each call writes into the buffer given (its result is that buffer)
+                rgb = cv2.split(content, rgb)
+                looked_up = [cv2.LUT(rgb[2 - channel], self._tables[channel], dst=looked_up[channel])
+                             for channel in range(3)]  # BGR: channel 0 is the image's blue, plane 2
+                written = cv2.merge(looked_up, dst=target)
             if not np.may_share_memory(written, self.tensor):  # OpenCV gave a new array instead
                 target[...] = written
         else:

@@ -100,6 +100,8 @@ class LiteRTRuntime:
             self.interpreter.set_tensor(self.input["index"], ready)
             self.interpreter.invoke()
             results.append({o["name"]: dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self.outputs})
+        if len(results) == 1:  # a camera frame: no concatenated copy
+            return results[0]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
     def close(self) -> None:
