@@ -77,13 +77,15 @@ def deform_conv2d(
     table = F.pad(F.conv2d(x, projection), (BORDER,) * 4).permute(0, 2, 3, 1).reshape(-1, c_out)
     row_len = w + 2 * BORDER
     image_len = (h + 2 * BORDER) * row_len * taps
-    point = torch.arange(points, device=x.device).reshape(-1, 1)
-    first_row = (point // (out_h * out_w)) * image_len + torch.arange(taps, device=x.device).reshape(1, -1)
+    # Integer index arithmetic in int32 and without divisions: Core ML converts an integer
+    # division to a float one, and an FP16 program then rounds row numbers above 2048.
+    image = torch.arange(n, dtype=torch.int32, device=x.device).reshape(n, 1).expand(n, out_h * out_w).reshape(points, 1)
+    first_row = image * image_len + torch.arange(taps, dtype=torch.int32, device=x.device).reshape(1, -1)
     # Clamp in float (exact: the values are integers), then index in integers: an FP16
     # program (Core ML's default) cannot hold row numbers above 2048 exactly. Integer
     # tensors are never reshaped: Core ML's FP16 pass would round-trip them through fp16.
-    row = (torch.clamp(y0, -float(BORDER), float(h)) + BORDER).to(torch.int64)
-    col = (torch.clamp(x0, -float(BORDER), float(w)) + BORDER).to(torch.int64)
+    row = (torch.clamp(y0, -float(BORDER), float(h)) + BORDER).to(torch.int32)
+    col = (torch.clamp(x0, -float(BORDER), float(w)) + BORDER).to(torch.int32)
     top_left = (row * row_len + col) * taps + first_row
     corners = torch.cat((top_left, top_left + taps, top_left + row_len * taps, top_left + (row_len + 1) * taps), dim=1)
 

@@ -3,7 +3,8 @@
 onnx2tf names tensors after Keras layers (`tf.nn.convolution_7`), not after our torch
 modules, so groups are found from the graph's structure, which every RetinaFace-family
 network shares: the MobileNet stem runs at strides 2-8 before anything reaches stride
-16; the deformable convolutions are the only ops on 2-D tables (gathers, floors, casts);
+16; the deformable convolutions' sampling positions are the 2-D tables that reach a gather's
+indices;
 the heads are the convolutions whose outputs reach the model outputs only through
 reshapes, concatenations and the softmax.
 """
@@ -14,10 +15,7 @@ from pathlib import Path
 
 # Ops that only move or normalise head outputs on their way to the model outputs.
 OUTPUT_PLUMBING = {"RESHAPE", "CONCATENATION", "SOFTMAX", "TRANSPOSE", "DEQUANTIZE", "QUANTIZE"}
-# Ops that exist only in the deformable-convolution sampling.
-SAMPLING_OPS = {"GATHER", "GATHER_ND", "FLOOR", "CAST"}
-# The deformable convolution's own matrix multiply stays INT8: it is its compute.
-MATMUL_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D"}
+GATHER_OPS = {"GATHER", "GATHER_ND"}
 
 
 @dataclass(frozen=True)
@@ -63,12 +61,27 @@ def stem_ops(graph: Graph) -> list[Op]:
 
 
 def sampling_ops(graph: Graph) -> list[Op]:
-    """The deformable-convolution sampling: position and bilinear-weight arithmetic on 2-D
-    tables, gathers, floors and casts (not its matrix multiply). None in a network without
-    gathers: its low-rank ops (a channel-attention MLP, level gates) are ordinary layers."""
-    if not any(op.type in {"GATHER", "GATHER_ND"} for op in graph.ops):
+    """The deformable-convolution sampling positions: every op of rank <= 2 upstream of a
+    gather's indices (offsets, floors, clamps, casts, index arithmetic) and the fractions
+    taken from the floors. The gathered values, their bilinear weights (in [0, 2]) and the
+    sum over the samples stay INT8: 8 bits suit a weight, not a position of 80 pixels.
+    None in a network without gathers: its low-rank ops (a channel-attention MLP, level
+    gates) are ordinary layers."""
+    gathers = [op for op in graph.ops if op.type in GATHER_OPS]
+    if not gathers:
         return []
-    return [op for op in graph.ops if op.type in SAMPLING_OPS or (len(op.shape) <= 2 and op.type not in MATMUL_OPS)]
+    producers = graph.producers()
+    found: dict[int, Op] = {}
+    frontier = [producers[op.inputs[1]] for op in gathers if op.inputs[1] in producers]
+    while frontier:
+        op = frontier.pop()
+        if op.index in found or len(op.shape) > 2:
+            continue
+        found[op.index] = op
+        frontier += [producers[t] for t in op.inputs if t in producers]
+    floored = {t for op in found.values() if op.type == "FLOOR" for t in op.outputs}
+    found.update({op.index: op for op in graph.ops if floored & set(op.inputs)})
+    return sorted(found.values(), key=lambda op: op.index)
 
 
 def head_ops(graph: Graph) -> list[Op]:

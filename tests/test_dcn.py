@@ -240,3 +240,49 @@ def test_module_gradients_reach_offset_and_modulator_convs():
         assert param.grad is not None, name
         assert torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
+
+
+def test_full_int8_keeps_only_the_sampling_positions_float():
+    """sampling_ops on the op graph onnx2tf makes of one DCN: the offsets, floors, clamps,
+    casts and index arithmetic up to the gather's indices, and the fractions, stay float;
+    the projection, the gather, the corner weights and the weighted sum are INT8."""
+    from featherface.quantization.graph import Graph, Op, sampling_ops
+
+    points, taps, c_out = 6400, 9, 14
+    tables = (points, taps)
+    ops: list[Op] = []
+    positions: set[int] = set()
+
+    def op(kind: str, shape: tuple[int, ...], *inputs: int, position: bool = False) -> int:
+        tensor = 100 + len(ops)
+        ops.append(Op(len(ops), kind, f"t{tensor}", shape, inputs, (tensor,)))
+        if position:
+            positions.add(len(ops) - 1)
+        return tensor
+
+    image = 1  # the graph input
+    offsets = op("CONV_2D", (1, 80, 80, 2 * taps), image)
+    modulation = op("RESHAPE", tables, op("LOGISTIC", (1, 80, 80, taps), op("CONV_2D", (1, 80, 80, taps), image)))
+    projected = op("PAD", (1, 84, 84, taps * c_out), op("CONV_2D", (1, 80, 80, taps * c_out), image))
+    table = op("RESHAPE", (84 * 84 * taps, c_out), projected)
+    offset_yx = op("RESHAPE", (points, 2 * taps), offsets, position=True)
+    pos_y = op("ADD", tables, op("STRIDED_SLICE", tables, offset_yx, position=True), position=True)
+    floor_y = op("FLOOR", tables, pos_y, position=True)
+    frac_y = op("SUB", tables, pos_y, floor_y, position=True)
+    clamped = op("MAXIMUM", tables, op("MINIMUM", tables, floor_y, position=True), position=True)
+    row = op("CAST", tables, op("ADD", tables, clamped, position=True), position=True)
+    top_left = op("ADD", tables, op("MUL", tables, row, position=True), position=True)
+    index = op("CONCATENATION", (points, 4 * taps), top_left, position=True)
+    weights = op("CONCATENATION", (points, 4 * taps), op("MUL", tables, modulation, op("SUB", tables, frac_y)))
+    gathered = op("GATHER", (points, 4 * taps, c_out), table, index)
+    weighted = op("MUL", (points, 4 * taps, c_out), gathered, op("RESHAPE", (points, 4 * taps, 1), weights))
+    op("SUM", (points, c_out), weighted)
+
+    assert {o.index for o in sampling_ops(Graph(ops, 640, ()))} == positions
+
+
+def test_a_network_without_gathers_has_no_sampling_ops():
+    from featherface.quantization.graph import Graph, Op, sampling_ops
+
+    mlp = [Op(0, "FULLY_CONNECTED", "fc", (1, 8), (1,), (2,)), Op(1, "FLOOR", "floor", (1, 8), (2,), (3,))]
+    assert sampling_ops(Graph(mlp, 640, ())) == []
