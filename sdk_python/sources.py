@@ -60,8 +60,8 @@ def video_frames(path: Path | int, name: str) -> Iterator[Frame]:
             ok, bgr = capture.read()
             if not ok:
                 return
-            # The container's time for files; cameras report 0, so their frames get the clock's.
-            timestamp_ms = capture.get(cv2.CAP_PROP_POS_MSEC) or 1000 * time.monotonic()
+            # A file's own time of the frame; a camera (an index) has none worth having: the clock's.
+            timestamp_ms = 1000 * time.monotonic() if isinstance(path, int) else capture.get(cv2.CAP_PROP_POS_MSEC)
             yield Frame(f"{name}#frame={index}", rgb=np.ascontiguousarray(bgr[:, :, ::-1]), timestamp_ms=timestamp_ms)
             index += 1
     finally:

@@ -48,8 +48,8 @@ def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def check_record(record: dict) -> None:
-    assert set(record) == {"image", "faces"}
+def check_record(record: dict, video: bool = False) -> None:
+    assert set(record) == ({"image", "timestamp_ms", "faces"} if video else {"image", "faces"})
     for face in record["faces"]:
         assert set(face) == {"box", "score", "landmarks"}
         assert len(face["box"]) == 4 and all(isinstance(v, (int, float)) for v in face["box"])
@@ -198,7 +198,9 @@ def test_pi_script_on_a_video_file(pi4_bundle, video):
     records = json_lines(result.stdout)
     assert [r["image"] for r in records] == [f"{video}#frame={i}" for i in range(3)]
     for record in records:
-        check_record(record)
+        check_record(record, video=True)
+    times = [r["timestamp_ms"] for r in records]
+    assert times[0] == 0 and times == sorted(set(times))  # the file's own clock, from its first frame
     assert "Traceback" not in result.stderr
 
 
