@@ -247,3 +247,17 @@ def test_a_non_square_onnx_bundle_is_built_checked_and_detects(tmp_path):
         tensor, box = detector.frame_input(noise(200, 100))
         assert tensor.shape == (1, 3, 64, 96) and box.scale == min(96 / 100, 64 / 200)
         assert isinstance(detector.detect(noise(200, 100)), list)
+
+
+def test_orientation_keeps_the_photos_wider_or_taller_than_square(tmp_path):
+    from featherface.evaluation import oriented
+
+    images = []
+    for name, (height, width) in {"wide": (48, 80), "tall": (80, 48), "square": (64, 64)}.items():
+        Image.fromarray(noise(height, width)).save(tmp_path / f"{name}.jpg")
+        images.append(("event", name, tmp_path / f"{name}.jpg"))
+    assert [name for _, name, _ in oriented(images, "landscape")] == ["wide"]
+    assert [name for _, name, _ in oriented(images, "portrait")] == ["tall"]
+    assert oriented(images, None) == images
+    with pytest.raises(ValueError, match="orientation must be one of"):
+        oriented(images, "square")
