@@ -57,7 +57,7 @@ class FeatherFaceV2UltraConfig:
     progressive_enhancement: bool = True
     multiscale_context: bool = False
     dynamic_weight_sharing: bool = False
-    relu_backbone: bool = False  # TEMPORARY until the ReLU weights land
+    relu_backbone: bool = True  # False: the teacher's LeakyReLU(0.1), which a shared frozen backbone needs
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:

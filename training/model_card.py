@@ -124,7 +124,8 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
     return lines
 
 
-def render_model_card(runs: list[dict], results: dict, weights: Path, arch: str, compare: list[str], commands: list[str]) -> str:
+def render_model_card(runs: list[dict], results: dict, weights: Path, arch: str, compare: list[str], commands: list[str],
+                      notes: tuple[str, ...] = ()) -> str:
     """The card's Markdown from the run summaries (run.json of each stage, in order) and
     the evaluation results."""
     if len(commands) != len(runs):
@@ -181,6 +182,7 @@ def render_model_card(runs: list[dict], results: dict, weights: Path, arch: str,
         "## Recipe",
         f"Training took {minutes:.0f} min in all" + (f" ({len(runs)} stages)" if several else "")
         + f"; evaluating this file {eval_minutes:.0f} min.",
+        *notes,
         "",
         *recipe,
         "",
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     parser.add_argument("--command", action="append", default=[], help="each stage's training command, quoted in the card (one per --run)")
+    parser.add_argument("--note", action="append", default=[], help="a sentence for the recipe section (repeatable)")
     args = parser.parse_args(argv)
 
     from featherface.model.registry import get_variant
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
     def write(results: dict) -> None:
-        write_text_atomic(out, render_model_card(runs, results, weights, args.arch, args.compare, args.command))
+        write_text_atomic(out, render_model_card(runs, results, weights, args.arch, args.compare, args.command, tuple(args.note)))
         say(f"wrote {out}")
 
     entries = [(args.arch, weights)]
