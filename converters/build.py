@@ -201,7 +201,7 @@ def build_bundle(
         candidates = [f for f in files if f.precision not in COMPARISON_PRECISIONS]
         manifest.preferred_file, manifest.preferred_by = preferred_here(
             target, candidates, parity.inputs, size, open_for_verification, progress)
-        progress(f"{target}: preferred file {manifest.preferred_file}"
+        progress(f"preferred file {manifest.preferred_file}"
                  + (" (fastest here; on the device `featherface bench --pick` may choose another)" if manifest.preferred_by else ""))
         from .report import write_parity_report
 
