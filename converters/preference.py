@@ -1,6 +1,6 @@
-"""The build's default preferred file: the fastest model on the build machine, by the rule
-`featherface bench --pick` applies on the device (which may well choose differently: an
-x86 core and a Cortex-A72 do not rank INT8 and FP32 alike)."""
+"""The build's default preferred file: the fastest model on the build machine, by the
+report's "what to ship" rule (`report_table.fastest`). On the device `featherface bench
+--pick` chooses again: an x86 core and a Cortex-A72 do not rank INT8 and FP32 alike."""
 from __future__ import annotations
 
 import time
@@ -12,17 +12,11 @@ from featherface.config import InputSize
 from featherface.verify.files import ModelFile, open_file_detector
 
 from .report_golden import model_latency
-from .report_table import SAME_SPEED
+from .report_table import fastest
 
 # Files the build may prefer by the fixed rule alone: Core ML runs here only through our
 # MIL evaluator, whose speed says nothing about an iPhone.
 FIXED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
-
-
-def fastest(times_ms: dict[str, float], sizes: dict[str, int]) -> str:
-    """The file to prefer: among those within `SAME_SPEED` of the fastest, the smallest."""
-    best = min(times_ms.values())
-    return min((name for name, ms in times_ms.items() if ms <= best * (1 + SAME_SPEED)), key=lambda n: (sizes[n], times_ms[n]))
 
 
 def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.ndarray, size: InputSize,

@@ -137,6 +137,12 @@ def markdown_table(records: list[dict]) -> list[str]:
 SAME_SPEED = 0.05  # files within 5 % of the fastest count as equally fast: the smaller one is advised
 
 
+def fastest(times_ms: dict[str, float], sizes: dict[str, int]) -> str:
+    """The file to ship or prefer: among those within `SAME_SPEED` of the fastest, the smallest."""
+    best = min(times_ms.values())
+    return min((name for name, ms in times_ms.items() if ms <= best * (1 + SAME_SPEED)), key=lambda n: (sizes[n], times_ms[n]))
+
+
 def ship_lines(manifests: list[dict]) -> list[str]:
     """One line per bundle: the file to ship, i.e. the fastest file that passed parity on the
     machine that wrote the report (among files within `SAME_SPEED` of it, the smallest), with
@@ -155,9 +161,8 @@ def ship_lines(manifests: list[dict]) -> list[str]:
             lines.append(f"{target}: {names} passed parity; none could be timed on this machine: "
                          f"measure them on the device with `featherface bench`.")
             continue
-        fastest = min(r["latency_p50_ms"] for r in timed)
-        best = min((r for r in timed if r["latency_p50_ms"] <= fastest * (1 + SAME_SPEED)),
-                   key=lambda r: (r["size_bytes"], r["latency_p50_ms"]))
+        choice = fastest({r["file"]: r["latency_p50_ms"] for r in timed}, {r["file"]: r["size_bytes"] for r in timed})
+        best = next(r for r in timed if r["file"] == choice)
         ap = (best["accuracy"] or {}).get("ap") or {}
         figures = [f"{best['latency_p50_ms']:.1f} ms", _size(best["size_bytes"])]
         if all(ap.get(s) is not None for s in SETTINGS):
