@@ -1,5 +1,7 @@
 """ONNX -> TFLite (FP32, FP16) with onnx2tf; featherface.onnx2tf_tool runs it and handles
-its traps. Output order and names may change: the bundle maps outputs by shape, not by index.
+its traps, and the gathers lose the negative-index guards their indices never need
+(gather_guards). Output order and names may change: the bundle maps outputs by shape, not
+by index.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 
 from featherface.config import InputSize
 from featherface.onnx2tf_tool import ConversionError, run_onnx2tf
+
+from .gather_guards import drop_gather_guards
 
 __all__ = ["ConversionError", "convert_tflite"]
 
@@ -28,5 +32,6 @@ def convert_tflite(onnx_path: str | Path, out_dir: str | Path, input_size: Input
                 raise ConversionError(f"onnx2tf produced no {precision} file ({source.name})")
             target = out_dir / f"model_{precision}.tflite"
             shutil.move(str(source), target)
+            drop_gather_guards(target)
             produced[precision] = target
     return produced

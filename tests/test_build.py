@@ -380,6 +380,16 @@ def test_tflite_fp32_file_reproduces_the_golden_outputs(built):
             assert np.abs(raw[tensor] - golden[name]).max() <= entry["parity"]["error_bounds"][name], name
 
 
+def test_tflite_gathers_read_their_clamped_indices_without_onnx2tfs_guard(built):
+    """gather_guards: no LESS is left in the pi4 files (onnx2tf's `i + (i < 0) * n`), every
+    GATHER remains, and the files passed parity above."""
+    from featherface.quantization.graph import read_graph
+
+    for name in ("model_fp32.tflite", "model_fp16.tflite", "model_int8.tflite"):
+        kinds = [op.type for op in read_graph(built.out / "pi4" / name).ops]
+        assert kinds.count("GATHER") == 15 and "LESS" not in kinds, name  # 3 SSH modules x 5 DCNs
+
+
 def test_int8_files_are_integer_and_say_how_they_were_made(built):
     from ai_edge_litert.interpreter import Interpreter
 
