@@ -11,8 +11,8 @@ INNOVATIONS: tuple[str, ...] = (
     "dynamic_weight_sharing",
 )
 
-# Every FeatherFaceV2UltraConfig flag that `--switch` flips: the innovations, and the
+# Every FeatherFaceV2UltraConfig flag that `--switch` flips: the innovations, the
 # backbone's activation (ReLU by default; off: the teacher's LeakyReLU, which a frozen
-# shared backbone needs).
+# shared backbone needs) and the second, dilated context block per level.
 BACKBONE_ACTIVATION = "relu_backbone"
-SWITCHES: tuple[str, ...] = INNOVATIONS + (BACKBONE_ACTIVATION,)
+SWITCHES: tuple[str, ...] = INNOVATIONS + (BACKBONE_ACTIVATION, "deep_context")

@@ -12,13 +12,15 @@ Default parts (`featherface info --arch v2-ultra` counts them):
   over its map, a ReLU none. The checkpoint records which one it was trained with.
 - pyramid: per level a 1x1 lateral projection to `channels` (+BN+ReLU); optionally
   `bifpn_cells` BiFPN cells (off by default: their fusion and swish ops cost time).
-- context: per level one depthwise-separable 3x3 block (+BN+ReLU each).
+- context: per level one depthwise-separable 3x3 block (+BN+ReLU each); `deep_context`
+  adds a second one, dilated 2 and residual (an SSH-style wider context for small faces;
+  off: it bought 0.2 hard points in a side-by-side run, docs/design.md).
 - heads: one class / box / landmark 1x1 head shared by the three levels.
 ReLU everywhere on top of the backbone: an INT8 conv fuses it, whereas a LeakyReLU is
 requantized over its full range.
 
 The seed's five "zero-parameter innovations" stay switches, so that each one's cost and
-gain can be measured (`featherface ablate`); docs/v2_ultra.md records which are on and why:
+gain can be measured (`featherface ablate`); docs/design.md ("V2 Ultra against the seed document's claims") records which are on and why:
 1. feature_reuse: the pyramid level is added back to its context output (a skip).
 2. attention_multiplication: a shared channel attention (the CBAM's channel gate)
    scales each context output.
@@ -58,19 +60,33 @@ class FeatherFaceV2UltraConfig:
     multiscale_context: bool = False
     dynamic_weight_sharing: bool = False
     relu_backbone: bool = True  # False: the teacher's LeakyReLU(0.1), which a shared frozen backbone needs
+    deep_context: bool = False
 
 
-def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2, groups=groups, bias=False),
+        nn.Conv2d(in_ch, out_ch, kernel, 1, dilation * (kernel // 2), dilation=dilation, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
         nn.ReLU(inplace=True),
     )
 
 
-def separable_block(channels: int) -> nn.Sequential:
-    """Depthwise 3x3 then pointwise 1x1, each with BN and ReLU."""
-    return nn.Sequential(conv_bn_relu(channels, channels, 3, groups=channels), conv_bn_relu(channels, channels))
+def separable_block(channels: int, dilation: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 (optionally dilated) then pointwise 1x1, each with BN and ReLU."""
+    return nn.Sequential(conv_bn_relu(channels, channels, 3, groups=channels, dilation=dilation), conv_bn_relu(channels, channels))
+
+
+def residual_context_block(channels: int) -> nn.Sequential:
+    """A dilated depthwise 3x3 (+BN+ReLU), then a 1x1 and a BN that starts at zero, so that
+    `x + block(x)` is the identity at first: added to trained weights, it starts as the
+    network it joins. No ReLU after that BN: at zero it would pass no gradient."""
+    block = nn.Sequential(
+        conv_bn_relu(channels, channels, 3, groups=channels, dilation=2),
+        nn.Conv2d(channels, channels, 1, bias=False),
+        nn.BatchNorm2d(channels),
+    )
+    nn.init.zeros_(block[-1].weight)
+    return block
 
 
 class LevelGate(nn.Module):
@@ -112,6 +128,7 @@ class FeatherFaceV2Ultra(RetinaStyleDetector):
         needs_cbam = config.attention or config.attention_multiplication
         self.attention = CBAM(c, config.cbam_reduction) if needs_cbam else None
         self.context = nn.ModuleList(separable_block(c) for _ in range(3))
+        self.deep_context = nn.ModuleList(residual_context_block(c) for _ in range(3)) if config.deep_context else None
         self.gate = LevelGate(3) if config.dynamic_weight_sharing else None
 
     def neck(self, backbone_levels: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -133,6 +150,8 @@ class FeatherFaceV2Ultra(RetinaStyleDetector):
             if cfg.multiscale_context:
                 context_input = (level + F.avg_pool2d(level, 3, 1, 1)) * 0.5
             context = self.context[i](context_input)
+            if self.deep_context is not None:
+                context = context + self.deep_context[i](context)
             if cfg.attention_multiplication:
                 context = context * channel_att
             if self.gate is not None:

@@ -224,7 +224,7 @@ def test_innovations_add_no_convolution_macs_and_at_most_the_gate_parameters(inn
 
 
 def test_the_default_v2_ultra_keeps_only_the_innovations_that_cost_no_time():
-    """docs/v2_ultra.md: the default keeps the two adds (skip, top-down) and leaves out
+    """docs/design.md: the default keeps the two adds (skip, top-down) and leaves out
     the attention, pooling and gate ops that cost INT8 time on the Pi."""
     default = FeatherFaceV2UltraConfig()
     assert [n for n in INNOVATIONS if getattr(default, n)] == ["feature_reuse", "progressive_enhancement"]

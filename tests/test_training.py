@@ -636,6 +636,35 @@ def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
         init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())
 
 
+def test_deep_context_added_to_trained_weights_starts_as_the_network_it_joins(tmp_path):
+    """`--switch deep_context --init-weights W`: the residual dilated blocks begin at zero
+    (their last BN's scale), so the first step sees W's own outputs, and they then train."""
+    from featherface.model.checkpoint import save_weights
+    from featherface.training.trainer import build_student, init_from_checkpoint
+
+    torch.manual_seed(3)
+    trained = build_student("v2-ultra", ()).eval()
+    with torch.no_grad():  # BN statistics a trained network could have, so outputs are not trivial
+        for bn in (m for m in trained.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.bias.normal_(0, 0.1)
+    path = save_weights(trained, tmp_path / "trained.pth")
+    deep = build_student("v2-ultra", ("deep_context",))
+    init_from_checkpoint(deep, path, "v2-ultra", ("deep_context",))
+    deep.eval()
+    added = [k for k in deep.state_dict() if k not in trained.state_dict()]
+    assert added and all(k.startswith("deep_context.") for k in added)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for a, b in zip(trained(x), deep(x)):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+    deep.train()
+    loc, conf, landmarks = deep(x)
+    (loc.square().sum() + conf.sum() + landmarks.square().sum()).backward()
+    for level in deep.deep_context:  # the zero scale still learns
+        assert level[-1].weight.grad.abs().sum() > 0
+
+
 # --------------------------------------------------------------------------- V2 Ultra's recipe
 
 
