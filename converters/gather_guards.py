@@ -38,6 +38,7 @@ class Guard:
 
 # Ops whose output is bounded below by their (first) input's bound.
 _PASS_THROUGH = {"RESHAPE", "STRIDED_SLICE", "SLICE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"}
+_BOUNDED = _PASS_THROUGH | {"MAXIMUM", "MINIMUM", "CONCATENATION", "ADD", "MUL", "FLOOR", "CAST", "DEQUANTIZE"}
 
 
 def lower_bound(tensor: int, producers: dict[int, IndexOp], constants: dict[int, np.ndarray], memo: dict[int, float] | None = None) -> float:
@@ -51,6 +52,8 @@ def lower_bound(tensor: int, producers: dict[int, IndexOp], constants: dict[int,
         bound = float(values.min()) if values.size else -math.inf
     elif tensor not in producers:
         bound = -math.inf  # a graph input
+    elif producers[tensor].type not in _BOUNDED:
+        bound = -math.inf  # without walking further up: the network above can be deep
     else:
         op = producers[tensor]
         bounds = [lower_bound(t, producers, constants, memo) for t in op.inputs]
@@ -66,10 +69,8 @@ def lower_bound(tensor: int, producers: dict[int, IndexOp], constants: dict[int,
             bound = math.floor(bounds[0]) if math.isfinite(bounds[0]) else bounds[0]
         elif op.type == "CAST":  # float -> int truncates towards zero: never below a bound >= 0 floored
             bound = math.floor(bounds[0]) if bounds[0] >= 0 else bounds[0]
-        elif op.type in _PASS_THROUGH:
-            bound = bounds[0]
-        elif op.type == "DEQUANTIZE" and constants.get(op.inputs[0], np.empty(0)).dtype == np.float16:
-            bound = bounds[0]  # an FP16 file's constant; an INT8 one's would need its scale
+        elif op.type in _PASS_THROUGH or constants.get(op.inputs[0], np.empty(0)).dtype == np.float16:
+            bound = bounds[0]  # DEQUANTIZE only of an FP16 file's constant; an INT8 one's would need its scale
         else:
             bound = -math.inf
     memo[tensor] = bound
