@@ -71,9 +71,13 @@ def test_sigkill_during_build_leaves_no_bundle_and_the_next_build_succeeds(insid
 def test_two_builds_into_one_directory_at_once_one_fails_clearly_and_one_bundle_is_whole(tmp_path):
     images, out = _images(tmp_path), tmp_path / "dist"
     first = _start_and_wait_for_staging(images, out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Paused, the first build keeps its lock however long the second takes to start (a tiny
+    # build can otherwise finish before the second one has imported torch).
+    first.send_signal(signal.SIGSTOP)
     try:
         second = subprocess.run(_build_command(images, out), capture_output=True, text=True, timeout=300)
     finally:
+        first.send_signal(signal.SIGCONT)
         first_out, first_err = first.communicate(timeout=300)
     assert second.returncode == 2 and second.stdout == ""
     lines = second.stderr.strip().splitlines()
