@@ -69,8 +69,10 @@ def lower_bound(tensor: int, producers: dict[int, IndexOp], constants: dict[int,
             bound = math.floor(bounds[0]) if math.isfinite(bounds[0]) else bounds[0]
         elif op.type == "CAST":  # float -> int truncates towards zero: never below a bound >= 0 floored
             bound = math.floor(bounds[0]) if bounds[0] >= 0 else bounds[0]
-        elif op.type in _PASS_THROUGH or constants.get(op.inputs[0], np.empty(0)).dtype == np.float16:
-            bound = bounds[0]  # DEQUANTIZE only of an FP16 file's constant; an INT8 one's would need its scale
+        elif op.type in _PASS_THROUGH:
+            bound = bounds[0]
+        elif op.type == "DEQUANTIZE" and constants.get(op.inputs[0], np.empty(0)).dtype == np.float16:
+            bound = bounds[0]  # an FP16 file's constant; an INT8 one's would need its scale
         else:
             bound = -math.inf
     memo[tensor] = bound
@@ -79,27 +81,25 @@ def lower_bound(tensor: int, producers: dict[int, IndexOp], constants: dict[int,
 
 def removable_guards(ops: list[IndexOp], constants: dict[int, np.ndarray]) -> list[Guard]:
     """Each GATHER whose indices are `i + cast(i < 0) * n` with i proven >= 0."""
-    producers = {t: op for op in ops for t in op.outputs}
-    position = {id(op): k for k, op in enumerate(ops)}
+    producer = {t: k for k, op in enumerate(ops) for t in op.outputs}  # tensor -> op index
+    producers = {t: ops[k] for t, k in producer.items()}
     memo: dict[int, float] = {}
 
-    def made_by(tensor: int, kind: str) -> IndexOp | None:
-        op = producers.get(tensor)
-        return op if op is not None and op.type == kind else None
+    def made_by(tensor: int, kind: str) -> int | None:
+        k = producer.get(tensor)
+        return k if k is not None and ops[k].type == kind else None
 
     guards = []
     for k, gather in enumerate(ops):
-        if gather.type != "GATHER" or len(gather.inputs) < 2:
+        add = made_by(gather.inputs[1], "ADD") if gather.type == "GATHER" and len(gather.inputs) > 1 else None
+        if add is None or len(ops[add].inputs) != 2:
             continue
-        add = made_by(gather.inputs[1], "ADD")
-        if add is None or len(add.inputs) != 2:
-            continue
-        for index, offset in (add.inputs, add.inputs[::-1]):
+        for index, offset in (ops[add].inputs, ops[add].inputs[::-1]):
             mul = made_by(offset, "MUL")
-            cast = mul and next((c for c in (made_by(t, "CAST") for t in mul.inputs) if c), None)
-            less = cast and made_by(cast.inputs[0], "LESS")
-            if less and less.inputs[0] == index and lower_bound(index, producers, constants, memo) >= 0:
-                guards.append(Guard(k, index, tuple(position[id(o)] for o in (less, cast, mul, add))))
+            cast = None if mul is None else next((c for c in (made_by(t, "CAST") for t in ops[mul].inputs) if c is not None), None)
+            less = None if cast is None else made_by(ops[cast].inputs[0], "LESS")
+            if less is not None and ops[less].inputs[0] == index and lower_bound(index, producers, constants, memo) >= 0:
+                guards.append(Guard(k, index, (less, cast, mul, add)))
                 break
     return guards
 

@@ -80,6 +80,8 @@ def deform_conv2d(
     # Integer index arithmetic in int32 and without divisions: Core ML converts an integer
     # division to a float one, and an FP16 program then rounds row numbers above 2048.
     image = torch.arange(n, dtype=torch.int32, device=x.device).reshape(n, 1).expand(n, out_h * out_w).reshape(points, 1)
+    # The cast is not redundant: the ONNX exporter makes this sum int64, which promoted the
+    # whole index table (and every gather's indices) to int64.
     first_row = (image * image_len + torch.arange(taps, dtype=torch.int32, device=x.device).reshape(1, -1)).to(torch.int32)
     # Clamp in float (exact: the values are integers), then index in integers: an FP16
     # program (Core ML's default) cannot hold row numbers above 2048 exactly. Integer
