@@ -21,7 +21,7 @@ from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_weights, save_weights
 from featherface.model.registry import get_variant
 from featherface.model.v2_ultra import FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
-from featherface.training.augment import AugmentConfig, augment, mirror, random_square_crop
+from featherface.training.augment import AugmentConfig, augment, mirror, mosaic, random_square_crop
 from featherface.training.cli import add_ablate_parser, add_distill_parser, add_train_parser, train_config_from_args
 from featherface.training.data import WiderFaceDataset, parse_label_txt, parse_wider_gt, resolve_training_data
 from featherface.training.distill import (
@@ -213,6 +213,38 @@ def test_zoom_out_crop_keeps_pixels_and_faces_where_they_were(seed):
     outside = np.ones(crop.shape[:2], dtype=bool)
     outside[y : y + 120, x : x + 200] = False
     assert (crop[outside] == [round(v) for v in MEAN_BGR[::-1]]).all()
+
+
+def test_mosaic_lays_tiles_row_by_row_and_shifts_their_faces():
+    image, boxes, landmarks = _scene()
+    tiles = [augment(image, boxes, landmarks, np.random.default_rng(seed), AugmentConfig(size=32)) for seed in range(4)]
+    canvas, all_boxes, all_points = mosaic(tiles, 65)
+    assert canvas.shape == (65, 65, 3) and len(all_boxes) == sum(len(t[1]) for t in tiles)
+    np.testing.assert_array_equal(canvas[32:64, 32:64], tiles[3][0])  # bottom right: the fourth tile
+    assert (canvas[64] == [round(v) for v in MEAN_BGR[::-1]]).all()  # the leftover row: mean colour
+    first = len(tiles[0][1]) + len(tiles[1][1]) + len(tiles[2][1])
+    np.testing.assert_allclose(all_boxes[first:], tiles[3][1] + 32)
+    second = slice(len(tiles[0][1]), len(tiles[0][1]) + len(tiles[1][1]))  # top right: shifted right only
+    np.testing.assert_allclose(all_boxes[second], tiles[1][1] + [32, 0, 32, 0])
+    present = tiles[3][2][:, 0] >= 0
+    np.testing.assert_allclose(all_points[first:][present], tiles[3][2][present] + 32)
+    assert (all_points[first:][~present] == -1).all()
+    with pytest.raises(ValueError, match="square number"):
+        mosaic(tiles[:3], 64)
+
+
+def test_dataset_mosaic_samples_are_grids_drawn_from_the_seed(tiny_label_txt):
+    annotations, _ = parse_label_txt(tiny_label_txt)
+    plain = WiderFaceDataset(annotations, AugmentConfig(size=66), seed=3)
+    grids = WiderFaceDataset(annotations, AugmentConfig(size=66, mosaic=1.0, mosaic_grids=(3,)), seed=3)
+    image, target = grids[1]
+    torch.testing.assert_close(grids[1][0], image, rtol=0, atol=0)
+    assert image.shape == (3, 66, 66) and not torch.equal(plain[1][0], image)
+    # Every face lies inside one 22 px tile of the 3x3 grid.
+    tile = np.floor(target[:, :2].numpy() * 66 / 22)
+    np.testing.assert_array_less(target[:, 2:4].numpy() * 66, (tile + 1) * 22 + 1e-3)
+    # mosaic=0 draws nothing extra from the sample's generator: earlier runs replay exactly.
+    torch.testing.assert_close(WiderFaceDataset(annotations, AugmentConfig(size=66, mosaic=0.0), seed=3)[1][0], plain[1][0])
 
 
 def test_mirror_swaps_left_and_right_landmarks():
@@ -542,6 +574,19 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--input-size", "100"])
     assert train_config_from_args(train_args, distill=False).epochs == TrainConfig.epochs
+    # The teacher's backbone starts a fresh student, never one given by --init-weights
+    # (unless asked for): stages that continue a trained student keep its backbone.
+    def copies_backbone(*options):
+        return train_config_from_args(parser.parse_args(["distill", *options]), distill=True).teacher.init_student_backbone
+
+    assert copies_backbone() and not copies_backbone("--no-teacher-backbone")
+    assert not copies_backbone("--init-weights", "w.pth") and copies_backbone("--init-weights", "w.pth", "--teacher-backbone")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["distill", "--teacher-backbone", "--no-teacher-backbone"])
+    assert train_config_from_args(parser.parse_args(["distill", "--mosaic", "0.5"]), distill=True).augment.mosaic == 0.5
+    for bad in ("1.5", "-0.1", "x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["distill", "--mosaic", bad])
     preset = train_config_from_args(parser.parse_args(["distill", "--preset", "seed-3phase"]), distill=True)
     assert preset.epochs == 400 and preset.teacher.loss.phases == SEED_3PHASE
 

@@ -6,6 +6,10 @@ keeping the faces whose centre lies inside it (up to 250 tries, else the whole i
 padded to a square with the mean colour); resize to the training size; photometric
 distortion; horizontal mirror with left/right landmarks swapped.
 
+With probability `mosaic`, a sample is instead a grid of 2x2 or 3x3 tiles, each one
+photo augmented as above at the tile's size (`mosaic`): crowds of small faces, which the
+training events (handshakes, interviews, couples, families, dancing) hardly have.
+
 Differences from RetinaFace's `data_augment.py`, each on purpose: the distortion runs
 after the resize (same distribution, far cheaper on large crops), and faces smaller than
 `min_face_size` pixels at the training size are dropped (they cannot match any prior and
@@ -20,7 +24,7 @@ from PIL import Image
 
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR
 
-__all__ = ["AugmentConfig", "augment", "distort", "mirror", "random_square_crop", "MIRROR_ORDER"]
+__all__ = ["AugmentConfig", "augment", "distort", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
 
 # After a mirror the left eye is where the right eye was: swap points 0<->1 and 3<->4.
 MIRROR_ORDER = (1, 0, 2, 4, 3)
@@ -43,7 +47,8 @@ class AugmentConfig:
     to the whole image. min_face_size: faces smaller (min of width, height) at the
     training size are dropped. brightness: max |delta| added to pixel values. contrast,
     saturation: multiplicative ranges. hue: max |shift| in degrees. Each photometric step
-    and the mirror happen with probability 0.5.
+    and the mirror happen with probability 0.5. mosaic: probability that a sample is a
+    grid of tiles (see `mosaic`), the grid's side drawn from mosaic_grids.
     """
 
     size: int = DEFAULT_INPUT_SIZE
@@ -56,6 +61,8 @@ class AugmentConfig:
     hue: float = 18.0
     mirror: bool = True
     photometric: bool = True
+    mosaic: float = 0.0
+    mosaic_grids: tuple[int, ...] = (2, 3)
 
 
 def random_square_crop(
@@ -169,3 +176,25 @@ def augment(
     if config.mirror and rng.random() < 0.5:
         resized, boxes, landmarks = mirror(resized, boxes, landmarks)
     return resized, boxes.astype(np.float32), landmarks.astype(np.float32)
+
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def mosaic(tiles: list[Sample], size: int) -> Sample:
+    """Square tiles (each an `augment` output of the same side) laid row by row on a
+    size x size mean-coloured canvas, their boxes and present landmarks shifted with them."""
+    grid = int(round(len(tiles) ** 0.5))
+    side = tiles[0][0].shape[0]
+    if grid * grid != len(tiles) or grid * side > size or any(t[0].shape[:2] != (side, side) for t in tiles):
+        raise ValueError(f"mosaic needs a square number of {side}x{side} tiles fitting in {size}, got {len(tiles)}")
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    canvas[...] = MEAN_RGB
+    all_boxes, all_landmarks = [], []
+    for k, (image, boxes, landmarks) in enumerate(tiles):
+        top, left = (k // grid) * side, (k % grid) * side
+        canvas[top : top + side, left : left + side] = image
+        all_boxes.append(boxes + np.array([left, top, left, top], dtype=np.float32))
+        present = landmarks[:, :1] >= 0
+        all_landmarks.append(np.where(present, landmarks + np.tile(np.float32([left, top]), landmarks.shape[1] // 2), -1.0))
+    return canvas, np.concatenate(all_boxes).astype(np.float32), np.concatenate(all_landmarks).astype(np.float32)

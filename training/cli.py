@@ -54,6 +54,16 @@ def _positive(kind):
     return parse
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def _crop_scales(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(part) for part in text.split(","))
@@ -87,6 +97,8 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
                         "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")
+    parser.add_argument("--mosaic", type=_probability, default=0.0, metavar="P",
+                        help="probability that a sample is a 2x2 or 3x3 grid of augmented photos: crowds of small faces (default %(default)s)")
     parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
@@ -95,7 +107,11 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
     from_defaults = "(default %(default)s)"
     parser.add_argument("--teacher-arch", default="v1", choices=ARCH_NAMES, help=f"teacher variant {from_defaults}")
     parser.add_argument("--teacher-weights", help="teacher checkpoint (default: the variant's default weights)")
-    parser.add_argument("--no-teacher-backbone", action="store_true", help="do not initialise the student's backbone from the teacher's")
+    backbone = parser.add_mutually_exclusive_group()
+    backbone.add_argument("--no-teacher-backbone", action="store_true",
+                          help="do not initialise the student's backbone from the teacher's (the default with --init-weights)")
+    backbone.add_argument("--teacher-backbone", action="store_true",
+                          help="initialise the student's backbone from the teacher's even over --init-weights (the default without)")
     defaults = DistillConfig()  # the seed's recipe, one copy
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
     parser.add_argument("--kd-weight", type=float, default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
@@ -122,7 +138,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         teacher = TeacherConfig(
             arch=args.teacher_arch,
             weights=args.teacher_weights,
-            init_student_backbone=not args.no_teacher_backbone,
+            init_student_backbone=args.teacher_backbone or not (args.no_teacher_backbone or args.init_weights),
             loss=DistillConfig(
                 task_weight=args.task_weight, kd_weight=args.kd_weight, feature_weight=args.feature_weight,
                 attention_weight=args.attention_weight, box_weight=args.box_weight, landmark_weight=args.landmark_weight,
@@ -136,7 +152,8 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
         backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), save=args.save,
-        augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales, min_face_size=args.min_face_size), teacher=teacher,
+        augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales,
+                             min_face_size=args.min_face_size, mosaic=args.mosaic), teacher=teacher,
     )
 
 

@@ -8,7 +8,7 @@ as seen in the image), or -1 everywhere for a face without landmarks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from featherface.config import NUM_LANDMARKS
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import normalize
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, mosaic
 
 __all__ = [
     "ImageAnnotation",
@@ -219,12 +219,24 @@ class WiderFaceDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         item = self.annotations[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, boxes, landmarks = augment(load_image(item.path), item.boxes, item.landmarks, rng, self.augment_config)
-        size = self.augment_config.size
+        config = self.augment_config
+        if config.mosaic and rng.random() < config.mosaic:
+            grid = int(rng.choice(config.mosaic_grids))
+            tile = replace(config, size=config.size // grid)
+            others = rng.integers(len(self.annotations), size=grid * grid - 1)
+            tiles = [self._augment(self.annotations[i], rng, tile) for i in (index, *others)]
+            image, boxes, landmarks = mosaic(tiles, config.size)
+        else:
+            image, boxes, landmarks = self._augment(item, rng, config)
+        size = config.size
         flag = (landmarks[:, :1] >= 0).astype(np.float32)
         landmarks = np.where(flag > 0, landmarks / size, -1.0)
         target = np.concatenate([boxes / size, landmarks, flag], axis=1).astype(np.float32)
         return torch.from_numpy(normalize(image)[0]), torch.from_numpy(target)
+
+    @staticmethod
+    def _augment(item: ImageAnnotation, rng: np.random.Generator, config: AugmentConfig):
+        return augment(load_image(item.path), item.boxes, item.landmarks, rng, config)
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:

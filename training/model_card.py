@@ -83,6 +83,8 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
     last = history[-1] if history else {}
     scales = config.get("augment", {}).get("crop_scales") or [0.3, 0.45, 0.6, 0.8, 1.0]
     zoom = [s for s in scales if s > 1]
+    mosaic = config.get("augment", {}).get("mosaic", 0.0)
+    grids = " or ".join(f"{g}x{g}" for g in config.get("augment", {}).get("mosaic_grids", ()))
     lines = [
         *([f"### {stage}"] if stage else []),
         (f"- started from `{config['init_weights']}`" + (", the previous stage's weights" if stage else "") + "."
@@ -91,7 +93,9 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
         f"- input size {config['input_size']}x{config['input_size']} (RetinaFace augmentation: square crops of "
         f"{', '.join(f'{s:g}' for s in scales)} x the short side keeping faces whose centre is inside"
         + ("; crops above 1 zoom out, padding with the mean colour, so faces shrink as in a letterboxed photo" if zoom else "")
-        + f", photometric distortion, mirror with left/right landmark swap, resize), batch {config['batch_size']}, seed {config['seed']}.",
+        + ", photometric distortion, mirror with left/right landmark swap, resize"
+        + (f"; with probability {mosaic:g} a {grids} grid of such crops instead (mosaic)" if mosaic else "")
+        + f"), batch {config['batch_size']}, seed {config['seed']}.",
         f"- AdamW (lr {config['lr']:g}, weight decay {config['weight_decay']:g}) with OneCycle "
         f"({config['warmup_fraction']:.0%} warm-up), {config['epochs']} epochs planned, {run['epochs_done']} done"
         + (" (stopped early by the time budget: OneCycle did not finish)" if run["stopped_early"] else "") + ".",

@@ -57,7 +57,9 @@ class TeacherConfig:
 
     weights: its checkpoint (None: the variant's default weights, e.g. ../shared's V1).
     init_student_backbone: copy the teacher's MobileNetV1 `body` into the student first
-    (both share the backbone; by far the best start for a short budget).
+    (both share the backbone; by far the best start for a short budget). Applied after
+    `init_weights`, whose backbone it replaces: the CLI sets it only without --init-weights
+    (or with --teacher-backbone).
     """
 
     arch: str = "v1"
