@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from featherface.config import MEAN_BGR
@@ -27,6 +28,7 @@ from featherface.training.data import WiderFaceDataset, parse_label_txt, parse_w
 from featherface.training.distill import (
     DistillConfig,
     attention_transfer_loss,
+    distillation_loss,
     feature_alignment_loss,
     freeze_teacher,
     kd_kl_loss,
@@ -37,6 +39,7 @@ from featherface.training.distill import (
 from featherface.training.distill_config import SEED_3PHASE, Phase, settings_at
 from featherface.training.loss import LossConfig, MultiBoxLoss, match, mine_hard_negatives
 from featherface.training.outputs import detector_outputs
+from featherface.training.teacher_cache import expand
 from featherface.training.trainer import (
     RESUME_FILE,
     TeacherConfig,
@@ -490,6 +493,52 @@ def test_phased_distillation_freezes_the_backbone_then_trains_it(tiny_label_txt,
     assert phase_3["feature"] == phase_3["attention"] == 0 and phase_3["kd"] > 0
     with pytest.raises(ValueError, match="epochs must be 3"):
         train(dataclasses.replace(config, epochs=4), _quiet)
+
+
+def test_teacher_cache_stores_what_the_teacher_computes_and_a_second_run_reads_it(tiny_label_txt, tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    teacher = freeze_teacher(get_variant("retinaface-mnet025").build())
+    teacher_file = save_weights(teacher, tmp_path / "teacher.pth")
+    loss = DistillConfig(task_weight=1, kd_weight=1, feature_weight=0, attention_weight=0, box_weight=0.5,
+                         landmark_weight=0.1, kd_per="face", regression_min_score=0.49)
+    config = _tiny_config(tiny_label_txt, tmp_path / "first", max_images=4, teacher=TeacherConfig(
+        arch="retinaface-mnet025", weights=str(teacher_file), loss=loss, cache=str(tmp_path / "cache")))
+    first = train(config, _quiet)
+    stored = sorted(p.name for p in (tmp_path / "cache").glob("*.pt"))
+    assert stored == ["e000_r0_s00001.pt", "e000_r0_s00002.pt"]
+
+    # The stored targets of step 1 against the teacher recomputed on that batch.
+    dataset = WiderFaceDataset(parse_label_txt(tiny_label_txt)[0][:4], dataclasses.replace(config.augment, size=64), seed=config.seed)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=config.seed, drop_last=True)
+    images = torch.stack([dataset[i][0] for i in list(sampler)[:2]])
+    fresh = teacher_outputs(teacher, images)
+    cached = expand(torch.load(tmp_path / "cache" / stored[0], weights_only=True))
+    margin = fresh.conf_logits[..., 1] - fresh.conf_logits[..., 0]
+    torch.testing.assert_close(cached.conf_logits[..., 1], margin, rtol=1e-3, atol=1e-3)
+    confident = F.softmax(fresh.conf_logits, dim=-1)[..., 1] > 0.49  # about half of them
+    assert 0 < confident.sum() < confident.numel()
+    torch.testing.assert_close(cached.loc[confident], fresh.loc[confident], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(cached.landmarks[confident], fresh.landmarks[confident], rtol=1e-3, atol=1e-3)
+    student = detector_outputs(build_student("v2-ultra").eval(), images)
+    priors = make_priors(64, 64)
+    targets = [dataset[i][1] for i in list(sampler)[:2]]
+    task = MultiBoxLoss(config.loss)(student.loc, student.conf_logits, student.landmarks, targets, priors)
+    for term in ("total", "kd", "box", "landmarks"):
+        want = getattr(distillation_loss(student, fresh, task.total, task.positive, 1.0, loss), term)
+        got = getattr(distillation_loss(student, cached, task.total, task.positive, 1.0, loss), term)
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4, msg=term)
+
+    # A second run with the same settings never calls the teacher and trains the same.
+    def no_teacher(*_args):
+        raise AssertionError("the teacher ran although its outputs were cached")
+
+    monkeypatch.setattr("featherface.training.trainer.teacher_outputs", no_teacher)
+    second = train(dataclasses.replace(config, out_dir=str(tmp_path / "second")), _quiet)
+    assert second.history[0]["loss"] == pytest.approx(first.history[0]["loss"], rel=1e-3)
+    with pytest.raises(ValueError, match=r"other settings \(seed\)"):
+        train(dataclasses.replace(config, seed=1), _quiet)
+    with pytest.raises(ValueError, match="no feature maps"):
+        train(dataclasses.replace(config, teacher=dataclasses.replace(config.teacher, loss=DistillConfig())), _quiet)
 
 
 def test_resume_restores_epoch_and_optimizer_state_and_matches_an_uninterrupted_run(tiny_label_txt, tmp_path):

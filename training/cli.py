@@ -112,6 +112,8 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
                           help="do not initialise the student's backbone from the teacher's (the default with --init-weights)")
     backbone.add_argument("--teacher-backbone", action="store_true",
                           help="initialise the student's backbone from the teacher's even over --init-weights (the default without)")
+    parser.add_argument("--teacher-cache", metavar="DIR",
+                        help="store the teacher's outputs per batch here, or read them when a run with the same data settings did")
     defaults = DistillConfig()  # the seed's recipe, one copy
     parser.add_argument("--task-weight", type=float, default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
     parser.add_argument("--kd-weight", type=float, default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
@@ -139,6 +141,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
             arch=args.teacher_arch,
             weights=args.teacher_weights,
             init_student_backbone=args.teacher_backbone or not (args.no_teacher_backbone or args.init_weights),
+            cache=args.teacher_cache,
             loss=DistillConfig(
                 task_weight=args.task_weight, kd_weight=args.kd_weight, feature_weight=args.feature_weight,
                 attention_weight=args.attention_weight, box_weight=args.box_weight, landmark_weight=args.landmark_weight,

@@ -41,6 +41,7 @@ from .distill import DistillConfig, distillation_loss, freeze_teacher, same_back
 from .distill_config import WEIGHTS, settings_at
 from .loss import LossConfig, MultiBoxLoss
 from .outputs import WithFeatures
+from .teacher_cache import TeacherCache, file_sha256, used_priors
 
 __all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "process_group_backend", "train"]
 
@@ -60,12 +61,15 @@ class TeacherConfig:
     (both share the backbone; by far the best start for a short budget). Applied after
     `init_weights`, whose backbone it replaces: the CLI sets it only without --init-weights
     (or with --teacher-backbone).
+    cache: a directory of the teacher's outputs per batch (teacher_cache): filled by the
+    first run with these data settings, read by the next ones instead of the teacher.
     """
 
     arch: str = "v1"
     weights: str | None = None
     init_student_backbone: bool = True
     loss: DistillConfig = DistillConfig()
+    cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,20 @@ def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switch
     default = load_weights(build_student(arch, ()), path, arch=arch, keep=keep).state_dict()
     own = student.state_dict()
     student.load_state_dict({k: v if k == BACKBONE_ACTIVATION else default.get(k, v) for k, v in own.items()}, strict=True)
+
+
+def _teacher_cache(config: TrainConfig, source: str, images: int, augment: AugmentConfig, world: int, weights: str) -> TeacherCache:
+    """The cache of `config.teacher.cache`, keyed by every setting that shapes the batches
+    and what the teacher's stored outputs are used for."""
+    loss = config.teacher.loss
+    if loss.feature_weight or loss.attention_weight:
+        raise ValueError("a teacher cache holds no feature maps: it needs --feature-weight 0 and --attention-weight 0")
+    return TeacherCache(config.teacher.cache, {
+        "data": str(source), "images": images, "augment": dataclasses.asdict(augment),
+        "seed": config.seed, "batch_size": config.batch_size, "processes": world, "input_size": config.input_size,
+        "teacher": config.teacher.arch, "teacher_sha256": file_sha256(weights),
+        "match": dataclasses.asdict(config.loss), "regression_min_score": loss.regression_min_score,
+    })
 
 
 def build_student(arch: str, switched: tuple[str, ...] = ()) -> nn.Module:
@@ -323,6 +341,10 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
                 raise ValueError("init_student_backbone needs a MobileNetV1 `body` in both networks")
             student.body.load_state_dict(teacher.body.state_dict(), strict=True)
         say(f"teacher: {config.teacher.arch} from {weights} (frozen, eval mode)")
+    cache = None
+    if config.teacher is not None and config.teacher.cache:
+        cache = _teacher_cache(config, data.source, len(annotations), augment_config, ddp.world, weights)
+        say(f"teacher cache: {config.teacher.cache}")
 
     priors = make_priors(config.input_size, config.input_size)
     criterion = MultiBoxLoss(config.loss)
@@ -394,7 +416,12 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
             total = task.total
             if teacher is not None:
-                teacher_out = teacher_outputs(teacher, None, backbone_levels) if shared_backbone else teacher_outputs(teacher, images)
+                teacher_out = cache.get(epoch, ddp.rank, step, images) if cache else None
+                if teacher_out is None:
+                    teacher_out = teacher_outputs(teacher, None, backbone_levels) if shared_backbone else teacher_outputs(teacher, images)
+                    if cache:
+                        keep = used_priors(teacher_out, task.positive, settings.loss.regression_min_score)
+                        cache.put(epoch, ddp.rank, step, images, teacher_out, keep)
                 distill = distillation_loss(outputs, teacher_out, task.total, task.positive, t, settings.loss)
                 total = distill.total
                 terms.update(kd=distill.kd, feature=distill.feature, attention=distill.attention, box_kd=distill.box, landmark_kd=distill.landmarks)
