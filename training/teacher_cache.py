@@ -16,7 +16,6 @@ use a cache.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -64,10 +63,6 @@ def expand(stored: dict[str, Tensor]) -> DetectorOutputs:
 
     conf = torch.stack([torch.zeros_like(margin), margin], dim=-1)
     return DetectorOutputs(scatter(stored["loc"]), conf, scatter(stored["landmarks"]), [])
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class TeacherCache:

@@ -34,6 +34,7 @@ from featherface.model.checkpoint import load_backbone_weights, load_weights, sa
 from featherface.model.registry import get_variant
 from featherface.model_names import BACKBONE_ACTIVATION, SWITCHES
 from featherface.paths import WIDERFACE
+from featherface.sdk.bundle import sha256_of
 
 from .augment import AugmentConfig
 from .data import WiderFaceDataset, collate, resolve_training_data
@@ -41,7 +42,7 @@ from .distill import DistillConfig, distillation_loss, freeze_teacher, same_back
 from .distill_config import WEIGHTS, settings_at
 from .loss import LossConfig, MultiBoxLoss
 from .outputs import WithFeatures
-from .teacher_cache import TeacherCache, file_sha256, used_priors
+from .teacher_cache import TeacherCache, used_priors
 
 __all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "process_group_backend", "train"]
 
@@ -151,7 +152,7 @@ def _teacher_cache(config: TrainConfig, source: str, images: int, augment: Augme
     return TeacherCache(config.teacher.cache, {
         "data": str(source), "images": images, "augment": dataclasses.asdict(augment),
         "seed": config.seed, "batch_size": config.batch_size, "processes": world, "input_size": config.input_size,
-        "teacher": config.teacher.arch, "teacher_sha256": file_sha256(weights),
+        "teacher": config.teacher.arch, "teacher_sha256": sha256_of(Path(weights)),
         "match": dataclasses.asdict(config.loss), "regression_min_score": loss.regression_min_score,
     })
 
