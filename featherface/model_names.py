@@ -13,6 +13,6 @@ INNOVATIONS: tuple[str, ...] = (
 
 # Every FeatherFaceV2UltraConfig flag that `--switch` flips: the innovations, the
 # backbone's activation (ReLU by default; off: the teacher's LeakyReLU, which a frozen
-# shared backbone needs) and the second, dilated context block per level.
+# shared backbone needs), the second, dilated context block per level, and a head per level.
 BACKBONE_ACTIVATION = "relu_backbone"
-SWITCHES: tuple[str, ...] = INNOVATIONS + (BACKBONE_ACTIVATION, "deep_context")
+SWITCHES: tuple[str, ...] = INNOVATIONS + (BACKBONE_ACTIVATION, "deep_context", "level_heads")

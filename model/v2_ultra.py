@@ -15,7 +15,8 @@ Default parts (`featherface info --arch v2-ultra` counts them):
 - context: per level one depthwise-separable 3x3 block (+BN+ReLU each); `deep_context`
   adds a second one, dilated 2 and residual (an SSH-style wider context for small faces;
   off: it bought 0.2 hard points in a side-by-side run, docs/design.md).
-- heads: one class / box / landmark 1x1 head shared by the three levels.
+- heads: one class / box / landmark 1x1 head shared by the three levels; `level_heads`
+  gives each level its own (+3,136 parameters, the same ops and time).
 ReLU everywhere on top of the backbone: an INT8 conv fuses it, whereas a LeakyReLU is
 requantized over its full range.
 
@@ -61,6 +62,7 @@ class FeatherFaceV2UltraConfig:
     dynamic_weight_sharing: bool = False
     relu_backbone: bool = True  # False: the teacher's LeakyReLU(0.1), which a shared frozen backbone needs
     deep_context: bool = False
+    level_heads: bool = False  # one set of heads per level instead of one shared by all
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -115,7 +117,7 @@ def _same_backbone_activation(module: nn.Module, state: dict, prefix: str, *_arg
 
 class FeatherFaceV2Ultra(RetinaStyleDetector):
     def __init__(self, config: FeatherFaceV2UltraConfig = FeatherFaceV2UltraConfig()) -> None:
-        super().__init__(config.channels, config.anchors, shared_heads=True)
+        super().__init__(config.channels, config.anchors, shared_heads=not config.level_heads)
         self.config = config
         c = config.channels
         self.body = MobileNetV1(slope=0.0 if config.relu_backbone else LEAKY_SLOPE)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -133,14 +134,23 @@ def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switch
     switches flipped) takes every weight the two networks share, and the modules only
     it has (e.g. the level gate of dynamic weight sharing) keep their initialisation.
     The backbone's activation is not inherited: a V2 Ultra trained on the teacher's frozen
-    LeakyReLU backbone may start a ReLU one (the `ultra-relu` preset)."""
+    LeakyReLU backbone may start a ReLU one (the `ultra-relu` preset). Per-level heads
+    start as copies of the shared head, so that the variant starts as the network it splits."""
     keep = (BACKBONE_ACTIVATION,)
     if not switched:
         load_weights(student, path, arch=arch, keep=keep)
         return
     default = load_weights(build_student(arch, ()), path, arch=arch, keep=keep).state_dict()
     own = student.state_dict()
-    student.load_state_dict({k: v if k == BACKBONE_ACTIVATION else default.get(k, v) for k, v in own.items()}, strict=True)
+    student.load_state_dict(
+        {k: v if k == BACKBONE_ACTIVATION else default.get(k, default.get(_shared_head_key(k), v)) for k, v in own.items()},
+        strict=True,
+    )
+
+
+def _shared_head_key(key: str) -> str:
+    """`BboxHead.2.conv1x1.weight` -> `BboxHead.0.conv1x1.weight`: where a shared head keeps it."""
+    return re.sub(r"^(ClassHead|BboxHead|LandmarkHead)\.\d+\.", r"\1.0.", key)
 
 
 def _teacher_cache(config: TrainConfig, source: str, images: int, augment: AugmentConfig, world: int, weights: str) -> TeacherCache:
