@@ -54,7 +54,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "v2-ultra", FeatherFaceV2Ultra,
-            "FeatherFace V2 Ultra (ours): shared backbone, light shared CBAM, light BiFPN @32, grouped SSH, shared heads",
+            "FeatherFace V2 Ultra (ours): MobileNetV1-0.25 (ReLU), 48-channel top-down pyramid, a separable context block and a head per level",
             (EMBEDDED_WEIGHTS / "v2_ultra.pth",),
         ),
     )

@@ -15,8 +15,8 @@ Default parts (`featherface info --arch v2-ultra` counts them):
 - context: per level one depthwise-separable 3x3 block (+BN+ReLU each); `deep_context`
   adds a second one, dilated 2 and residual (an SSH-style wider context for small faces;
   off: it bought 0.2 hard points in a side-by-side run, docs/design.md).
-- heads: one class / box / landmark 1x1 head shared by the three levels; `level_heads`
-  gives each level its own (+3,136 parameters, the same ops and time).
+- heads: a class / box / landmark 1x1 head per level (`level_heads`; off: one set shared by
+  the three levels, 3,136 parameters fewer, the same ops and time).
 ReLU everywhere on top of the backbone: an INT8 conv fuses it, whereas a LeakyReLU is
 requantized over its full range.
 
@@ -28,7 +28,7 @@ gain can be measured (`featherface ablate`); docs/design.md ("V2 Ultra against t
 3. progressive_enhancement: top-down pathway, P4 += up(P5) then P3 += up(P4), before
    the context modules.
 4. multiscale_context: the context input is enriched with its 3x3 average pool.
-5. dynamic_weight_sharing: because the heads are shared, a per-level gate
+5. dynamic_weight_sharing: for heads shared by the levels, a per-level gate
    g = sigmoid(a * mean(x) + b) blends the context output with its input (6 parameters).
 `attention` (the seed's shared CBAM, applied residually before the context) is a switch too.
 """
@@ -62,7 +62,7 @@ class FeatherFaceV2UltraConfig:
     dynamic_weight_sharing: bool = False
     relu_backbone: bool = True  # False: the teacher's LeakyReLU(0.1), which a shared frozen backbone needs
     deep_context: bool = False
-    level_heads: bool = False  # one set of heads per level instead of one shared by all
+    level_heads: bool = True  # False: one set of heads shared by the three levels
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, groups: int = 1, dilation: int = 1) -> nn.Sequential:

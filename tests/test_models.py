@@ -180,10 +180,11 @@ def test_every_v2_ultra_parameter_receives_a_gradient_from_all_three_outputs():
     assert non_finite == []
 
 
-def test_v2_ultra_heads_are_shared_across_levels():
-    model = build("v2-ultra")
-    for heads in (model.ClassHead, model.BboxHead, model.LandmarkHead):
-        assert len(heads) == 1
+def test_v2_ultra_has_a_head_per_level_unless_switched_to_shared_heads():
+    per_level = build("v2-ultra")
+    shared = FeatherFaceV2Ultra(FeatherFaceV2UltraConfig(level_heads=False))
+    for name in ("ClassHead", "BboxHead", "LandmarkHead"):
+        assert len(getattr(per_level, name)) == 3 and len(getattr(shared, name)) == 1
 
 
 # Every switch on (the shared CBAM too): the network each innovation is taken out of.

@@ -759,30 +759,37 @@ def test_deep_context_added_to_trained_weights_starts_as_the_network_it_joins(tm
         assert level[-1].weight.grad.abs().sum() > 0
 
 def test_level_heads_start_as_copies_of_the_shared_head_then_train_apart(tmp_path):
-    """`--switch level_heads --init-weights W`: each level's head starts as W's shared head,
-    so the network starts with W's outputs; the levels' heads then get their own gradients."""
-    from featherface.model.checkpoint import save_weights
+    """A shared-head checkpoint (every stage before level heads) starts the default network,
+    whose heads are per level: each starts as the shared head, so the first step sees the
+    checkpoint's own outputs; the levels' heads then get their own gradients. With
+    `--switch level_heads` the same file loads back into a shared-head network exactly."""
+    from featherface.model.checkpoint import CheckpointError, save_weights
     from featherface.training.trainer import build_student, init_from_checkpoint
 
     torch.manual_seed(4)
-    shared = build_student("v2-ultra", ()).eval()
+    shared = build_student("v2-ultra", ("level_heads",)).eval()
     path = save_weights(shared, tmp_path / "shared.pth")
-    split = build_student("v2-ultra", ("level_heads",))
+    split = build_student("v2-ultra", ())
     assert len(shared.BboxHead) == 1 and len(split.BboxHead) == 3
     added = sum(p.numel() for p in split.parameters()) - sum(p.numel() for p in shared.parameters())
     assert added == 2 * 48 * 2 * (2 + 4 + 10) + 2 * 2 * (2 + 4 + 10)  # two more 1x1 heads per task
-    init_from_checkpoint(split, path, "v2-ultra", ("level_heads",))
+    init_from_checkpoint(split, path, "v2-ultra", ())
+    again = build_student("v2-ultra", ("level_heads",))
+    init_from_checkpoint(again, path, "v2-ultra", ("level_heads",))
     split.eval()
+    again.eval()
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        for a, b in zip(shared(x), split(x)):
+        for a, b, c in zip(shared(x), split(x), again(x)):
             torch.testing.assert_close(b, a, rtol=0, atol=0)
+            torch.testing.assert_close(c, a, rtol=0, atol=0)
     split.train()
     loc, conf, landmarks = split(x)
     (loc.square().sum() + conf.sum() + landmarks.square().sum()).backward()
     grads = [head.conv1x1.weight.grad for head in split.BboxHead]
     assert all(g.abs().sum() > 0 for g in grads) and not torch.equal(grads[0], grads[1])
-
+    with pytest.raises(CheckpointError):  # an undeclared extra module is still refused
+        init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())
 
 
 # --------------------------------------------------------------------------- V2 Ultra's recipe

@@ -85,11 +85,12 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
     zoom = [s for s in scales if s > 1]
     mosaic = config.get("augment", {}).get("mosaic", 0.0)
     grids = " or ".join(f"{g}x{g}" for g in config.get("augment", {}).get("mosaic_grids", ()))
+    switched = config.get("switched_innovations") or config.get("disabled_innovations")  # the older runs' key
     lines = [
         *([f"### {stage}"] if stage else []),
         (f"- started from `{config['init_weights']}`" + (", the previous stage's weights" if stage else "") + "."
          if config.get("init_weights") else "- started from the teacher's backbone and a fresh neck."),
-        *([f"- switches flipped from the default network: {', '.join(config['disabled_innovations'])}."] if config.get("disabled_innovations") else []),
+        *([f"- switches flipped from the default network of its day: {', '.join(switched)}."] if switched else []),
         f"- input size {config['input_size']}x{config['input_size']} (RetinaFace augmentation: square crops of "
         f"{', '.join(f'{s:g}' for s in scales)} x the short side keeping faces whose centre is inside"
         + ("; crops above 1 zoom out, padding with the mean colour, so faces shrink as in a letterboxed photo" if zoom else "")

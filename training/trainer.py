@@ -31,7 +31,7 @@ from torch.utils.data.distributed import DistributedSampler
 from featherface.atomic import atomic_path, write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model.box_coding import make_priors
-from featherface.model.checkpoint import load_backbone_weights, load_weights, save_weights
+from featherface.model.checkpoint import CheckpointError, load_backbone_weights, load_weights, read_state_dict, save_weights
 from featherface.model.registry import get_variant
 from featherface.model_names import BACKBONE_ACTIVATION, SWITCHES
 from featherface.paths import WIDERFACE
@@ -130,22 +130,35 @@ class TrainResult:
 
 
 def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switched: Sequence[str]) -> None:
-    """Strict load of a checkpoint of the default network; an ablation variant (some
-    switches flipped) takes every weight the two networks share, and the modules only
-    it has (e.g. the level gate of dynamic weight sharing) keep their initialisation.
+    """Strict load of a checkpoint into the network it was trained as (the default one, or
+    for v2-ultra the shared-head one that every stage before level heads was); the student
+    then takes every weight the two networks share, and the modules only it has (e.g. the
+    level gate of dynamic weight sharing) keep their initialisation. Per-level heads start
+    as copies of a shared head, so that the student starts as the network it splits.
     The backbone's activation is not inherited: a V2 Ultra trained on the teacher's frozen
-    LeakyReLU backbone may start a ReLU one (the `ultra-relu` preset). Per-level heads
-    start as copies of the shared head, so that the variant starts as the network it splits."""
+    LeakyReLU backbone may start a ReLU one (the `ultra-relu` preset)."""
     keep = (BACKBONE_ACTIVATION,)
-    if not switched:
+    layout = _head_layout_switch(read_state_dict(path), arch)
+    if not switched and not layout:
         load_weights(student, path, arch=arch, keep=keep)
         return
-    default = load_weights(build_student(arch, ()), path, arch=arch, keep=keep).state_dict()
+    trained = load_weights(build_student(arch, layout), path, arch=arch, keep=keep).state_dict()
     own = student.state_dict()
+    unmatched = [k for k in own if k != BACKBONE_ACTIVATION and k not in trained and _shared_head_key(k) not in trained]
+    if unmatched and not switched:  # without a switch the network must be the file's
+        raise CheckpointError(f"{path}: nothing for {len(unmatched)} entries of the network, e.g. {unmatched[0]}")
     student.load_state_dict(
-        {k: v if k == BACKBONE_ACTIVATION else default.get(k, default.get(_shared_head_key(k), v)) for k, v in own.items()},
+        {k: v if k == BACKBONE_ACTIVATION else trained.get(k, trained.get(_shared_head_key(k), v)) for k, v in own.items()},
         strict=True,
     )
+
+
+def _head_layout_switch(state: dict, arch: str) -> tuple[str, ...]:
+    """("level_heads",) when a v2-ultra checkpoint's heads are laid out unlike the default's."""
+    if arch != "v2-ultra":
+        return ()
+    default_has_level_heads = "ClassHead.1.conv1x1.weight" in build_student(arch, ()).state_dict()
+    return () if ("ClassHead.1.conv1x1.weight" in state) == default_has_level_heads else ("level_heads",)
 
 
 def _shared_head_key(key: str) -> str:
