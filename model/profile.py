@@ -13,17 +13,18 @@ COMPONENTS = ("backbone", "attention", "bifpn", "context", "heads", "other")
 def component_of(param_name: str) -> str:
     """Which part of the network a parameter belongs to (from its module path).
 
-    `bifpn` holds the feature pyramid (BiFPN, or RetinaFace's FPN); `context` the SSH
-    modules and their shuffle blocks; `attention` every CBAM.
+    `bifpn` holds the feature pyramid (BiFPN, RetinaFace's FPN, or V2 Ultra's lateral
+    projections); `context` the SSH modules and their shuffle blocks, or V2 Ultra's context
+    blocks; `attention` every CBAM.
     """
     top = param_name.split(".", 1)[0]
     if top == "body":
         return "backbone"
     if "cbam" in top or top == "attention":
         return "attention"
-    if top in ("bifpn", "fpn"):
+    if top in ("bifpn", "fpn", "lateral"):
         return "bifpn"
-    if top.startswith("ssh") or top == "context":
+    if top.startswith("ssh") or top in ("context", "deep_context"):
         return "context"
     if top in ("ClassHead", "BboxHead", "LandmarkHead", "heads"):
         return "heads"

@@ -102,6 +102,14 @@ def test_components_partition_the_parameters(name):
     assert counts["components"]["backbone"] > 0 and counts["components"]["heads"] > 0
 
 
+def test_every_v2_ultra_parameter_has_a_named_component():
+    """Pyramid, context and heads of V2 Ultra, even with its optional blocks, are never "other"."""
+    model = FeatherFaceV2Ultra(FeatherFaceV2UltraConfig(deep_context=True))
+    counts = parameter_counts(model)["components"]
+    assert counts["other"] == 0
+    assert counts["bifpn"] == sum(width * 48 + 2 * 48 for width in (64, 128, 256))  # 1x1 laterals + BN
+
+
 def test_arch_names_list_equals_the_registry():
     assert tuple(ARCH_NAMES) == tuple(VARIANTS)
 
