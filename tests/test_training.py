@@ -758,6 +758,7 @@ def test_deep_context_added_to_trained_weights_starts_as_the_network_it_joins(tm
     for level in deep.deep_context:  # the zero scale still learns
         assert level[-1].weight.grad.abs().sum() > 0
 
+
 def test_level_heads_start_as_copies_of_the_shared_head_then_train_apart(tmp_path):
     """A shared-head checkpoint (every stage before level heads) starts the default network,
     whose heads are per level: each starts as the shared head, so the first step sees the

@@ -157,8 +157,10 @@ def _head_layout_switch(state: dict, arch: str) -> tuple[str, ...]:
     """("level_heads",) when a v2-ultra checkpoint's heads are laid out unlike the default's."""
     if arch != "v2-ultra":
         return ()
-    default_has_level_heads = "ClassHead.1.conv1x1.weight" in build_student(arch, ()).state_dict()
-    return () if ("ClassHead.1.conv1x1.weight" in state) == default_has_level_heads else ("level_heads",)
+    from featherface.model.v2_ultra import FeatherFaceV2UltraConfig
+
+    has_level_heads = "ClassHead.1.conv1x1.weight" in state
+    return () if has_level_heads == FeatherFaceV2UltraConfig().level_heads else ("level_heads",)
 
 
 def _shared_head_key(key: str) -> str:
