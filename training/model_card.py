@@ -9,6 +9,7 @@ job loses nothing and a rerun only does what is missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -20,6 +21,8 @@ import torch
 from featherface.atomic import write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, WIDER_EVAL_THRESHOLDS
 from featherface.paths import WIDERFACE
+
+from .loss import LossConfig
 
 __all__ = ["main", "render_model_card", "run_evaluations"]
 
@@ -86,6 +89,7 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
     mosaic = config.get("augment", {}).get("mosaic", 0.0)
     grids = " or ".join(f"{g}x{g}" for g in config.get("augment", {}).get("mosaic_grids", ()))
     switched = config.get("switched_innovations") or config.get("disabled_innovations")  # the older runs' key
+    loss = {**dataclasses.asdict(LossConfig()), **config.get("loss", {})}
     lines = [
         *([f"### {stage}"] if stage else []),
         (f"- started from `{config['init_weights']}`" + (", the previous stage's weights" if stage else "") + "."
@@ -100,7 +104,10 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
         f"- AdamW (lr {config['lr']:g}, weight decay {config['weight_decay']:g}) with OneCycle "
         f"({config['warmup_fraction']:.0%} warm-up), {config['epochs']} epochs planned, {run['epochs_done']} done"
         + (" (stopped early by the time budget: OneCycle did not finish)" if run["stopped_early"] else "") + ".",
-        "- MultiBoxLoss: match IoU 0.35 (best prior forced per face), hard negatives 7:1, 2 x loc + conf + landmarks (smooth L1).",
+        f"- MultiBoxLoss: match IoU {loss['iou_threshold']:g} (best prior forced per face from IoU {loss['force_min_iou']:g}), "
+        f"hard negatives {loss['negative_ratio']}:1, {loss['loc_weight']:g} x loc + {loss['conf_weight']:g} x conf + "
+        f"{loss['landmark_weight']:g} x landmarks (smooth L1)"
+        + (f" + {loss['iou_weight']:g} x (1 - DIoU) of the matched priors' decoded boxes" if loss["iou_weight"] else "") + ".",
     ]
     if teacher:
         t = teacher["loss"]
