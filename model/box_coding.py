@@ -1,7 +1,7 @@
 """Torch twin of `featherface.sdk.box_coding` for training: same conventions, same results,
-differentiable encoding of the targets, IoU for matching, and box decoding for the IoU loss;
-priors come from the NumPy code (featherface.priors) so there is one source of truth. NMS
-happens on the NumPy side only (the SDK, evaluation and verification).
+differentiable encoding of the targets and IoU for matching; priors come from the NumPy code
+(featherface.priors) so there is one source of truth. Decoding and NMS happen on the NumPy
+side only (the SDK, evaluation and verification).
 
 Conventions (see the NumPy module): priors are normalised cxcywh [A, 4]; boxes are xyxy;
 "normalised" means divided by image width (x) and height (y); landmarks are five (x, y).
@@ -16,7 +16,7 @@ from torch import Tensor
 from featherface import priors as _np_priors
 from featherface.config import PRIORS, PriorConfig
 
-__all__ = ["make_priors", "encode_boxes", "decode_boxes", "encode_landmarks", "iou_matrix", "diou_loss"]
+__all__ = ["make_priors", "encode_boxes", "encode_landmarks", "iou_matrix"]
 
 
 def make_priors(
@@ -42,13 +42,6 @@ def encode_boxes(
     g_c = (centre - priors[:, :2]) / (variances[0] * priors[:, 2:])
     g_wh = torch.log(size / priors[:, 2:]) / variances[1]
     return torch.cat([g_c, g_wh], dim=-1)
-
-
-def decode_boxes(loc: Tensor, priors: Tensor, variances: Sequence[float] = PRIORS.variances) -> Tensor:
-    """Regression outputs [..., A, 4] -> normalised xyxy boxes; inverse of `encode_boxes`."""
-    centre = priors[:, :2] + loc[..., :2] * variances[0] * priors[:, 2:]
-    size = priors[:, 2:] * torch.exp(loc[..., 2:] * variances[1])
-    return torch.cat([centre - size / 2, centre + size / 2], dim=-1)
 
 
 def encode_landmarks(
@@ -77,21 +70,3 @@ def iou_matrix(a: Tensor, b: Tensor) -> Tensor:
     union = area_a[:, None] + area_b[None, :] - inter
     safe = torch.where(union > 0, union, torch.ones_like(union))
     return torch.where(union > 0, inter / safe, torch.zeros_like(inter))
-
-
-def diou_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """1 - DIoU of paired xyxy boxes [..., 4] (Zheng et al. 2020): 1 - IoU plus the squared
-    centre distance over the squared diagonal of the smallest enclosing box. Unlike smooth L1
-    on offsets it weighs errors by the face's size, as the benchmark's IoU 0.5 does, and
-    still pulls boxes that do not overlap. Empty boxes count as IoU 0."""
-    lt = torch.maximum(pred[..., :2], target[..., :2])
-    rb = torch.minimum(pred[..., 2:], target[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=-1)
-    area_p = (pred[..., 2:] - pred[..., :2]).clamp(min=0).prod(dim=-1)
-    area_t = (target[..., 2:] - target[..., :2]).clamp(min=0).prod(dim=-1)
-    union = area_p + area_t - inter
-    iou = inter / union.clamp(min=torch.finfo(union.dtype).tiny)
-    centre_gap = ((pred[..., :2] + pred[..., 2:]) - (target[..., :2] + target[..., 2:])).square().sum(dim=-1) / 4
-    enclosing = torch.maximum(pred[..., 2:], target[..., 2:]) - torch.minimum(pred[..., :2], target[..., :2])
-    diagonal = enclosing.square().sum(dim=-1).clamp(min=torch.finfo(union.dtype).tiny)
-    return 1 - iou + centre_gap / diagonal

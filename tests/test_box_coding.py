@@ -204,31 +204,6 @@ def test_torch_encode_is_differentiable():
     assert torch.autograd.gradcheck(lambda x: tbc.encode_landmarks(x, priors, VAR), (points,))
 
 
-def test_torch_decode_equals_numpy_decode_and_inverts_encode():
-    rng = np.random.default_rng(5)
-    priors = nbc.make_priors(96, 128).astype(np.float64)
-    loc = rng.normal(0, 1, size=(2, len(priors), 4))
-    decoded = tbc.decode_boxes(torch.from_numpy(loc), torch.from_numpy(priors), VAR)
-    np.testing.assert_allclose(decoded.numpy(), nbc.decode_boxes(loc, priors, VAR), atol=1e-12)
-    again = tbc.encode_boxes(decoded, torch.from_numpy(priors), VAR)
-    np.testing.assert_allclose(again.numpy(), loc, atol=1e-9)
-
-
-def test_diou_loss_hand_computed():
-    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]], dtype=torch.float64)
-    assert tbc.diou_loss(boxes, boxes).item() == 0.0
-    # shifted by 1 in x: IoU 2/6; centres 1 apart; enclosing box 3 x 2, diagonal^2 13
-    shifted = torch.tensor([[1.0, 0.0, 3.0, 2.0]], dtype=torch.float64)
-    assert tbc.diou_loss(shifted, boxes).item() == pytest.approx(1 - 1 / 3 + 1 / 13)
-    # disjoint boxes still get a gradient that pulls them together (plain IoU would not)
-    far = torch.tensor([[5.0, 0.0, 7.0, 2.0]], dtype=torch.float64, requires_grad=True)
-    loss = tbc.diou_loss(far, boxes)
-    assert loss.item() == pytest.approx(1 + 25 / 53)
-    loss.backward()
-    assert far.grad[0, 0] + far.grad[0, 2] > 0  # moving the box left lowers the loss
-    assert torch.autograd.gradcheck(lambda x: tbc.diou_loss(x, boxes).sum(), (shifted.clone().requires_grad_(),))
-
-
 # --- IoU and NMS --------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from featherface.config import MEAN_BGR, PRIORS
+from featherface.config import MEAN_BGR
 from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_weights, save_weights
 from featherface.model.registry import get_variant
@@ -321,25 +321,6 @@ def test_multibox_loss_on_a_hand_made_case():
     assert terms.conf.item() == pytest.approx(math.log(2) * 8, rel=1e-5)
     terms.total.backward()
     assert conf.grad.abs().sum() > 0
-
-
-def test_iou_term_is_off_by_default_and_counts_the_positives_decoded_boxes():
-    priors = make_priors(64, 64)
-    count = priors.shape[0]
-    cx, cy, w, h = priors[36].tolist()
-    face = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-    loc = torch.zeros(1, count, 4)
-    loc[0, 36, 0] = 1.0 / PRIORS.variances[0]  # predicted box moved right by one prior width
-    loc.requires_grad_()
-    conf = torch.zeros(1, count, 2)
-    default = MultiBoxLoss()(loc, conf, torch.zeros(1, count, 10), [_target(face)], priors)
-    assert default.iou.item() == 0.0
-    terms = MultiBoxLoss(LossConfig(iou_weight=3.0))(loc, conf, torch.zeros(1, count, 10), [_target(face)], priors)
-    # touching boxes: IoU 0, centres one width apart, enclosing box 2w x w
-    assert terms.iou.item() == pytest.approx(1 + 1 / 5, rel=1e-5)
-    assert terms.total.item() == pytest.approx(default.total.item() + 3.0 * terms.iou.item(), rel=1e-6)
-    terms.total.backward()
-    assert loc.grad[0, 36, 0] > 0  # the term pulls the box back left
 
 
 def test_landmark_loss_counts_only_faces_with_landmarks():

@@ -99,8 +99,6 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
                         "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")
     parser.add_argument("--mosaic", type=_probability, default=0.0, metavar="P",
                         help="probability that a sample is a 2x2 or 3x3 grid of augmented photos: crowds of small faces (default %(default)s)")
-    parser.add_argument("--iou-weight", type=float, metavar="W",
-                        help="add W x (1 - DIoU) of the matched priors' decoded boxes to smooth L1 on their offsets (default: none, RetinaFace's loss)")
     parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
@@ -134,7 +132,6 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
 def train_config_from_args(args: argparse.Namespace, distill: bool):
     """The TrainConfig that a parsed `train` / `distill` / `ablate` command describes."""
     from .augment import AugmentConfig
-    from .loss import LossConfig
     from .trainer import TeacherConfig, TrainConfig
 
     phases = PRESETS[args.preset] if getattr(args, "preset", None) else ()
@@ -158,7 +155,6 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
         backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), save=args.save,
-        loss=LossConfig() if args.iou_weight is None else LossConfig(iou_weight=args.iou_weight),
         augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales,
                              min_face_size=args.min_face_size, mosaic=args.mosaic), teacher=teacher,
     )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from featherface.config import PRIORS
-from featherface.model.box_coding import decode_boxes, diou_loss, encode_boxes, encode_landmarks, iou_matrix
+from featherface.model.box_coding import encode_boxes, encode_landmarks, iou_matrix
 
 __all__ = ["LossConfig", "Matches", "MultiBoxLoss", "LossTerms", "match", "mine_hard_negatives"]
 
@@ -24,8 +24,7 @@ class LossConfig:
     force_min_iou: each face's best prior becomes a positive whatever its IoU, provided it
     reaches this (RetinaFace's guard against faces no prior can represent; 0 = always).
     negative_ratio: hard negatives kept per positive. Weights: total = loc_weight * loc +
-    conf_weight * conf + landmark_weight * landmarks + iou_weight * (1 - DIoU) of the
-    positives' decoded boxes (0, RetinaFace's loss, by default)."""
+    conf_weight * conf + landmark_weight * landmarks."""
 
     iou_threshold: float = 0.35
     force_min_iou: float = 0.2
@@ -33,7 +32,6 @@ class LossConfig:
     loc_weight: float = 2.0
     conf_weight: float = 1.0
     landmark_weight: float = 1.0
-    iou_weight: float = 0.0
     variances: tuple[float, float] = PRIORS.variances
 
 
@@ -101,7 +99,6 @@ class LossTerms:
     loc: Tensor
     conf: Tensor
     landmarks: Tensor
-    iou: Tensor
     positive: Tensor
     matches: list[Matches]
 
@@ -135,12 +132,5 @@ class MultiBoxLoss:
         labels = positive.long()
         loss_conf = F.nll_loss(log_probs[chosen], labels[chosen], reduction="sum") / num_pos
 
-        loss_iou = loc.new_zeros(())
-        if cfg.iou_weight:
-            pos_priors = priors.expand(len(targets), -1, -1)[positive]
-            decoded = decode_boxes(loc[positive], pos_priors, cfg.variances)
-            wanted = decode_boxes(loc_t[positive], pos_priors, cfg.variances)
-            loss_iou = diou_loss(decoded, wanted).sum() / num_pos
-
-        total = cfg.loc_weight * loss_loc + cfg.conf_weight * loss_conf + cfg.landmark_weight * loss_landm + cfg.iou_weight * loss_iou
-        return LossTerms(total, loss_loc, loss_conf, loss_landm, loss_iou, positive, matches)
+        total = cfg.loc_weight * loss_loc + cfg.conf_weight * loss_conf + cfg.landmark_weight * loss_landm
+        return LossTerms(total, loss_loc, loss_conf, loss_landm, positive, matches)

@@ -106,8 +106,7 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
         + (" (stopped early by the time budget: OneCycle did not finish)" if run["stopped_early"] else "") + ".",
         f"- MultiBoxLoss: match IoU {loss['iou_threshold']:g} (best prior forced per face from IoU {loss['force_min_iou']:g}), "
         f"hard negatives {loss['negative_ratio']}:1, {loss['loc_weight']:g} x loc + {loss['conf_weight']:g} x conf + "
-        f"{loss['landmark_weight']:g} x landmarks (smooth L1)"
-        + (f" + {loss['iou_weight']:g} x (1 - DIoU) of the matched priors' decoded boxes" if loss["iou_weight"] else "") + ".",
+        f"{loss['landmark_weight']:g} x landmarks (smooth L1).",
     ]
     if teacher:
         t = teacher["loss"]

@@ -51,7 +51,7 @@ WEIGHTS_FILE = "last.pth"
 RESUME_FILE = "resume.pth"
 LOG_FILE = "log.csv"
 RUN_FILE = "run.json"
-TERMS = ("loss", "task", "loc", "conf", "landmarks", "kd", "feature", "attention", "box_kd", "landmark_kd", "iou")
+TERMS = ("loss", "task", "loc", "conf", "landmarks", "kd", "feature", "attention", "box_kd", "landmark_kd")
 
 
 @dataclass(frozen=True)
@@ -439,7 +439,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
                 outputs = net(images)
             task = criterion(outputs.loc, outputs.conf_logits, outputs.landmarks, targets, priors)
             terms = dict.fromkeys(TERMS, 0.0)
-            terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks, iou=task.iou)
+            terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
             total = task.total
             if teacher is not None:
                 teacher_out = cache.get(epoch, ddp.rank, step, images) if cache else None
