@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -42,6 +43,7 @@ from featherface.training.outputs import detector_outputs
 from featherface.training.teacher_cache import expand
 from featherface.training.trainer import (
     RESUME_FILE,
+    RUN_FILE,
     TeacherConfig,
     TrainConfig,
     build_student,
@@ -549,6 +551,10 @@ def test_resume_restores_epoch_and_optimizer_state_and_matches_an_uninterrupted_
     assert state["epoch"] == 0 and state["scheduler"]["last_epoch"] == 2
     resumed = train(dataclasses.replace(config, resume=True), _quiet)
     assert resumed.start_epoch == 1 and resumed.epochs_done == 2
+    record = json.loads((tmp_path / "split" / RUN_FILE).read_text())  # the whole run, not its last process
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert record["history"][0] == pytest.approx(first.history[0], nan_ok=True)
+    assert record["seconds"] >= sum(row["seconds"] for row in record["history"]) > first.history[0]["seconds"]
     state = torch.load(tmp_path / "split" / RESUME_FILE, weights_only=True)
     assert state["epoch"] == 1 and state["scheduler"]["last_epoch"] == 4
     assert all(s["step"] == 4 for s in state["optimizer"]["state"].values())

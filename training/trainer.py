@@ -306,6 +306,17 @@ def _check_resumable(state: dict, config: TrainConfig, steps_per_epoch: int, wor
         raise ValueError(f"cannot resume from {path}: the run's settings changed ({'; '.join(changed)})")
 
 
+def _logged_epochs(path: Path, up_to: int) -> list[dict]:
+    """The rows of `log.csv` for epochs 1..`up_to` (the last row per epoch): what a resumed
+    run trained before, so that its record covers the whole run, not just its last process."""
+    if up_to <= 0 or not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = {int(r["epoch"]): {k: int(v) if k in ("epoch", "steps", "images") else float(v) for k, v in r.items() if v}
+                for r in csv.DictReader(f)}
+    return [rows[e] for e in range(1, up_to + 1) if e in rows]
+
+
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
@@ -403,7 +414,8 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     )
 
     started = time.perf_counter()
-    history: list[dict] = []
+    history: list[dict] = _logged_epochs(out_dir / LOG_FILE, start_epoch)
+    earlier_seconds = sum(r["seconds"] for r in history)
     epoch_seconds: list[float] = []
     stopped_early = False
     epoch = start_epoch - 1
@@ -497,7 +509,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             say(f"time budget of {config.max_minutes:g} min reached after {_format_duration(spent)}: stopping after epoch {epoch + 1}")
             break
 
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + earlier_seconds  # a resumed run counts its earlier epochs
     done = epoch + 1
     trained = sum(r["images"] for r in history)
     if ddp.main:
