@@ -490,7 +490,8 @@ def test_phased_distillation_freezes_the_backbone_then_trains_it(tiny_label_txt,
     assert all(p.requires_grad for p in done.model.parameters())
     body = done.model.body.state_dict()
     assert any(not torch.equal(body[k], v) for k, v in teacher.body.state_dict().items() if v.is_floating_point())
-    phase_2, phase_3 = done.history
+    phase_1, phase_2, phase_3 = done.history  # the whole run, its first process's epoch included
+    assert phase_1 == pytest.approx(first.history[0], nan_ok=True)
     assert phase_2["feature"] > 0 and phase_2["attention"] > 0
     assert phase_3["feature"] == phase_3["attention"] == 0 and phase_3["kd"] > 0
     with pytest.raises(ValueError, match="epochs must be 3"):

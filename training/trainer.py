@@ -123,10 +123,10 @@ class TrainResult:
     epochs_done: int  # epochs completed in total, including resumed ones
     start_epoch: int
     stopped_early: bool  # by the time budget
-    seconds: float
+    seconds: float  # the whole run's, a resumed run's earlier processes included
     images_per_second: float
     out_dir: Path
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # one row per epoch of the whole run
 
 
 def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switched: Sequence[str]) -> None:
