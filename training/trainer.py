@@ -312,8 +312,7 @@ def _logged_epochs(path: Path, up_to: int) -> list[dict]:
     if up_to <= 0 or not path.exists():
         return []
     with path.open(newline="") as f:
-        rows = {int(r["epoch"]): {k: int(v) if k in ("epoch", "steps", "images") else float(v) for k, v in r.items() if v}
-                for r in csv.DictReader(f)}
+        rows = {int(r["epoch"]): {k: int(v) if v.isdigit() else float(v) for k, v in r.items() if v} for r in csv.DictReader(f)}
     return [rows[e] for e in range(1, up_to + 1) if e in rows]
 
 
