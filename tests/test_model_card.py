@@ -37,6 +37,7 @@ def test_a_two_stage_card_gives_each_stage_its_recipe_and_command_and_the_total_
     frozen, relu = _run("face"), _run("face")
     frozen["config"]["disabled_innovations"] = ["relu_backbone"]  # how the older runs recorded it
     relu["config"]["switched_innovations"] = ["level_heads"]
+    relu["config"]["channels"] = 64
     relu["config"].update(init_weights="runs/v2_frozen/v2_ultra.pth", epochs=6,
                           augment={"crop_scales": [0.3, 1.0, 2.0], "mosaic": 0.5, "mosaic_grids": [2, 3]})
     relu["config"]["teacher"]["loss"]["phases"] = [{"end": 6, "freeze_backbone": False, "terms_off": []}]
@@ -47,6 +48,7 @@ def test_a_two_stage_card_gives_each_stage_its_recipe_and_command_and_the_total_
     assert card.index("### Stage 1 of 2") < card.index("`stage one command`") < card.index("### Stage 2 of 2") < card.index("`stage two command`")
     assert "switches flipped from the default network of its day: relu_backbone" in card
     assert "switches flipped from the default network of its day: level_heads" in card
+    assert card.count("a pyramid of 64 channels (`--channels`)") == 1  # the second stage's only
     assert "started from `runs/v2_frozen/v2_ultra.pth`, the previous stage's weights" in card
     assert "crops of 0.3, 1, 2 x the short side" in card and "crops above 1 zoom out" in card
     assert card.count("mosaic") == 1 and "with probability 0.5 a 2x2 or 3x3 grid of such crops instead (mosaic)" in card

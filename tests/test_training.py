@@ -618,12 +618,13 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     for add in (add_train_parser, add_distill_parser, add_ablate_parser):
         add(commands)
     args = parser.parse_args(["distill", "--out", str(tmp_path), "--epochs", "12", "--input-size", "320",
-                              "--max-minutes", "70", "--landmark-weight", "0.3", "--switch", "feature_reuse"])
+                              "--max-minutes", "70", "--landmark-weight", "0.3", "--switch", "feature_reuse", "--channels", "64"])
     assert callable(args.run)
     config = train_config_from_args(args, distill=True)
     assert (config.epochs, config.input_size, config.augment.size, config.max_minutes) == (12, 320, 320, 70.0)
     assert config.teacher.arch == "v1" and config.teacher.loss.landmark_weight == 0.3
     assert config.teacher.loss.kd_weight == 0.7 and config.switched_innovations == ("feature_reuse",)
+    assert config.channels == 64 and TrainConfig().channels == 0  # 0: the variant's own width
     train_args = parser.parse_args(["train", "--arch", "retinaface-mnet025"])
     assert train_config_from_args(train_args, distill=False).teacher is None
     assert callable(parser.parse_args(["ablate"]).run)
@@ -780,7 +781,7 @@ def test_level_heads_start_as_copies_of_the_shared_head_then_train_apart(tmp_pat
     split = build_student("v2-ultra", ())
     assert len(shared.BboxHead) == 1 and len(split.BboxHead) == 3
     added = sum(p.numel() for p in split.parameters()) - sum(p.numel() for p in shared.parameters())
-    assert added == 2 * 48 * 2 * (2 + 4 + 10) + 2 * 2 * (2 + 4 + 10)  # two more 1x1 heads per task
+    assert added == 2 * shared.config.channels * 2 * (2 + 4 + 10) + 2 * 2 * (2 + 4 + 10)  # two more 1x1 heads per task
     init_from_checkpoint(split, path, "v2-ultra", ())
     again = build_student("v2-ultra", ("level_heads",))
     init_from_checkpoint(again, path, "v2-ultra", ("level_heads",))
@@ -798,6 +799,39 @@ def test_level_heads_start_as_copies_of_the_shared_head_then_train_apart(tmp_pat
     assert all(g.abs().sum() > 0 for g in grads) and not torch.equal(grads[0], grads[1])
     with pytest.raises(CheckpointError):  # an undeclared extra module is still refused
         init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())
+
+
+def test_a_wider_pyramid_starts_as_the_narrower_checkpoint_then_trains_its_new_channels(tmp_path):
+    """`--channels 2C --init-weights W` (W with C channels): the old channels keep W's
+    weights and no old output reads a new channel, so the first step sees W's own outputs;
+    the weights that join new channels to old outputs then get gradients. A checkpoint
+    wider than the network is refused in one line."""
+    from featherface.model.checkpoint import CheckpointError, save_weights
+    from featherface.training.trainer import build_student, init_from_checkpoint
+
+    torch.manual_seed(7)
+    narrow = build_student("v2-ultra", ()).eval()
+    with torch.no_grad():  # BN statistics a trained network could have, so outputs are not trivial
+        for bn in (m for m in narrow.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.bias.normal_(0, 0.1)
+    path = save_weights(narrow, tmp_path / "narrow.pth")
+    width = 2 * narrow.config.channels
+    wide = build_student("v2-ultra", (), width)
+    init_from_checkpoint(wide, path, "v2-ultra", ())
+    wide.eval()
+    assert wide.config.channels == width and wide.lateral[0][0].weight.shape[0] == width
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        for a, b in zip(narrow(x), wide(x)):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+    wide.train()
+    loc, conf, landmarks = wide(x)
+    (loc.square().sum() + conf.sum() + landmarks.square().sum()).backward()
+    old = narrow.config.channels
+    assert wide.BboxHead[0].conv1x1.weight.grad[:, old:].abs().sum() > 0  # the zeros learn
+    with pytest.raises(CheckpointError, match="cannot narrow"):
+        init_from_checkpoint(build_student("v2-ultra", (), old // 2), path, "v2-ultra", ())
 
 
 # --------------------------------------------------------------------------- V2 Ultra's recipe

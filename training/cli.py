@@ -94,6 +94,8 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
     parser.add_argument("--switch", action="append", default=[], choices=SWITCHES, metavar="SWITCH",
                         help=f"flip a v2-ultra switch from its default (repeatable): {', '.join(SWITCHES)}")
+    parser.add_argument("--channels", type=_positive(int), default=0,
+                        help="v2-ultra pyramid width (default: the variant's); a narrower --init-weights is widened, starting as itself")
     parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
                         "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")
@@ -154,7 +156,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         input_size=args.input_size, lr=args.lr, weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
         seed=args.seed, workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
-        backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), save=args.save,
+        backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), channels=args.channels, save=args.save,
         augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales,
                              min_face_size=args.min_face_size, mosaic=args.mosaic), teacher=teacher,
     )

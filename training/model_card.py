@@ -95,6 +95,8 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
         (f"- started from `{config['init_weights']}`" + (", the previous stage's weights" if stage else "") + "."
          if config.get("init_weights") else "- started from the teacher's backbone and a fresh neck."),
         *([f"- switches flipped from the default network of its day: {', '.join(switched)}."] if switched else []),
+        *([f"- a pyramid of {config['channels']} channels (`--channels`): narrower starting weights are widened, "
+           "starting as that network."] if config.get("channels") else []),
         f"- input size {config['input_size']}x{config['input_size']} (RetinaFace augmentation: square crops of "
         f"{', '.join(f'{s:g}' for s in scales)} x the short side keeping faces whose centre is inside"
         + ("; crops above 1 zoom out, padding with the mean colour, so faces shrink as in a letterboxed photo" if zoom else "")

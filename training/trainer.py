@@ -86,6 +86,7 @@ class TrainConfig:
     epoch that would otherwise overrun it, and still saves. threads: torch threads per
     process (0: torch's default). max_images: use only the first N images (0: all).
     switched_innovations: V2 Ultra innovation switches flipped from their default (ablations).
+    channels: V2 Ultra's pyramid width (0: the default's); --init-weights may be narrower.
     save: where the final weights go as well (e.g. model/weights/v2_ultra.pth).
     """
 
@@ -108,6 +109,7 @@ class TrainConfig:
     init_weights: str | None = None
     backbone_weights: str | None = None
     switched_innovations: tuple[str, ...] = ()
+    channels: int = 0
     save: str | None = None
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -131,26 +133,52 @@ class TrainResult:
 
 def init_from_checkpoint(student: nn.Module, path: str | Path, arch: str, switched: Sequence[str]) -> None:
     """Strict load of a checkpoint into the network it was trained as (the default one, or
-    for v2-ultra the shared-head one that every stage before level heads was); the student
-    then takes every weight the two networks share, and the modules only it has (e.g. the
-    level gate of dynamic weight sharing) keep their initialisation. Per-level heads start
-    as copies of a shared head, so that the student starts as the network it splits.
+    for v2-ultra the shared-head one that every stage before level heads was, or a narrower
+    pyramid); the student then takes every weight the two networks share, and the modules
+    only it has (e.g. the level gate of dynamic weight sharing) keep their initialisation.
+    Per-level heads start as copies of a shared head, and a wider pyramid starts as the
+    narrower one (`_widened`), so that the student starts as the network it grows from.
     The backbone's activation is not inherited: a V2 Ultra trained on the teacher's frozen
     LeakyReLU backbone may start a ReLU one (the `ultra-relu` preset)."""
     keep = (BACKBONE_ACTIVATION,)
-    layout = _head_layout_switch(read_state_dict(path), arch)
-    if not switched and not layout:
+    state = read_state_dict(path)
+    layout = _head_layout_switch(state, arch)
+    width = _pyramid_width(state, arch)
+    if not switched and not layout and width == _pyramid_width(student.state_dict(), arch):
         load_weights(student, path, arch=arch, keep=keep)
         return
-    trained = load_weights(build_student(arch, layout), path, arch=arch, keep=keep).state_dict()
+    trained = load_weights(build_student(arch, layout, width), path, arch=arch, keep=keep).state_dict()
     own = student.state_dict()
     unmatched = [k for k in own if k != BACKBONE_ACTIVATION and k not in trained and _shared_head_key(k) not in trained]
     if unmatched and not switched:  # without a switch the network must be the file's
         raise CheckpointError(f"{path}: nothing for {len(unmatched)} entries of the network, e.g. {unmatched[0]}")
-    student.load_state_dict(
-        {k: v if k == BACKBONE_ACTIVATION else trained.get(k, trained.get(_shared_head_key(k), v)) for k, v in own.items()},
-        strict=True,
-    )
+    taken = {k: v if k == BACKBONE_ACTIVATION else trained.get(k, trained.get(_shared_head_key(k), v)) for k, v in own.items()}
+    try:
+        student.load_state_dict({k: _widened(v, own[k]) for k, v in taken.items()}, strict=True)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def _pyramid_width(state: dict, arch: str) -> int:
+    """V2 Ultra's pyramid channels in a state dict (0 for other variants)."""
+    lateral = state.get("lateral.0.0.weight")
+    return int(lateral.shape[0]) if arch == "v2-ultra" and lateral is not None else 0
+
+
+def _widened(trained: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """`trained` in the leading corner of `initial` (a wider network's tensor): the old
+    channels keep their weights, the new ones their initialisation, and no old output reads
+    a new input (those weights are 0), so the wider network computes what the narrower did
+    until training moves the zeros. Statistics of new BN channels stay at their 0 / 1."""
+    if trained.shape == initial.shape:
+        return trained
+    if trained.dim() != initial.dim() or any(t > i for t, i in zip(trained.shape, initial.shape)):
+        raise ValueError(f"cannot narrow a {tuple(trained.shape)} tensor into {tuple(initial.shape)}")
+    wide = initial.clone()
+    wide[tuple(slice(0, n) for n in trained.shape)] = trained
+    if wide.dim() >= 2:
+        wide[: trained.shape[0], trained.shape[1]:] = 0
+    return wide
 
 
 def _head_layout_switch(state: dict, arch: str) -> tuple[str, ...]:
@@ -182,19 +210,21 @@ def _teacher_cache(config: TrainConfig, source: str, images: int, augment: Augme
     })
 
 
-def build_student(arch: str, switched: tuple[str, ...] = ()) -> nn.Module:
-    """A registered variant; for v2-ultra with the named switches flipped from the default."""
-    if not switched:
+def build_student(arch: str, switched: tuple[str, ...] = (), channels: int = 0) -> nn.Module:
+    """A registered variant; for v2-ultra with the named switches flipped from the default
+    and, when `channels` is not 0, that pyramid width."""
+    if not switched and not channels:
         return get_variant(arch).build()
     if arch != "v2-ultra":
-        raise ValueError(f"switches exist only for v2-ultra, not {arch!r}")
+        raise ValueError(f"switches and --channels exist only for v2-ultra, not {arch!r}")
     from featherface.model.v2_ultra import FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
 
     unknown = sorted(set(switched) - set(SWITCHES))
     if unknown:
         raise ValueError(f"unknown switch(es) {', '.join(unknown)}; expected some of: {', '.join(SWITCHES)}")
     default = FeatherFaceV2UltraConfig()
-    return FeatherFaceV2Ultra(dataclasses.replace(default, **{n: not getattr(default, n) for n in switched}))
+    flipped = {n: not getattr(default, n) for n in switched}
+    return FeatherFaceV2Ultra(dataclasses.replace(default, **flipped, channels=channels or default.channels))
 
 
 def set_backbone_frozen(student: nn.Module, frozen: bool) -> None:
@@ -360,7 +390,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             f"x {ddp.world} processes; lower --batch-size"
         )
 
-    student = build_student(config.arch, config.switched_innovations)
+    student = build_student(config.arch, config.switched_innovations, config.channels)
     if config.init_weights:
         init_from_checkpoint(student, config.init_weights, config.arch, config.switched_innovations)
     if config.backbone_weights:
