@@ -738,31 +738,46 @@ def test_ablation_variant_starts_from_the_full_networks_checkpoint(tmp_path):
         init_from_checkpoint(build_student("v2-ultra", ("dynamic_weight_sharing",)), path, "v2-ultra", ())
 
 
+def _trained_looking_default_network(seed: int) -> torch.nn.Module:
+    """The default v2-ultra in eval mode with BN statistics a trained network could have,
+    so that its outputs are not trivial."""
+    from featherface.training.trainer import build_student
+
+    torch.manual_seed(seed)
+    network = build_student("v2-ultra", ()).eval()
+    with torch.no_grad():
+        for bn in (m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.bias.normal_(0, 0.1)
+    return network
+
+
+def _assert_same_outputs_then_backpropagate(reference: torch.nn.Module, grown: torch.nn.Module, seed: int) -> None:
+    """`grown` (initialised from `reference`'s checkpoint) computes exactly its outputs; then
+    a loss over all outputs is backpropagated through `grown` in training mode."""
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(seed))
+    grown.eval()
+    with torch.no_grad():
+        for a, b in zip(reference(x), grown(x)):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+    grown.train()
+    loc, conf, landmarks = grown(x)
+    (loc.square().sum() + conf.sum() + landmarks.square().sum()).backward()
+
+
 def test_deep_context_added_to_trained_weights_starts_as_the_network_it_joins(tmp_path):
     """`--switch deep_context --init-weights W`: the residual dilated blocks begin at zero
     (their last BN's scale), so the first step sees W's own outputs, and they then train."""
     from featherface.model.checkpoint import save_weights
     from featherface.training.trainer import build_student, init_from_checkpoint
 
-    torch.manual_seed(3)
-    trained = build_student("v2-ultra", ()).eval()
-    with torch.no_grad():  # BN statistics a trained network could have, so outputs are not trivial
-        for bn in (m for m in trained.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.running_mean.normal_(0, 0.1)
-            bn.bias.normal_(0, 0.1)
+    trained = _trained_looking_default_network(seed=3)
     path = save_weights(trained, tmp_path / "trained.pth")
     deep = build_student("v2-ultra", ("deep_context",))
     init_from_checkpoint(deep, path, "v2-ultra", ("deep_context",))
-    deep.eval()
     added = [k for k in deep.state_dict() if k not in trained.state_dict()]
     assert added and all(k.startswith("deep_context.") for k in added)
-    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        for a, b in zip(trained(x), deep(x)):
-            torch.testing.assert_close(b, a, rtol=0, atol=0)
-    deep.train()
-    loc, conf, landmarks = deep(x)
-    (loc.square().sum() + conf.sum() + landmarks.square().sum()).backward()
+    _assert_same_outputs_then_backpropagate(trained, deep, seed=5)
     for level in deep.deep_context:  # the zero scale still learns
         assert level[-1].weight.grad.abs().sum() > 0
 
@@ -809,25 +824,13 @@ def test_a_wider_pyramid_starts_as_the_narrower_checkpoint_then_trains_its_new_c
     from featherface.model.checkpoint import CheckpointError, save_weights
     from featherface.training.trainer import build_student, init_from_checkpoint
 
-    torch.manual_seed(7)
-    narrow = build_student("v2-ultra", ()).eval()
-    with torch.no_grad():  # BN statistics a trained network could have, so outputs are not trivial
-        for bn in (m for m in narrow.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.running_mean.normal_(0, 0.1)
-            bn.bias.normal_(0, 0.1)
+    narrow = _trained_looking_default_network(seed=7)
     path = save_weights(narrow, tmp_path / "narrow.pth")
     width = 2 * narrow.config.channels
     wide = build_student("v2-ultra", (), width)
     init_from_checkpoint(wide, path, "v2-ultra", ())
-    wide.eval()
     assert wide.config.channels == width and wide.lateral[0][0].weight.shape[0] == width
-    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(8))
-    with torch.no_grad():
-        for a, b in zip(narrow(x), wide(x)):
-            torch.testing.assert_close(b, a, rtol=0, atol=0)
-    wide.train()
-    loc, conf, landmarks = wide(x)
-    (loc.square().sum() + conf.sum() + landmarks.square().sum()).backward()
+    _assert_same_outputs_then_backpropagate(narrow, wide, seed=8)
     old = narrow.config.channels
     assert wide.BboxHead[0].conv1x1.weight.grad[:, old:].abs().sum() > 0  # the zeros learn
     with pytest.raises(CheckpointError, match="cannot narrow"):
