@@ -14,7 +14,7 @@ from featherface.paths import SHARED
 
 from .featherface_v1 import FeatherFaceV1, FeatherFaceV1Config
 from .retinaface import RetinaFaceMNet
-from .v2_ultra import FeatherFaceV2Ultra
+from .v2_ultra import FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
 
 SHARED_WEIGHTS = SHARED / "weights"
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -54,7 +54,8 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "v2-ultra", FeatherFaceV2Ultra,
-            "FeatherFace V2 Ultra (ours): MobileNetV1-0.25 (ReLU), 48-channel top-down pyramid, a separable context block and a head per level",
+            f"FeatherFace V2 Ultra (ours): MobileNetV1-0.25 (ReLU), {FeatherFaceV2UltraConfig().channels}-channel top-down pyramid, "
+            "a separable context block and a head per level",
             (EMBEDDED_WEIGHTS / "v2_ultra.pth",),
         ),
     )
