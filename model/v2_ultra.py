@@ -1,4 +1,4 @@
-"""FeatherFace V2 Ultra: our ~245K-parameter detector, distilled from a face-trained
+"""FeatherFace V2 Ultra: our ~263K-parameter detector, distilled from a face-trained
 teacher that shares its MobileNetV1-0.25 backbone.
 
 The seed document names the parts but no trained or exportable implementation exists,
@@ -50,7 +50,7 @@ from .heads import RetinaStyleDetector
 
 @dataclass(frozen=True)
 class FeatherFaceV2UltraConfig:
-    channels: int = 48
+    channels: int = 64
     bifpn_cells: int = 0
     attention: bool = False
     cbam_reduction: int = 16
