@@ -87,9 +87,12 @@ def test_published_variants_have_exact_parameter_counts(name, params, thop_style
         assert counts["params_thop_style"] == thop_style
 
 
-def test_v2_ultra_is_within_two_percent_of_the_seed_parameter_budget():
+def test_v2_ultra_stays_near_the_seed_parameter_budget():
+    """The seed's "about 244K" (244,483). The bound was 2 % until the pyramid grew from 48
+    to 64 channels (263,152, 7.6 % over; docs/measurements.md, round 8): it bought 0.3-0.4
+    medium and hard points in two paired stages for 0.3 ms of INT8 time."""
     counts = parameter_counts(build("v2-ultra"))
-    assert abs(counts["params"] - 244_483) <= 0.02 * 244_483
+    assert abs(counts["params"] - 244_483) <= 0.08 * 244_483
     # The shared MobileNetV1-0.25 backbone, identical to V1's.
     assert counts["components"]["backbone"] == parameter_counts(build("v1"))["components"]["backbone"] == 213_072
 
