@@ -270,7 +270,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     detect, protocol, subject = _eval_detect_fn(args)
     with count_bar("eval", "image", enabled=not args.quiet) as on_image:
-        result = evaluate_detector(detect, args.data, args.out, orientation=args.orientation,
+        result = evaluate_detector(detect, args.data, args.out, orientation=args.orientation, by_event=args.by_event,
                                    progress=None if args.quiet else _progress("eval"), on_image=on_image)
     result.update(protocol=protocol, **subject, **({"orientation": args.orientation} if args.orientation else {}))
     faces = result["faces"]
@@ -280,6 +280,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{faces['medium']}, hard {faces['hard']}): AP easy {100 * result['easy']:.1f} %, medium "
           f"{100 * result['medium']:.1f} %, hard {100 * result['hard']:.1f} % ({result['seconds']:.0f} s)",
           file=sys.stderr if args.json else sys.stdout)
+    for event, ap in result.get("events", {}).items():
+        print(f"  {event} ({ap['images']} images, hard faces {ap['faces']['hard']}): AP easy {100 * ap['easy']:.1f} %, "
+              f"medium {100 * ap['medium']:.1f} %, hard {100 * ap['hard']:.1f} %", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result))
     return 0
@@ -399,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
     evaluate.add_argument("--orientation", choices=("landscape", "portrait"), default=None,
                           help="only the photos wider than tall (landscape) or taller than wide (portrait); default: all")
+    evaluate.add_argument("--by-event", action="store_true",
+                          help="also the AP of each WIDER event (image folder) alone: shows whether a gap sits in scenes absent from training")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
     evaluate.add_argument("--quiet", action="store_true",
                           help="no progress (default: a bar with the time left on a terminal, else a line every 50 images)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_cli import run_cli
 
@@ -69,3 +70,31 @@ def test_arch_without_weights_uses_the_embedded_default_and_a_bundle_file_evalua
     assert bundle["file"] == "model.onnx" and bundle["images"] == 4
     # The tiny bundle is an untrained network: its AP must not look like a detector's.
     assert bundle["easy"] < embedded["easy"]
+
+
+@pytest.mark.shared
+def test_by_event_scores_each_event_alone(small_root, tmp_path, capsys):
+    """A detector that returns the ground truth of Parade photos and nothing for the others:
+    Parade alone scores 1, Interview 0, the total lies between, and the CLI prints both."""
+    from featherface.evaluation import evaluate_detector, val_images
+    from featherface.widerface import load_ground_truth
+
+    gt = load_ground_truth(small_root / "ground_truth")
+    answers = iter(
+        gt.images[(event, name)].boxes if event == "0--Parade" else np.zeros((0, 4))
+        for event, name, _ in val_images(small_root)
+    )
+
+    def detect(_rgb):
+        xywh = next(answers)
+        return np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], np.linspace(1.0, 0.5, len(xywh))
+
+    result = evaluate_detector(detect, small_root, tmp_path / "p", by_event=True)
+    events = result["events"]
+    assert list(events) == ["0--Parade", "13--Interview"] and events["0--Parade"]["images"] == 2
+    assert events["0--Parade"]["easy"] == pytest.approx(1.0, abs=0.02) and events["13--Interview"]["easy"] == 0.0
+    assert 0.0 < result["easy"] < events["0--Parade"]["easy"]
+    status, out, err = run_cli(["eval", "--arch", "retinaface-mnet025", "--weights", str(require_shared("weights/retinaface_mnet025.pth")),
+                                "--data", str(small_root), "--input-size", "320", "--out", str(tmp_path / "q"), "--by-event"], capsys)
+    assert status == 0, err
+    assert "0--Parade (2 images" in out and "13--Interview (2 images" in out
