@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from featherface.sdk.image_io import load_image
-from featherface.widerface import evaluate, load_ground_truth, read_predictions, write_predictions
+from featherface.widerface import GroundTruth, Key, evaluate, load_ground_truth, read_predictions, write_predictions
 
 DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -55,6 +55,13 @@ def oriented(images: list[tuple[str, str, Path]], orientation: str | None) -> li
 
 def protocol_name(input_size: int | None) -> str:
     return "original size" if not input_size else f"letterboxed {input_size}"
+
+
+def _event_ap(predictions: dict[Key, np.ndarray], gt: GroundTruth, event: str) -> dict:
+    """`evaluate` of one event's images alone, without the precision-recall curves."""
+    result = evaluate({key: boxes for key, boxes in predictions.items() if key[0] == event}, gt)
+    result.pop("curves")
+    return result
 
 
 def evaluate_detector(
@@ -100,9 +107,6 @@ def evaluate_detector(
     predictions = {k: v for k, v in read_predictions(out).items() if k in wanted}
     result = evaluate(predictions, gt)
     if by_event:
-        result["events"] = {
-            event: {k: v for k, v in evaluate({k: v for k, v in predictions.items() if k[0] == event}, gt).items() if k != "curves"}
-            for event in dict.fromkeys(event for event, _, _ in images)
-        }
+        result["events"] = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)}
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
