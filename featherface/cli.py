@@ -264,6 +264,11 @@ def _eval_detect_fn(args: argparse.Namespace):
         "arch": args.arch, "weights": str(weights)}
 
 
+def _ap_text(ap: dict) -> str:
+    """People read AP in percent with one decimal, as the report does; the JSON keeps fractions."""
+    return f"AP easy {100 * ap['easy']:.1f} %, medium {100 * ap['medium']:.1f} %, hard {100 * ap['hard']:.1f} %"
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_detector
     from .progress_bar import count_bar
@@ -274,15 +279,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                    progress=None if args.quiet else _progress("eval"), on_image=on_image)
     result.update(protocol=protocol, **subject, **({"orientation": args.orientation} if args.orientation else {}))
     faces = result["faces"]
-    # People read AP in percent with one decimal, as the report does; the JSON keeps fractions.
     which = f", {args.orientation} photos" if args.orientation else ""
+    human = sys.stderr if args.json else sys.stdout
     print(f"WIDER FACE val ({protocol}{which}, {result['images']} images; faces easy {faces['easy']}, medium "
-          f"{faces['medium']}, hard {faces['hard']}): AP easy {100 * result['easy']:.1f} %, medium "
-          f"{100 * result['medium']:.1f} %, hard {100 * result['hard']:.1f} % ({result['seconds']:.0f} s)",
-          file=sys.stderr if args.json else sys.stdout)
+          f"{faces['medium']}, hard {faces['hard']}): {_ap_text(result)} ({result['seconds']:.0f} s)", file=human)
     for event, ap in result.get("events", {}).items():
-        print(f"  {event} ({ap['images']} images, hard faces {ap['faces']['hard']}): AP easy {100 * ap['easy']:.1f} %, "
-              f"medium {100 * ap['medium']:.1f} %, hard {100 * ap['hard']:.1f} %", file=sys.stderr if args.json else sys.stdout)
+        print(f"  {event} ({ap['images']} images, hard faces {ap['faces']['hard']}): {_ap_text(ap)}", file=human)
     if args.json:
         print(json.dumps(result))
     return 0

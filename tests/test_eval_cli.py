@@ -10,7 +10,8 @@ import pytest
 from test_cli import run_cli
 
 from conftest import require_shared
-from featherface.widerface import read_prediction_file
+from featherface.evaluation import evaluate_detector, val_images
+from featherface.widerface import load_ground_truth, read_prediction_file
 
 IMAGES = {  # two events, four images of the shared validation subset
     "0--Parade": ["0_Parade_Parade_0_102", "0_Parade_Parade_0_12"],
@@ -76,9 +77,6 @@ def test_arch_without_weights_uses_the_embedded_default_and_a_bundle_file_evalua
 def test_by_event_scores_each_event_alone(small_root, tmp_path, capsys):
     """A detector that returns the ground truth of Parade photos and nothing for the others:
     Parade alone scores 1, Interview 0, the total lies between, and the CLI prints both."""
-    from featherface.evaluation import evaluate_detector, val_images
-    from featherface.widerface import load_ground_truth
-
     gt = load_ground_truth(small_root / "ground_truth")
     answers = iter(
         gt.images[(event, name)].boxes if event == "0--Parade" else np.zeros((0, 4))
