@@ -39,6 +39,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from featherface.sdk.runtimes import FloatInput
+
 __all__ = ["OPS", "MilRuntime", "load_mil_program", "open_for_verification", "run_mlpackage"]
 
 # MIL op type -> function called with the op's inputs as keyword arguments (NumPy
@@ -805,7 +807,7 @@ def _input_vars(op):
         yield from (var if isinstance(var, (list, tuple)) else (var,))
 
 
-class MilRuntime:
+class MilRuntime(FloatInput):
     """A saved .mlpackage evaluated here, as an SDK runtime: how the build and the report
     run Core ML files off macOS. An image-input package gets pixels (the prepared input
     plus the mean: its bias is part of the program)."""

@@ -12,10 +12,10 @@ from typing import Sequence
 import numpy as np
 
 from featherface.records import FileEntry
-from featherface.sdk.runtimes import CoreMLRuntime
+from featherface.sdk.runtimes import CoreMLRuntime, FloatInput
 
 
-class CoreMLImageRuntime:
+class CoreMLImageRuntime(FloatInput):
     """An .mlpackage whose input is an image (Core ML adds the bias = -mean itself).
 
     The bench feeds prepared NCHW tensors (BGR minus mean) to every file; this one turns

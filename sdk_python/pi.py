@@ -138,6 +138,8 @@ class Stats:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.show:
+        _open_window()
     detector = Detector.load(args.bundle, num_threads=args.threads, file=args.file)
     thresholds = detector.thresholds(score=args.score)
     if args.save:
@@ -188,10 +190,28 @@ def run(args: argparse.Namespace) -> int:
     return skipped.finish(f"featherface-pi: {frames} frames, {len(skipped.failures)} skipped", frames)
 
 
+WINDOW = "featherface"
+
+
+def _open_window() -> None:
+    """Fail before the first frame, in one line, where `--show` cannot work: no OpenCV, the
+    headless wheel of the `[video]` extra (no GUI), or no display."""
+    try:
+        import cv2
+    except ImportError:
+        raise RuntimeError("--show needs OpenCV with a GUI: pip install opencv-python") from None
+    try:
+        cv2.namedWindow(WINDOW)
+    except cv2.error:
+        raise RuntimeError(
+            "--show needs opencv-python (not opencv-python-headless) and a display; use --save instead"
+        ) from None
+
+
 def _show(rgb: np.ndarray, faces) -> None:
     import cv2
 
-    cv2.imshow("featherface", np.asarray(annotate(rgb, faces))[:, :, ::-1])
+    cv2.imshow(WINDOW, np.asarray(annotate(rgb, faces))[:, :, ::-1])
     cv2.waitKey(1)
 
 

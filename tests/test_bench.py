@@ -397,3 +397,15 @@ def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles
     assert (bad / "manifest.json").read_text() == before
     assert f"{good}: preferred file is now model.onnx" in err and f"{bad}: nothing picked" in err
     Detector.load(good, num_threads=1).close()
+
+
+@pytest.mark.parametrize("runtime_class", ["featherface.bench.coreml.CoreMLImageRuntime", "featherface.converters.mil_eval.MilRuntime"])
+def test_runtimes_outside_the_sdk_give_frame_input_what_it_reads(runtime_class):
+    """`Detector.frame_input` reads `input_dtype` and `quantize` from every runtime: the
+    bench's image-input Core ML runtime and the build's MIL evaluator included."""
+    import importlib
+
+    module, name = runtime_class.rsplit(".", 1)
+    runtime = object.__new__(getattr(importlib.import_module(module), name))  # no package to open
+    assert runtime.input_dtype == np.float32
+    assert runtime.quantize(np.ones((1, 3, 2, 2), np.float64)).dtype == np.float32

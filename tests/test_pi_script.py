@@ -89,3 +89,23 @@ def test_camera_without_opencv_says_what_to_install(tiny_onnx_bundle, monkeypatc
 def test_usb_source_without_a_camera_index_is_refused(tiny_onnx_bundle, capsys):
     assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", "usb:front"]) == 2
     assert "--source usb:front: expected usb:N" in capsys.readouterr().err
+
+
+class _HeadlessCv2:
+    """opencv-python-headless as `--show` meets it: no window can open."""
+
+    class error(Exception):
+        pass
+
+    def namedWindow(self, name):
+        raise self.error("The function is not implemented. Rebuild the library with GUI support")
+
+
+@pytest.mark.parametrize("cv2_module, expected", [(None, "pip install opencv-python"), (_HeadlessCv2(), "not opencv-python-headless")])
+def test_show_without_a_window_is_one_line_before_any_frame(cv2_module, expected, tiny_onnx_bundle, folder, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cv2", cv2_module)
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", str(folder), "--show"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [captured.err.strip()]
+    assert captured.err.startswith("featherface-pi: error: --show needs") and expected in captured.err
+    assert "fps" not in captured.out + captured.err  # refused before the first frame
