@@ -15,6 +15,9 @@ from .report_table import accuracy_notes, markdown_table, protocols, ship_lines,
 
 HEADER = ("file", "format", "precision", "size", "parity", "max abs error", "recall", "precision", "robust recall", "robust precision", "convert s")
 
+# Optional in a manifest (the SDK runs a file without them), required to report on it.
+REPORTED_FIELDS = ("format", "precision", "size_bytes", "parity")
+
 
 class ReportError(ValueError):
     """A report asked of something that is neither a bundle nor a directory of bundles."""
@@ -142,11 +145,19 @@ def _read_manifest(bundle_dir: Path) -> Manifest:
     show fields (accuracy, latency) newer than the SDK reading bundles."""
     path = bundle_dir / "manifest.json"
     try:
-        return Manifest.from_json(json.loads(path.read_text()), str(path), strict=False)
+        manifest = Manifest.from_json(json.loads(path.read_text()), str(path), strict=False)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
     except ManifestError as err:
         raise ReportError(str(err)) from None
+    for index, entry in enumerate(manifest.files):
+        missing = [key for key in REPORTED_FIELDS if getattr(entry, key) is None]
+        if entry.parity is not None and entry.parity.conversion_seconds is None:
+            missing.append("parity.conversion_seconds")
+        if missing:
+            raise ReportError(f"{path}: files[{index}] ({entry.file}) has no {', '.join(missing)}, "
+                              "which the report shows; rebuild the bundle with `featherface build`")
+    return manifest
 
 
 def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:

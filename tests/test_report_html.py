@@ -152,10 +152,15 @@ def test_differences_to_pytorch_are_marked_by_colour():
     assert edge(boxes[2]) == images.ONLY_FILE
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "bad-manifest"])
-def test_report_of_a_bad_directory_is_one_line_and_status_2(problem, tmp_path, capsys):
-    target = tmp_path / "dist"
-    if problem != "missing":
+@pytest.mark.parametrize("problem", ["missing", "empty", "bad-manifest", "no-parity"])
+def test_report_of_a_bad_directory_is_one_line_and_status_2(problem, bundle, tmp_path, capsys):
+    target = tmp_path / "bad"
+    if problem == "no-parity":  # a manifest the SDK runs, without what the build measured
+        shutil.copytree(bundle, target)
+        manifest = json.loads((target / "manifest.json").read_text())
+        del manifest["files"][-1]["parity"]
+        (target / "manifest.json").write_text(json.dumps(manifest))
+    elif problem != "missing":
         target.mkdir()
     if problem == "bad-manifest":
         (target / "manifest.json").write_text("{not json")
