@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from featherface.sdk.bundle import BundleError, read_manifest
+from featherface.sdk.sources import image_files, spread
+
 PROG = "pi-check"
 CPU = "cortex-a72"  # the Raspberry Pi 4's core (BCM2711)
 PYTHON = "usr/bin/python3.11"  # Debian bookworm's, as on Raspberry Pi OS 64-bit
@@ -218,14 +221,6 @@ def exit_status(bench_report: dict | None, detect_results: Mapping[str, dict]) -
     return 0 if all(r.get("status") == "pass" for r in detect_results.values()) else 1
 
 
-def spread(items: Sequence, count: int) -> list:
-    """`count` items spread evenly over `items` (all of them when there are fewer)."""
-    if count >= len(items):
-        return list(items)
-    step = len(items) / count
-    return [items[int(i * step)] for i in range(count)]
-
-
 # ---------------------------------------------------------------- setup (I/O)
 
 
@@ -349,7 +344,7 @@ def default_photos(count: int) -> list[Path]:
     folder = default_parity_images()
     if folder is None:
         raise PiCheckError("no validation photos: ../shared/data/widerface is absent; pass --photo PATH")
-    return spread(sorted(folder.rglob("*.jpg")), count)
+    return spread(image_files(folder), count)
 
 
 # ---------------------------------------------------------------- the check
@@ -379,8 +374,12 @@ def host_featherface() -> list[str]:
 
 
 def bundle_files(bundle: Path) -> list[str]:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    return [entry["file"] for entry in manifest["files"] if entry["file"].endswith(".tflite")]
+    """The bundle's LiteRT files, from its validated manifest."""
+    try:
+        manifest = read_manifest(bundle)
+    except BundleError as err:
+        raise PiCheckError(str(err)) from None
+    return [entry.file for entry in manifest.files if entry.file.endswith(".tflite")]
 
 
 def check_detections(emulator: Emulator, script: Path, bundle: Path, files: Sequence[str],

@@ -133,9 +133,15 @@ def test_exit_status_is_nonzero_on_any_parity_or_detection_failure(bench, detect
     assert pi_check.exit_status(bench, detect) == status
 
 
-def test_spread_picks_evenly_and_keeps_short_lists():
-    assert pi_check.spread(list(range(10)), 3) == [0, 3, 6]
-    assert pi_check.spread([1, 2], 3) == [1, 2]
+@pytest.mark.parametrize("manifest_text", ["{not json", '{"files": 3}'])
+def test_a_broken_manifest_is_one_line_before_any_setup(manifest_text, tmp_path, capsys):
+    bundle = tmp_path / "pi4"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(manifest_text)
+    assert pi_check.main(["--bundle", str(bundle), "--root", str(tmp_path / "root"), "--no-install"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{pi_check.PROG}: error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "root").exists()  # nothing prepared for a bundle that cannot be checked
 
 
 def test_a_missing_bundle_is_named_with_what_to_do(tmp_path, capsys):
