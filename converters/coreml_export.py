@@ -25,7 +25,7 @@ from featherface.config import CHANNEL_ORDER, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES
 IMAGE_INPUT_NAME = "image"
 PALETTE_BITS = 6
 A8W8_CALIBRATION_IMAGES = 16  # a handful for min/max ranges (each one is a full evaluation by mil_eval)
-# Goes into the a8w8 file's manifest record and the README: the issue asks it be said.
+# Goes into the a8w8 file's manifest record and docs/quantization.md: the issue asks it be said.
 A8W8_NOTE = ("On an A14, INT8 activations bring no speed: its Neural Engine computes in FP16 (int8-int8 "
              "throughput came with the A17 Pro and M4), and on the CPU and GPU the quantize/dequantize "
              "pairs only add work. Experimental: for newer chips and for comparison, not a faster A14 file.")
@@ -115,7 +115,7 @@ def _kmeans_palette(nbits: int):
 def palettize_weights(source: str | Path, path: str | Path, nbits: int = PALETTE_BITS) -> Path:
     """Weights as nbits-bit indices into one k-means palette per tensor (iOS16
     constexpr_lut_to_dense); still computes in FP16. Per-grouped-channel palettes (iOS18)
-    were measured and not adopted: no consistent gain (README, "Core ML compression")."""
+    were measured and not adopted: no consistent gain (docs/quantization.md, "Core ML compression")."""
     import coremltools as ct
     from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig
     from coremltools.optimize.coreml import palettize_weights as palettize

@@ -18,25 +18,20 @@ def export_onnx(
     input_size: int | InputSize,
     *,
     dynamic_batch: bool = True,
-    dynamic_hw: bool = False,
     simplify: bool = True,
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export `model` for `input_size` (an int N: N x N). `simplify=False` leaves out onnxslim: its
-    graph makes onnx2tf 1.28.8 produce wrong TFLite files (v1-489k at 320: loc error 1.46
-    with onnxslim, 2e-5 without), and onnx2tf runs onnxsim itself anyway."""
+    graph made onnx2tf produce wrong TFLite files (docs/measurements.md, "Figures behind the
+    code's thresholds"), and onnx2tf runs onnxsim itself anyway."""
     import onnx
     import onnxslim
 
     model = model.eval()
     size = InputSize.of(input_size)
     example = torch.zeros(1, 3, size.height, size.width)
-    input_axes: dict[int, str] = {}
-    if dynamic_batch:
-        input_axes[0] = "batch"
-    if dynamic_hw:
-        input_axes.update({2: "height", 3: "width"})
-    output_axes = {name: ({0: "batch"} if dynamic_batch else {}) | ({1: "anchors"} if dynamic_hw else {}) for name in OUTPUT_NAMES}
+    input_axes = {0: "batch"} if dynamic_batch else {}
+    output_axes = {name: dict(input_axes) for name in OUTPUT_NAMES}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         # Tracing warns about Python ints computed from shapes (static "same" padding);
         # with a fixed input size they are constants, which the parity check confirms.

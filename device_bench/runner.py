@@ -238,9 +238,32 @@ def result_entry(m: Measured, baseline: Measured | None) -> dict:
     }
 
 
+def _measure_memory(measured: list[tuple[Measured, dict]], frame: np.ndarray, notes: list[str], progress: Progress) -> None:
+    """Each result's peak memory, from a separate process per file (`probe_memory`); the
+    bench's own process stands in, with a note, where a probe cannot run."""
+    with tempfile.TemporaryDirectory(prefix="featherface-bench-") as scratch:
+        frame_path = Path(scratch) / "frame.png"
+        Image.fromarray(frame).save(frame_path)
+        cannot_start = False  # a probe that cannot start for one file cannot for any: said once
+        for m, entry in measured:
+            value, scope = None, PROBE_CANNOT_START
+            if not cannot_start:
+                progress(f"peak memory of {entry['label']} at {entry['threads'] or 'default'} threads (separate process)")
+                value, scope = probe_memory(m.opened.target, entry["threads"] if not m.opened.target.is_coreml else None, frame_path)
+                cannot_start = scope.startswith(PROBE_CANNOT_START)
+                if cannot_start:
+                    notes.append(f"{scope}; peak_rss_mb of every file is this whole process's")
+                elif value is None:
+                    notes.append(f"{entry['label']}: {scope}; peak_rss_mb is this whole process's")
+            if value is None:
+                entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
+            else:
+                entry["peak_rss_mb"], entry["memory_scope"] = value, scope
+
+
 def run_bench(
     targets: list[Target], threads: list[int], runs: int, warmup: int, baseline: Target,
-    frame: np.ndarray, frame_info: dict, notes: list[str], progress: Progress, isolate_memory: bool = True,
+    frame: np.ndarray, frame_info: dict, notes: list[str], progress: Progress,
 ) -> dict:
     """The report of a whole run (keys: device_bench/README.md)."""
     started = time.perf_counter()
@@ -259,28 +282,7 @@ def run_bench(
             entry = result_entry(m, base)
             results.append(entry)
             measured_all.append((m, entry))
-    if isolate_memory:
-        with tempfile.TemporaryDirectory(prefix="featherface-bench-") as scratch:
-            frame_path = Path(scratch) / "frame.png"
-            Image.fromarray(frame).save(frame_path)
-            cannot_start = False  # a probe that cannot start for one file cannot for any: said once
-            for m, entry in measured_all:
-                value, scope = None, PROBE_CANNOT_START
-                if not cannot_start:
-                    progress(f"peak memory of {entry['label']} at {entry['threads'] or 'default'} threads (separate process)")
-                    value, scope = probe_memory(m.opened.target, entry["threads"] if not m.opened.target.is_coreml else None, frame_path)
-                    cannot_start = scope.startswith(PROBE_CANNOT_START)
-                    if cannot_start:
-                        notes.append(f"{scope}; peak_rss_mb of every file is this whole process's")
-                    elif value is None:
-                        notes.append(f"{entry['label']}: {scope}; peak_rss_mb is this whole process's")
-                if value is None:
-                    entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
-                else:
-                    entry["peak_rss_mb"], entry["memory_scope"] = value, scope
-    else:
-        for _, entry in measured_all:
-            entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
+    _measure_memory(measured_all, frame, notes, progress)
     failed = [e["label"] + (f" @{e['threads']}t" if e["threads"] else "") for e in results if e["parity"]["status"] != "pass"]
     return jsonable({
         "schema": SCHEMA,

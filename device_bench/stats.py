@@ -9,9 +9,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-# The keys of every latency summary in the bench's JSON (milliseconds).
-SUMMARY_KEYS = ("min", "p50", "p90", "p99", "mean", "max")
-
 
 def percentile(samples: Sequence[float], q: float) -> float:
     """The q-th percentile (0 <= q <= 100) by linear interpolation between closest ranks.

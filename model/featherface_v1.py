@@ -13,7 +13,7 @@ import torch
 from .backbone import MobileNetV1
 from .bifpn import build_bifpn
 from .cbam import CBAM, residual_cbam
-from .heads import RetinaStyleDetector
+from .heads import ANCHORS, RetinaStyleDetector
 from .ssh import SSH, ChannelShuffle, conv_shuffle_block, deformable_conv3x3
 
 
@@ -24,7 +24,7 @@ class FeatherFaceV1Config:
     cbam: bool = True  # CBAM on the backbone outputs and on the BiFPN outputs
     cbam_reduction: int = 16
     conv_shuffle: bool = True  # shuffle + 1x1/dw3x3/1x1 block; False: parameter-free shuffle
-    anchors: int = 2
+    anchors: int = ANCHORS
 
 
 class FeatherFaceV1(RetinaStyleDetector):

@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from featherface.config import OUTPUT_WIDTHS
+from featherface.config import OUTPUT_WIDTHS, PRIORS
+
+ANCHORS = PRIORS.anchors_per_location  # the heads and the priors agree by construction
 
 
 class Head(nn.Module):

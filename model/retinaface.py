@@ -6,12 +6,12 @@ import torch
 
 from .backbone import MobileNetV1
 from .fpn import FPN
-from .heads import RetinaStyleDetector
+from .heads import ANCHORS, RetinaStyleDetector
 from .ssh import SSH
 
 
 class RetinaFaceMNet(RetinaStyleDetector):
-    def __init__(self, channels: int = 64, anchors: int = 2) -> None:
+    def __init__(self, channels: int = 64, anchors: int = ANCHORS) -> None:
         super().__init__(channels, anchors)
         self.body = MobileNetV1()
         self.fpn = FPN(MobileNetV1.out_channels, channels)

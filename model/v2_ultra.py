@@ -45,7 +45,7 @@ from featherface.model_names import INNOVATIONS  # noqa: F401  (re-exported; rea
 from .backbone import LEAKY_SLOPE, MobileNetV1
 from .bifpn import BiFPNCell
 from .cbam import CBAM
-from .heads import RetinaStyleDetector
+from .heads import ANCHORS, RetinaStyleDetector
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class FeatherFaceV2UltraConfig:
     bifpn_cells: int = 0
     attention: bool = False
     cbam_reduction: int = 16
-    anchors: int = 2
+    anchors: int = ANCHORS
     feature_reuse: bool = True
     attention_multiplication: bool = False
     progressive_enhancement: bool = True

@@ -99,4 +99,5 @@ def head_ops(graph: Graph) -> list[Op]:
     return sorted(found.values(), key=lambda op: op.index)
 
 
-STRUCTURAL_GROUPS = {"stem": stem_ops, "deformable sampling": sampling_ops, "heads and outputs": head_ops}
+SAMPLING_GROUP = "deformable sampling"  # float by construction, never searched
+STRUCTURAL_GROUPS = {"stem": stem_ops, SAMPLING_GROUP: sampling_ops, "heads and outputs": head_ops}

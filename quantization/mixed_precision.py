@@ -36,10 +36,6 @@ class SearchResult:
     def final(self) -> SearchStep:
         return self.steps[-1]
 
-    def float_scopes(self, groups: list[FloatGroup]) -> tuple[str, ...]:
-        kept = set(self.final.kept_float)
-        return tuple(s for g in groups if g.name in kept for s in g.scopes)
-
 
 class BudgetNotMet(RuntimeError):
     """Every group was kept in float and the budget still does not hold."""
@@ -87,12 +83,11 @@ def search(
     reference: dict,
     budget: APBudget,
     progress: Callable[[str], None] = lambda _: None,
-    always_float: tuple[FloatGroup, ...] = (),
 ) -> SearchResult:
-    """Evaluate full INT8 (but `always_float`), then add one group to the float set at a
-    time until `budget.holds`. `evaluate(float_scopes)` returns the AP dict of that file."""
+    """Evaluate full INT8, then add one group to the float set at a time until
+    `budget.holds`. `evaluate(float_scopes)` returns the AP dict of that file."""
     result = SearchResult()
-    kept: list[FloatGroup] = list(always_float)
+    kept: list[FloatGroup] = []
     for next_group in [None, *groups]:
         if next_group is not None:
             kept.append(next_group)

@@ -2,7 +2,7 @@
 alternative to ai-edge-quantizer, and the route to INT8 input and output tensors.
 
 onnx2tf calibrates with global min/max, which loses more AP than ai-edge-quantizer's
-moving average on our networks (README, quantization table), so it is not the default.
+moving average on our networks (docs/quantization.md), so it is not the default.
 """
 from __future__ import annotations
 

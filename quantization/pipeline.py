@@ -1,6 +1,6 @@
 """The INT8 files of the pi4 bundle: dynamic-range INT8 and full INT8 within the AP budget.
 
-Full INT8, step by step (each step's gain measured in the README's quantization table):
+Full INT8, step by step (each step's gain measured in docs/quantization.md):
 1. calibration images preprocessed exactly as at inference (calibration.py);
 2. cross-layer equalization of the backbone on its pre-activation ranges (equalize.py),
    exported and converted again to a float TFLite file that computes the same function;
@@ -25,7 +25,7 @@ from featherface.config import CALIBRATION_IMAGES, InputSize
 
 from .accuracy import AccuracyCheck, APBudget
 from .calibration import calibration_set
-from .graph import read_graph, sampling_ops
+from .graph import SAMPLING_GROUP, read_graph, sampling_ops
 from .mixed_precision import BudgetNotMet, float_groups, search
 from .sensitivity import layer_errors
 from .tflite_int8 import Int8Recipe, calibrate, quantize, with_signature
@@ -170,12 +170,12 @@ def build_int8(
         # position is off by whole pixels, and ai-edge-quantizer 0.10 cannot quantize their
         # clamps (MAXIMUM with a constant: "Ranks of scales (3) and zps (3) must be ...").
         index_math = tuple(op.scope for op in sampling_ops(graph))
-        record["always_float"] = {"deformable sampling": len(index_math)} if index_math else {}
+        record["always_float"] = {SAMPLING_GROUP: len(index_math)} if index_math else {}
         progress("full INT8; per-layer sensitivity against the float file")
         first = quantized(index_math)
         errors = layer_errors(graph, scratch / "float.tflite", first, calibration[:SENSITIVITY_IMAGES])
         record["sensitivity"] = [e.to_dict() for e in errors[:SENSITIVITY_REPORTED]]
-        groups = [g for g in float_groups(graph, errors) if g.name != "deformable sampling"]
+        groups = [g for g in float_groups(graph, errors) if g.name != SAMPLING_GROUP]
         record["float_groups"] = [{"name": g.name, "ops": len(g.scopes), "added_nmse": g.added_nmse} for g in groups]
 
         if accuracy is None:
