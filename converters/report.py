@@ -9,6 +9,7 @@ from typing import Callable
 from featherface.atomic import write_text_atomic
 from featherface.config import TARGETS
 from featherface.records import Manifest, ManifestError
+from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
 from .report_table import accuracy_notes, markdown_table, protocols, ship_lines, summary_records
@@ -46,8 +47,8 @@ def _intro(manifest: dict) -> str:
         f"Input {manifest['input']['width']}x{manifest['input']['height']} ({manifest['input']['layout']}), "
         f"letterboxed; every file run as shipped and compared with PyTorch FP32 on "
         f"{len(first['images'])} validation images. Detections: score > {manifest['thresholds']['score']}, "
-        f"NMS {manifest['thresholds']['nms_iou']}, matched at IoU 0.5. Robust recall (precision) asks every face 0.1 "
-        f"above the threshold in PyTorch (the file) to be found 0.1 below it in the file (PyTorch); "
+        f"NMS {manifest['thresholds']['nms_iou']}, matched at IoU {MATCH_IOU}. Robust recall (precision) asks every face {ROBUST_MARGIN} "
+        f"above the threshold in PyTorch (the file) to be found {ROBUST_MARGIN} below it in the file (PyTorch); "
         f"the verdict uses the robust figures, so a score merely crossing the threshold is not a lost face."
     )
 
@@ -58,7 +59,7 @@ def _summary_lines(manifests: list[dict]) -> list[str]:
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
     notes = [f"- {note}" for note in accuracy_notes(records)]
     ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(manifests)], ""]
-    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face 0.1 above the threshold must be found 0.1 below it). Max output error: the largest |file - PyTorch| over the raw outputs, box and landmark offsets encoded against the priors (in prior sizes over the variances, not pixels) and face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
+    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face {ROBUST_MARGIN} above the threshold must be found {ROBUST_MARGIN} below it). Max output error: the largest |file - PyTorch| over the raw outputs, box and landmark offsets encoded against the priors (in prior sizes over the variances, not pixels) and face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES
+from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
 from . import report_images as images
@@ -95,8 +96,8 @@ def _summary(bundles: list[BundleView]) -> str:
         f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
         f"<p class=\"meta\">{ap} Recall vs PyTorch: plain, the share of the faces PyTorch finds above score "
         f"{thresholds['score']} that the file finds above it too; robust, which the verdict uses: every face PyTorch "
-        f"finds above score {thresholds['score']} + 0.1 must be found by the file above "
-        f"{thresholds['score']} - 0.1 (matched at IoU 0.5). Max output error: the largest |file - PyTorch| over "
+        f"finds above score {thresholds['score']} + {ROBUST_MARGIN} must be found by the file above "
+        f"{thresholds['score']} - {ROBUST_MARGIN} (matched at IoU {MATCH_IOU}). Max output error: the largest |file - PyTorch| over "
         "the raw outputs on the parity images: loc and landmarks, offsets encoded against the priors (in prior sizes "
         "over the variances, not pixels), and conf, face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
         + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(records))

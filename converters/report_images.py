@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from featherface.verify.parity import Detections, match_detections
+from featherface.verify.parity import MATCH_IOU, Detections, match_detections
 
 PANEL_WIDTH = 300  # pixels; the report shows several panels side by side
 REFERENCE = (30, 110, 255)  # PyTorch's faces, on PyTorch's panel
@@ -31,8 +31,8 @@ def above(detections: Detections, score: float) -> Detections:
     return Detections(detections.boxes[keep], detections.scores[keep], detections.landmarks[keep])
 
 
-def difference(reference: Detections, candidate: Detections, iou_threshold: float = 0.5) -> Difference:
-    """Matched as the parity check matches (greedy, one-to-one, IoU >= 0.5)."""
+def difference(reference: Detections, candidate: Detections, iou_threshold: float = MATCH_IOU) -> Difference:
+    """Matched as the parity check matches (greedy, one-to-one, IoU >= MATCH_IOU)."""
     pairs = match_detections(reference, candidate, iou_threshold)
     ref_hit = {r for r, _, _ in pairs}
     file_hit = {c for _, c, _ in pairs}

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from featherface.config import DEPLOY_THRESHOLDS
 from featherface.sdk.bundle import BundleError, read_manifest
 from featherface.sdk.sources import image_files, spread
+from featherface.verify.parity import ROBUST_MARGIN
 
 PROG = "pi-check"
 CPU = "cortex-a72"  # the Raspberry Pi 4's core (BCM2711)
@@ -39,10 +41,10 @@ PI_WHEELS = ("numpy==2.3.5", "pillow", "ai-edge-litert")
 WHEEL_PLATFORMS = tuple(f"manylinux_2_{minor}_aarch64" for minor in range(36, 16, -1)) + ("manylinux2014_aarch64",)
 PHOTOS = 5
 # `detect` runs at this score on both machines, so that a face whose score merely crosses
-# the deploy threshold (0.5) between x86 and ARM kernels is still seen on both sides
-# (the robust agreement of featherface.verify.parity, whose margin is 0.1).
-DETECT_FLOOR = 0.4
-DEPLOY_SCORE = 0.5
+# the deploy threshold between x86 and ARM kernels is still seen on both sides (the robust
+# agreement of featherface.verify.parity).
+DEPLOY_SCORE = DEPLOY_THRESHOLDS.score
+DETECT_FLOOR = round(DEPLOY_SCORE - ROBUST_MARGIN, 6)
 # Same file, same input, another CPU's kernels: boxes must sit on top of each other.
 MIN_MEAN_IOU = 0.9
 # A Raspberry Pi 4's /proc/cpuinfo (Raspberry Pi OS 64-bit) for each emulated core. qemu
@@ -194,7 +196,7 @@ def _detections(faces: list[dict]):
 def compare_detections(host: dict[str, list[dict]], emulated: dict[str, list[dict]]) -> dict:
     """The emulated Pi's faces against this machine's, same file, same photos.
 
-    Passes when every clear face (score above 0.5 + the robust margin) on either side is found
+    Passes when every clear face (score above DEPLOY_SCORE + ROBUST_MARGIN) on either side is found
     on the other (robust recall and precision 1.0) and matched boxes overlap by MIN_MEAN_IOU
     on average. A photo missing from either side fails.
     """

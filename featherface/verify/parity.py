@@ -15,6 +15,7 @@ from featherface.sdk.box_coding import iou_matrix
 # A face near the score threshold flips with the tiniest change; the robust agreement
 # asks only that clear faces (threshold + margin) survive at (threshold - margin).
 ROBUST_MARGIN = 0.1
+MATCH_IOU = 0.5  # a face found by both sides: the usual detection criterion
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _subset(d: Detections, keep: np.ndarray) -> Detections:
 
 
 def detection_agreement(
-    reference: list[Detections], candidate: list[Detections], score_threshold: float, iou_threshold: float = 0.5
+    reference: list[Detections], candidate: list[Detections], score_threshold: float, iou_threshold: float = MATCH_IOU
 ) -> dict[str, float | int]:
     """Recall and precision of the candidate's faces against the reference's, over images.
 
