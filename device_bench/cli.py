@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from featherface.arg_types import int_at_least
+
 DEFAULT_THREADS = (1, 2, 4)
 PROG = "featherface bench"
 
@@ -31,19 +33,6 @@ def thread_counts(text: str) -> list[int]:
     return counts
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The bench's arguments on `parser` (a subcommand's parser or a standalone one)."""
     parser.add_argument(
@@ -55,8 +44,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--threads", type=thread_counts, default=None,
         help="comma-separated thread counts (default 1,2,4; counts above this device's cores are skipped)",
     )
-    parser.add_argument("--runs", type=_int_at_least(1), default=100, help="timed runs per file and thread count (default 100)")
-    parser.add_argument("--warmup", type=_int_at_least(0), default=10, help="untimed warm-up runs first (default 10)")
+    parser.add_argument("--runs", type=int_at_least(1), default=100, help="timed runs per file and thread count (default 100)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=10, help="untimed warm-up runs first (default 10)")
     parser.add_argument(
         "--baseline", metavar="NAME",
         help="print ratios to this file: a label such as pi4/model_fp32.tflite, a file name, a bundle "

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from featherface.arg_types import thread_count
+
 if TYPE_CHECKING:
     from featherface.sdk.detector import Detector
     from featherface.sdk.image_io import ImageSource
@@ -71,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tolerance-mb", type=float, default=8.0, help="allowed growth of the RSS peak (default %(default)s MiB)")
     parser.add_argument("--image", action="append", help="photo to cycle through, decoded every frame (repeatable; default: synthetic frames)")
     parser.add_argument("--file", help="model file of the bundle (default: its preferred one)")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads")
+    parser.add_argument("--threads", type=thread_count, default=None, help="inference threads")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
     if not 0 <= args.warmup < args.frames or args.every < 1:

@@ -21,15 +21,22 @@ def score_threshold(text: str) -> float:
     return value
 
 
-def thread_count(text: str) -> int:
-    """A number of inference threads: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """A validator of integers >= `minimum` (e.g. counts of runs, threads)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+thread_count = int_at_least(1)  # a number of inference threads
 
 
 def output_folder(text: str) -> str:
@@ -38,6 +45,14 @@ def output_folder(text: str) -> str:
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is an existing file, not a folder: give a folder for the output")
     return text
+
+
+def square_input_size(text: str) -> int:
+    """A square model input N (N x N), a multiple of the largest prior step."""
+    size = input_shape(text)
+    if not size.is_square:
+        raise argparse.ArgumentTypeError(f"expected one size N (a square input), got {text!r}")
+    return size.width
 
 
 def input_shape(text: str) -> InputSize:

@@ -15,26 +15,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .arg_types import input_shape, output_folder, score_threshold, thread_count
+from .arg_types import input_shape, output_folder, score_threshold, square_input_size, thread_count
 from .cli_help import add_examples_to_commands
-from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, PRIORS, InputSize
+from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, InputSize
 from .quiet import runtime_noise_filtered
 
 
 class UsageError(Exception):
     """Bad input named by the user (file, option value); reported without a traceback."""
-
-
-def input_size(text: str) -> int:
-    """argparse type: a square input size divisible by the largest prior step."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    stride = max(PRIORS.steps)
-    if value <= 0 or value % stride:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of {stride}, got {value}")
-    return value
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -317,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
     info.add_argument("--weights", help="checkpoint to load strictly (default: the variant's default weights when present)")
     info.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights to load into the backbone")
-    info.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square input size for MACs (default %(default)s)")
+    info.add_argument("--input-size", type=square_input_size, default=DEFAULT_INPUT_SIZE, help="square input size for MACs (default %(default)s)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=_cmd_info)
 

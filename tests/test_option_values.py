@@ -82,3 +82,17 @@ def test_pi_script_refuses_an_existing_file_as_save_folder(tiny_onnx_bundle, pho
     existing.write_text("a file")
     line = refused(pi.main, ["--bundle", str(tiny_onnx_bundle), "--source", str(photo.parent), "--save", str(existing)], capsys)
     assert "--save" in line and "not a folder" in line
+
+
+def test_soak_refuses_fewer_than_one_thread_naming_the_option(tiny_onnx_bundle, capsys):
+    from featherface.bench import soak
+
+    line = refused(soak.main, [str(tiny_onnx_bundle), "--threads", "0"], capsys)
+    assert "--threads" in line and "at least 1" in line
+
+
+@pytest.mark.parametrize("command", [["info", "--arch", "v2-ultra"], ["distill"]])
+@pytest.mark.parametrize("value, expected", [("640x480", "a square input"), ("100", "multiple of 32")])
+def test_square_only_commands_refuse_other_sizes(command, value, expected, capsys):
+    line = refused(cli.main, [*command, "--input-size", value], capsys)
+    assert "--input-size" in line and expected in line

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from featherface.cli import input_size
+from featherface.arg_types import square_input_size
 from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
 from featherface.paths import WIDERFACE
@@ -32,11 +32,11 @@ INNOVATION_NAMES = INNOVATIONS
 
 
 def _size_or_zero(text: str) -> int:
-    """argparse type: an input size as `featherface.cli.input_size` checks it, or 0."""
+    """argparse type: a square input size (`square_input_size`), or 0."""
     if text.strip() == "0":
         return 0
     try:
-        return input_size(text)
+        return square_input_size(text)
     except argparse.ArgumentTypeError as err:
         raise argparse.ArgumentTypeError(f"{err} (or 0 for each image's original size)") from None
 
@@ -79,7 +79,7 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
     parser.add_argument("--epochs", type=_positive(int), help="epochs; fixes the OneCycle schedule (default 350, the paper's; with --preset, the preset's)")
     parser.add_argument("--batch-size", type=_positive(int), default=32, help="images per step and process (default %(default)s)")
-    parser.add_argument("--input-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="square training size (default %(default)s)")
+    parser.add_argument("--input-size", type=square_input_size, default=DEFAULT_INPUT_SIZE, help="square training size (default %(default)s)")
     parser.add_argument("--lr", type=_positive(float), default=1e-3, help="AdamW peak learning rate of OneCycle (default %(default)s)")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default %(default)s)")
     parser.add_argument("--warmup-fraction", type=float, default=0.1, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
@@ -223,7 +223,7 @@ def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-distill-off-run", action="store_true", help="skip the run without distillation")
     parser.add_argument("--eval-size", type=_size_or_zero, default=DEFAULT_INPUT_SIZE, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
     parser.add_argument("--eval-limit", type=int, default=0, help="validation images per evaluation (default: all)")
-    parser.add_argument("--latency-size", type=input_size, default=DEFAULT_INPUT_SIZE, help="input size of the MACs and latency columns (default %(default)s)")
+    parser.add_argument("--latency-size", type=square_input_size, default=DEFAULT_INPUT_SIZE, help="input size of the MACs and latency columns (default %(default)s)")
     parser.set_defaults(run=_run_ablate, command_kind="ablate")
     return parser
 
