@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from featherface.config import InputSize
+from featherface.records import PreferredBy
 from featherface.verify.files import ModelFile, open_file_detector
 
 from .report_golden import model_latency
@@ -20,7 +21,7 @@ FIXED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.ml
 
 
 def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.ndarray, size: InputSize,
-                   open_file: Callable, progress: Callable[[str], None]) -> tuple[str, dict | None]:
+                   open_file: Callable, progress: Callable[[str], None]) -> tuple[str, PreferredBy | None]:
     """(preferred file name, how it was chosen or None for the fixed rule)."""
     names = [f.path.name for f in candidates]
     if target == "a14" or len(candidates) == 1:
@@ -37,10 +38,5 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
         finally:
             detector.close()
     choice = fastest(times, {f.path.name: f.path.stat().st_size for f in candidates})
-    return choice, {
-        "by": "featherface build",
-        "device": device_line(describe_device()),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "threads": 1,
-        "model_p50_ms": times,
-    }
+    return choice, PreferredBy("featherface build", device_line(describe_device()), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               threads=1, model_p50_ms=times)

@@ -2,12 +2,11 @@
 its bundle's preferred file, and the manifest says who chose it, where and when."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from featherface.atomic import write_text_atomic
-from featherface.sdk.bundle import read_manifest
+from featherface.records import PreferredBy
+from featherface.sdk.bundle import read_manifest, write_manifest
 
 from .report import device_line, fastest_passing
 
@@ -27,17 +26,15 @@ def pick(report: dict) -> list[str]:
         if best is None:
             lines.append(f"{bundle}: nothing picked, no file passed parity")
             continue
+        timed = [e for e in report["results"] if e["bundle"] == bundle and e["threads"] == best["threads"]]
         manifest = read_manifest(bundle)
         manifest.preferred_file = best["file"]
-        manifest.preferred_by = {
-            "by": "featherface bench --pick",
-            "device": device_line(report["device"]),
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "threads": best["threads"],
-            "detect_p50_ms": best["total_ms"]["p50"],
-            "model_p50_ms": best["model_ms"]["p50"],
-        }
-        write_text_atomic(Path(bundle) / "manifest.json", json.dumps(manifest.to_json(), indent=2) + "\n")
+        manifest.preferred_by = PreferredBy(
+            "featherface bench --pick", device_line(report["device"]), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            threads=best["threads"], model_p50_ms={e["file"]: e["model_ms"]["p50"] for e in timed},
+            detect_p50_ms={e["file"]: e["total_ms"]["p50"] for e in timed},
+        )
+        write_manifest(Path(bundle), manifest)
         lines.append(f"{bundle}: preferred file is now {best['file']} (detect p50 {best['total_ms']['p50']:.2f} ms, "
                      f"{best['threads'] or 'the runtime default'} thread(s))")
     return lines

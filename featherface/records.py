@@ -1,5 +1,5 @@
 """The bundle's records as types: `Manifest` and its `FileEntry`s, each file's
-`ParityRecord` and `QuantizationRecord`. One validating `from_json` and one `to_json` each;
+`ParityRecord` and `QuantizationRecord`, and `PreferredBy`. One validating `from_json` and one `to_json` each;
 the converters write them, the SDK, the report and the bench read them.
 
 A bundle is untrusted input on a device. Refused (`ManifestError`, naming the field and
@@ -87,6 +87,15 @@ PARITY_OPTIONAL: Rules = {
     "conversion_seconds": NUMBER,
 }
 QUANTIZATION: Rules = {"tool": STRING}
+_MS_BY_FILE = (lambda v: isinstance(v, dict) and all(_is(int, float)(ms) for ms in v.values()), "an object of file -> ms")
+# A bench --pick of before 2026-12-06 wrote the chosen file's figures as plain numbers.
+_MS_BY_FILE_OR_NUMBER = (lambda v: _MS_BY_FILE[0](v) or _is(int, float)(v), "an object of file -> ms")
+PREFERRED_BY: Rules = {
+    "by": STRING, "device": STRING, "when": STRING,
+    "threads": (lambda v: v is None or _is(int)(v), "null or an integer"),
+    "model_p50_ms": _MS_BY_FILE_OR_NUMBER,
+}
+PREFERRED_BY_OPTIONAL: Rules = {"detect_p50_ms": _MS_BY_FILE_OR_NUMBER}
 
 
 def check_fields(source: str, where: str, value: dict, rules: Rules, optional: Rules | None = None, closed: bool = True) -> None:
@@ -267,6 +276,38 @@ def priors_from_json(data: dict) -> PriorConfig:
 
 
 @dataclass
+class PreferredBy:
+    """Who timed a bundle's files and chose its preferred file (`featherface build`, or
+    `featherface bench --pick` on the device), where, when, and the times it compared."""
+
+    by: str
+    device: str
+    when: str
+    threads: int | None  # None: the runtime's default
+    model_p50_ms: dict[str, float]  # file -> model-only p50 of each candidate timed
+    detect_p50_ms: dict[str, float] = field(default_factory=dict)  # file -> whole-detect p50 (bench --pick)
+
+    @classmethod
+    def from_json(cls, data: Any, preferred_file: str, source: str = "") -> "PreferredBy":
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: `preferred_by` must be an object" if source else "`preferred_by` must be an object")
+        check_fields(source, "preferred_by", data, PREFERRED_BY, PREFERRED_BY_OPTIONAL)
+
+        def by_file(value: Any) -> dict[str, float]:
+            return dict(value) if isinstance(value, dict) else {preferred_file: value}
+
+        return cls(data["by"], data["device"], data["when"], data["threads"], by_file(data["model_p50_ms"]),
+                   by_file(data.get("detect_p50_ms", {})))
+
+    def to_json(self) -> dict:
+        record = {"by": self.by, "device": self.device, "when": self.when, "threads": self.threads,
+                  "model_p50_ms": dict(self.model_p50_ms)}
+        if self.detect_p50_ms:
+            record["detect_p50_ms"] = dict(self.detect_p50_ms)
+        return record
+
+
+@dataclass
 class Manifest:
     """A bundle's manifest: the single source of truth the SDK and the bench read on a device."""
 
@@ -283,7 +324,7 @@ class Manifest:
     preferred_file: str | None = None
     golden: dict | None = None  # {"file", "sha256", "images"}: verify.golden checks it
     reference_accuracy: dict | None = None  # WIDER FACE AP of PyTorch FP32, when measured
-    preferred_by: dict | None = None  # who timed the files and chose (build or bench --pick); None: the fixed rule
+    preferred_by: PreferredBy | None = None  # None: chosen by the fixed rule, nothing timed
     extra: dict = field(default_factory=dict)  # newer fields, kept when read with strict=False
 
     def entry(self, name: str) -> FileEntry | None:
@@ -323,7 +364,9 @@ class Manifest:
             outputs=[OutputSpec(o["name"], list(o["shape"])) for o in data["outputs"]],
             thresholds=Thresholds(**{k: data["thresholds"][k] for k in THRESHOLDS}),
             tools=dict(data["tools"]), files=files, preferred_file=data["preferred_file"], golden=data["golden"],
-            reference_accuracy=data.get("reference_accuracy"), preferred_by=data.get("preferred_by"),
+            reference_accuracy=data.get("reference_accuracy"),
+            preferred_by=(PreferredBy.from_json(data["preferred_by"], data["preferred_file"], source)
+                          if "preferred_by" in data else None),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -345,5 +388,5 @@ class Manifest:
         if self.reference_accuracy is not None:
             manifest["reference_accuracy"] = self.reference_accuracy
         if self.preferred_by is not None:
-            manifest["preferred_by"] = self.preferred_by
+            manifest["preferred_by"] = self.preferred_by.to_json()
         return {**manifest, **self.extra}

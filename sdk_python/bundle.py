@@ -11,9 +11,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from featherface.atomic import write_text_atomic
 from featherface.records import MANIFEST_FIELDS, FileEntry, Manifest, ManifestError
 
-__all__ = ["MANIFEST_FIELDS", "BundleError", "read_manifest", "resolve_in_bundle", "sha256_of", "verified_checkpoint", "verified_file"]
+__all__ = ["MANIFEST_FIELDS", "BundleError", "read_manifest", "resolve_in_bundle", "sha256_of", "verified_checkpoint", "verified_file", "write_manifest"]
 
 
 class BundleError(ValueError):
@@ -34,6 +35,11 @@ def sha256_of(path: Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
+    """manifest.json into `bundle_dir`, atomically (a reader never sees half of it)."""
+    return write_text_atomic(Path(bundle_dir) / "manifest.json", json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:

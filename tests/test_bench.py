@@ -392,8 +392,10 @@ def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles
     assert status == 1  # the corrupted bundle fails parity
     manifest = read_manifest(good)  # still a valid manifest for the SDK
     assert manifest.preferred_file == "model.onnx"
-    assert manifest.preferred_by["by"] == "featherface bench --pick" and manifest.preferred_by["threads"] == 1
-    assert manifest.preferred_by["detect_p50_ms"] > 0 and manifest.preferred_by["device"]
+    chosen = manifest.preferred_by
+    assert chosen.by == "featherface bench --pick" and chosen.threads == 1 and chosen.device
+    assert set(chosen.model_p50_ms) == set(chosen.detect_p50_ms) == {"model.onnx"}  # every file timed, as the build records
+    assert chosen.detect_p50_ms["model.onnx"] > chosen.model_p50_ms["model.onnx"] > 0
     assert (bad / "manifest.json").read_text() == before
     assert f"{good}: preferred file is now model.onnx" in err and f"{bad}: nothing picked" in err
     Detector.load(good, num_threads=1).close()
@@ -409,3 +411,18 @@ def test_runtimes_outside_the_sdk_give_frame_input_what_it_reads(runtime_class):
     runtime = object.__new__(getattr(importlib.import_module(module), name))  # no package to open
     assert runtime.input_dtype == np.float32
     assert runtime.quantize(np.ones((1, 3, 2, 2), np.float64)).dtype == np.float32
+
+
+def test_a_pick_of_an_older_bench_still_reads_as_times_by_file(bundle):
+    """Before PreferredBy, `--pick` wrote the chosen file's p50s as plain numbers."""
+    from featherface.records import Manifest
+
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["preferred_by"] = {"by": "featherface bench --pick", "device": "a Pi", "when": "2026-12-01T10:00:00+0000",
+                            "threads": 4, "detect_p50_ms": 20.5, "model_p50_ms": 12.25}
+    chosen = Manifest.from_json(data).preferred_by
+    assert chosen.model_p50_ms == {data["preferred_file"]: 12.25} and chosen.detect_p50_ms == {data["preferred_file"]: 20.5}
+    assert Manifest.from_json(Manifest.from_json(data).to_json()).preferred_by == chosen
+    data["preferred_by"]["model_p50_ms"] = "fast"
+    with pytest.raises(ValueError, match="preferred_by.model_p50_ms"):
+        Manifest.from_json(data)
