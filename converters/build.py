@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 
 from featherface.atomic import staging_directory, write_text_atomic
-from featherface.config import GOLDEN_IMAGES, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS, InputSize
+from featherface.config import CHANNEL_ORDER, GOLDEN_IMAGES, IMAGE_INPUT_NAME, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS, InputSize
 from featherface.records import Manifest, ParityRecord
+from featherface.sdk.bundle import sha256_of, write_manifest
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
@@ -29,8 +30,8 @@ from featherface.verify.files import ModelFile, OutputMapError, build_spec
 from featherface.verify.golden import write_golden
 from featherface.verify.parity import Detections
 
-from . import manifest as mf
 from .export import BuildError, Exporter, ExportRequest, exporters
+from .manifest import embedded_metadata, file_entry, new_manifest
 from .mil_eval import open_for_verification
 from .preference import preferred_here
 
@@ -169,10 +170,10 @@ def build_bundle(
         raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
-    manifest = mf.new_manifest(target, arch, checkpoint, size, LAYOUT[target])
+    manifest = new_manifest(target, arch, checkpoint, size, LAYOUT[target])
     with staging_directory(bundle_dir) as stage:
         exporter = (exporter_table or exporters())[target]
-        files = exporter(ExportRequest(model, stage, size, mf.embedded_metadata(manifest), progress, int8, accuracy, compression))
+        files = exporter(ExportRequest(model, stage, size, embedded_metadata(manifest), progress, int8, accuracy, compression))
         for model_file in files:
             progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")
             model_file.record = check_file(model_file, parity, size)
@@ -184,8 +185,8 @@ def build_bundle(
             lines = [f"  {f.path.name}: " + "; ".join(f.record.reasons) for f in failed]
             raise BuildError(f"{target}: parity failed, no bundle written (details: {failure_report}):\n" + "\n".join(lines))
         for model_file in files:
-            image_input = {"name": "image", "type": "image", "channel_order": "BGR", "bias": [-m for m in manifest.input.mean]}
-            entry = mf.file_entry(model_file.path, model_file.format, model_file.precision, model_file.output_map,
+            image_input = {"name": IMAGE_INPUT_NAME, "type": "image", "channel_order": CHANNEL_ORDER, "bias": [-m for m in manifest.input.mean]}
+            entry = file_entry(model_file.path, model_file.format, model_file.precision, model_file.output_map,
                                   image_input if model_file.image_input else None)
             entry.parity = model_file.record
             entry.quantization = model_file.quantization
@@ -197,7 +198,7 @@ def build_bundle(
         golden = GOLDEN_IMAGES
         write_golden(stage / "golden.npz", parity.inputs[:golden], parity.names[:golden],
                      {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
-        manifest.golden = {"file": "golden.npz", "sha256": mf.sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
+        manifest.golden = {"file": "golden.npz", "sha256": sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
         candidates = [f for f in files if f.precision not in COMPARISON_PRECISIONS]
         manifest.preferred_file, manifest.preferred_by = preferred_here(
             target, candidates, parity.inputs, size, open_for_verification, progress)
@@ -206,7 +207,7 @@ def build_bundle(
         from .report import write_parity_report
 
         write_parity_report(stage, manifest)
-        mf.write_manifest(stage, manifest)
+        write_manifest(stage, manifest)
     failure_report.unlink(missing_ok=True)
     return manifest
 

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from featherface.config import CHANNEL_ORDER, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
+from featherface.config import CHANNEL_ORDER, IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
 
-IMAGE_INPUT_NAME = "image"
 PALETTE_BITS = 6
 A8W8_CALIBRATION_IMAGES = 16  # a handful for min/max ranges (each one is a full evaluation by mil_eval)
 # Goes into the a8w8 file's manifest record and docs/quantization.md: the issue asks it be said.

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from featherface import __version__
-from featherface.atomic import write_text_atomic
 from featherface.config import (
     CHANNEL_ORDER,
     DEPLOY_THRESHOLDS,
@@ -23,7 +22,7 @@ from featherface.records import Checkpoint, FileEntry, InputSpec, Manifest, Outp
 from featherface.sdk.bundle import sha256_of
 from featherface.versions import package_versions
 
-__all__ = ["anchor_count", "embedded_metadata", "file_entry", "new_manifest", "sha256_of", "size_of", "write_manifest"]
+__all__ = ["embedded_metadata", "file_entry", "new_manifest", "size_of"]
 
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "onnxsim", "onnx2tf", "tensorflow-cpu", "coremltools", "ai-edge-litert", "numpy")
 
@@ -61,10 +60,6 @@ def new_manifest(target: str, arch: str, checkpoint: Path | None, input_size: in
 def file_entry(path: Path, fmt: str, precision: str, output_map: dict[str, str], input_map: dict | None = None) -> FileEntry:
     return FileEntry(file=path.name, format=fmt, precision=precision, sha256=sha256_of(path), size_bytes=size_of(path),
                      output_map=output_map, input=input_map or None)
-
-
-def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
-    return write_text_atomic(bundle_dir / "manifest.json", json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def embedded_metadata(manifest: Manifest) -> dict[str, str]:

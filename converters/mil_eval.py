@@ -815,10 +815,10 @@ class MilRuntime(FloatInput):
     input_layout = "NCHW"
 
     def __init__(self, path: str | Path, image_input: bool = False) -> None:
-        from featherface.config import MEAN_BGR
+        from featherface.config import IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR
 
         self.path = Path(path)
-        self.input_name = "image" if image_input else "input"
+        self.input_name = IMAGE_INPUT_NAME if image_input else INPUT_NAME
         self.offset = np.asarray(MEAN_BGR, np.float32).reshape(1, 3, 1, 1) if image_input else np.float32(0)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

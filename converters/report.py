@@ -27,11 +27,11 @@ class ReportError(ValueError):
 def _row(entry: dict) -> tuple[str, ...]:
     parity = entry["parity"]
     max_error = max(t["max_abs_error"] for t in parity["tensor"].values())
-    det = parity["detections"]
+    detections = parity["detections"]
     return (
         entry["file"], entry["format"], entry["precision"], f"{entry['size_bytes'] / 1e6:.2f} MB",
-        parity["status"], f"{max_error:.2e}", f"{det['recall']:.3f}", f"{det['precision']:.3f}",
-        f"{det['robust_recall']:.3f}", f"{det['robust_precision']:.3f}", f"{parity['conversion_seconds']:.1f}",
+        parity["status"], f"{max_error:.2e}", f"{detections['recall']:.3f}", f"{detections['precision']:.3f}",
+        f"{detections['robust_recall']:.3f}", f"{detections['robust_precision']:.3f}", f"{parity['conversion_seconds']:.1f}",
     )
 
 

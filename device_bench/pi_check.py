@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from featherface.config import DEPLOY_THRESHOLDS
+from featherface.config import DEPLOY_THRESHOLDS, NUM_LANDMARKS
 from featherface.sdk.bundle import BundleError, read_manifest
 from featherface.sdk.sources import image_files, spread
 from featherface.verify.parity import ROBUST_MARGIN
@@ -189,7 +189,7 @@ def _detections(faces: list[dict]):
     return Detections(
         np.array([f["box"] for f in faces], np.float64).reshape(-1, 4),
         np.array([f["score"] for f in faces], np.float64),
-        np.array([np.ravel(f["landmarks"]) for f in faces], np.float64).reshape(-1, 10),
+        np.array([np.ravel(f["landmarks"]) for f in faces], np.float64).reshape(-1, 2 * NUM_LANDMARKS),
     )
 
 

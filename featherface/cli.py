@@ -17,7 +17,18 @@ from typing import Callable, Sequence
 from . import __version__
 from .arg_types import input_shape, output_folder, score_threshold, square_input_size, thread_count
 from .cli_help import add_examples_to_commands
-from .config import CALIBRATION_IMAGES, DEFAULT_INPUT_SIZE, INT8_AP_BUDGET, PARITY_IMAGES, InputSize
+from .config import (
+    CALIBRATION_IMAGES,
+    DEFAULT_INPUT_SIZE,
+    DEPLOY_THRESHOLDS,
+    INT8_AP_BUDGET,
+    PARITY_IMAGES,
+    PRIORS,
+    QUANTIZERS,
+    TARGETS,
+    WIDER_EVAL_THRESHOLDS,
+    InputSize,
+)
 from .quiet import runtime_noise_filtered
 
 
@@ -313,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--arch", required=True, choices=ARCH_NAMES, help="network variant")
         command.add_argument("--weights", help="checkpoint, loaded strictly (default: the variant's default weights)")
         command.add_argument("--input-size", type=input_shape, default=InputSize.of(DEFAULT_INPUT_SIZE),
-                             help="input size: N (N x N) or WxH, e.g. 640x480 for 4:3 camera frames; each a multiple of 32 (default %(default)s)")
+                             help="input size: N (N x N) or WxH, e.g. 640x480 for 4:3 camera frames; "
+                             f"each a multiple of {max(PRIORS.steps)} (default %(default)s)")
         command.add_argument("--images", help="real face images for the parity check (default: ../shared WIDER_val images)")
         command.add_argument("--out", required=True, help="output directory")
 
@@ -332,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build one bundle per target under --out: model files, manifest.json, golden "
         "vectors and a parity report. A bundle is moved into place only when every file passed.",
     )
-    build.add_argument("--target", required=True, choices=("onnx", "pi4", "a14", "all"), help="deployment target")
+    build.add_argument("--target", required=True, choices=(*TARGETS, "all"), help="deployment target")
     model_options(build)
     build.add_argument("--json", action="store_true", help="print the manifests as one JSON object (tables go to stderr)")
     quant = build.add_argument_group("pi4 INT8")
@@ -342,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization of the backbone")
     quant.add_argument("--ap-budget", type=_ap_budget, default=None, metavar="E,M,H",
                        help="AP points full INT8 may lose against PyTorch on easy, medium, hard (default %s)" % ",".join(str(v) for v in INT8_AP_BUDGET.values()))
-    quant.add_argument("--quantizer", choices=("ai-edge-quantizer", "onnx2tf"), default="ai-edge-quantizer",
+    quant.add_argument("--quantizer", choices=QUANTIZERS, default=QUANTIZERS[0],
                        help="full-INT8 tool (default %(default)s: better AP, and mixed precision when the budget needs it)")
     quant.add_argument("--int8-io", action="store_true", help="INT8 input and output tensors with --quantizer onnx2tf (ai-edge-quantizer's are always INT8)")
     quant.add_argument("--no-int8", action="store_true", help="FP32 and FP16 only")
@@ -367,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--bundle", required=True, help="bundle directory (has manifest.json)")
     detect.add_argument("--json", action="store_true", help="print one JSON object per image or frame")
     detect.add_argument("--out", type=output_folder, help="write annotated images into this folder (created if absent)")
-    detect.add_argument("--score", type=score_threshold, default=None, help="score threshold in [0, 1] (default: the bundle's, 0.5)")
+    detect.add_argument("--score", type=score_threshold, default=None, help=f"score threshold in [0, 1] (default: the bundle's, {DEPLOY_THRESHOLDS.score} when built here)")
     detect.add_argument("--file", help="model file of the bundle (default: its preferred one)")
     detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml", "torch"),
                         help="force a runtime (torch: the PyTorch reference, from the variant's default weights)")
@@ -378,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="WIDER FACE Easy/Medium/Hard AP of a network or a bundle's file",
         description="Run a torch network (--arch) or a bundle's model file (--bundle) over the "
         "WIDER FACE validation images, write predictions in the standard layout and print the "
-        "official Easy/Medium/Hard AP of exactly the images given (confidence 0.02, NMS 0.4).",
+        "official Easy/Medium/Hard AP of exactly the images given "
+        f"(confidence {WIDER_EVAL_THRESHOLDS.score}, NMS {WIDER_EVAL_THRESHOLDS.nms_iou}).",
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--arch", choices=ARCH_NAMES, help="torch network variant")

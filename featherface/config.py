@@ -97,6 +97,8 @@ class Thresholds:
 DEPLOY_THRESHOLDS = Thresholds()
 # The WIDER FACE protocol of the paper: low confidence floor, NMS 0.4, no top-k cap.
 WIDER_EVAL_THRESHOLDS = Thresholds(score=0.02, nms_iou=0.4, top_k=0)
+# Full-INT8 tools, the default first (quantization/pipeline.py).
+QUANTIZERS: tuple[str, ...] = ("ai-edge-quantizer", "onnx2tf")
 
 
 @dataclass(frozen=True)
@@ -143,4 +145,5 @@ MANIFEST_VERSION = 1
 # Bundle targets, in the order builds and reports list them.
 TARGETS: tuple[str, ...] = ("onnx", "pi4", "a14")
 INPUT_NAME = "input"
+IMAGE_INPUT_NAME = "image"  # the input of Core ML files that take a picture (mean as bias)
 ONNX_OPSET = 17

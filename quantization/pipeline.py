@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from featherface.config import CALIBRATION_IMAGES, InputSize
+from featherface.config import CALIBRATION_IMAGES, QUANTIZERS, InputSize
 
 from .accuracy import AccuracyCheck, APBudget
 from .calibration import calibration_set
@@ -34,7 +34,6 @@ Progress = Callable[[str], None]
 EQUALIZATION_IMAGES = 32  # of the calibration set, for the backbone's channel ranges
 SENSITIVITY_IMAGES = 4
 SENSITIVITY_REPORTED = 20
-TOOLS = ("ai-edge-quantizer", "onnx2tf")
 BUDGET_NOT_CHECKED = "not checked (no WIDER FACE validation data)"
 
 
@@ -45,13 +44,13 @@ class Int8Options:
     weight_granularity: str = "channel"
     equalize: bool = True
     budget: APBudget = field(default_factory=APBudget)
-    tool: str = "ai-edge-quantizer"  # or "onnx2tf" (no mixed precision; INT8 input/output possible)
+    tool: str = QUANTIZERS[0]  # or "onnx2tf" (no mixed precision; INT8 input/output possible)
     io_type: str = "float32"  # onnx2tf only ("int8": INT8 input and outputs); ai-edge-quantizer always gives INT8
     threads: int = 2
 
     def __post_init__(self) -> None:
-        if self.tool not in TOOLS:
-            raise ValueError(f"quantizer must be one of {TOOLS}, got {self.tool!r}")
+        if self.tool not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.tool!r}")
 
 
 @dataclass

@@ -29,11 +29,11 @@ class DetectorOptions:
     """What a caller may change about a `Detector`; None keeps the bundle's own value.
 
     score_threshold: a face is kept when its score (face probability, 0-1) is above this.
-        Default: the manifest's `thresholds.score` (0.5 in bundles built here).
+        Default: the manifest's `thresholds.score` (config.DEPLOY_THRESHOLDS in bundles built here).
     nms_iou: a face overlapping a higher-scoring one with an IoU above this (0-1) is
-        dropped. Default: the manifest's `thresholds.nms_iou` (0.4).
+        dropped. Default: the manifest's `thresholds.nms_iou`.
     top_k: at most this many faces per image, best first, after NMS; 0 keeps all.
-        Default: the manifest's `thresholds.top_k` (750).
+        Default: the manifest's `thresholds.top_k`.
     num_threads: inference threads of the runtime (>= 1). Default: the runtime's own
         choice. With the torch runtime it is per process: the last Detector opened sets it.
     """

@@ -170,8 +170,8 @@ def test_normalised_error_is_nmse_for_small_errors_and_bounded_near_zero():
 def test_the_onnx2tf_route_writes_a_dynamic_and_a_full_int8_file_that_run(tmp_path):
     """`--quantizer onnx2tf` end to end on RetinaFace at 160 px (no AP check): both files
     written, both run. (The default route is built by test_build.py's pi4 bundle.)"""
-    from featherface.converters import manifest as mf
     from featherface.converters.export import ExportRequest, exporters
+    from featherface.converters.manifest import embedded_metadata, new_manifest
     from featherface.model.registry import create_model
     from featherface.quantization.pipeline import BUDGET_NOT_CHECKED, Int8Options
     from featherface.sdk.runtimes import open_runtime
@@ -182,7 +182,7 @@ def test_the_onnx2tf_route_writes_a_dynamic_and_a_full_int8_file_that_run(tmp_pa
     photos = require_shared("data/widerface/WIDER_val/images/0--Parade")
     tool = "onnx2tf"
     options = Int8Options(calibration=photos, calibration_images=8, tool=tool)
-    metadata = mf.embedded_metadata(mf.new_manifest("pi4", "retinaface-mnet025", None, size, "NHWC"))
+    metadata = embedded_metadata(new_manifest("pi4", "retinaface-mnet025", None, size, "NHWC"))
     files = {f.precision: f for f in exporters()["pi4"](ExportRequest(model, stage, size, metadata, lambda _: None, int8=options))}
     assert sorted(files) == ["dynamic_int8", "fp16", "fp32", "int8"]
     record = files["int8"].quantization

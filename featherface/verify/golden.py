@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import OUTPUT_NAMES
+from featherface.config import INPUT_NAME, OUTPUT_NAMES
 from featherface.records import FileEntry, Manifest
 from featherface.sdk.bundle import BundleError, resolve_in_bundle, sha256_of
 
-GOLDEN_KEYS = ("input", "loc", "conf", "landmarks")
+GOLDEN_KEYS = (INPUT_NAME, *OUTPUT_NAMES)
 
 
 @dataclass(frozen=True)

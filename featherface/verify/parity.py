@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featherface.config import FLOAT32_NOISE_FACTOR, OUTPUT_NAMES, ParityThresholds
+from featherface.config import FLOAT32_NOISE_FACTOR, NUM_LANDMARKS, OUTPUT_NAMES, ParityThresholds
 from featherface.sdk.box_coding import iou_matrix
 
 # A face near the score threshold flips with the tiniest change; the robust agreement
@@ -93,7 +93,7 @@ def detection_agreement(
             ious.append(iou)
             box = ref_plain.boxes[r]
             size = np.sqrt(max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
-            points = np.linalg.norm((ref_plain.landmarks[r] - cand_plain.landmarks[c]).reshape(5, 2), axis=1)
+            points = np.linalg.norm((ref_plain.landmarks[r] - cand_plain.landmarks[c]).reshape(NUM_LANDMARKS, 2), axis=1)
             landmark_errors.append(float(points.mean() / size))
         for key, clear_side, other in (("recall", ref, cand), ("precision", cand, ref)):
             clear = _subset(clear_side, clear_side.scores > score_threshold + ROBUST_MARGIN)
