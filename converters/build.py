@@ -102,7 +102,8 @@ def check_file(model_file: ModelFile, parity: ParitySet, size: InputSize) -> Par
                    parity.float32_noise, reference_detections=parity.detections)
     detector.close()
     model_file.output_map = dict(detector.spec.output_map)
-    return ParityRecord(**record, images=list(parity.names), conversion_seconds=round(model_file.seconds, 1))
+    record.images, record.conversion_seconds = list(parity.names), round(model_file.seconds, 1)
+    return record
 
 
 # Files built only to compare with (never preferred): one that fails parity is left out of

@@ -42,8 +42,9 @@ def device_parity(detector: Detector, golden: Golden | None, entry: FileEntry) -
         judged = judge(golden.reference, outputs, letterboxes, detector.spec, thresholds, noise)
     except ValueError as err:
         return fail(str(err), **figures)
-    result = {"status": judged.pop("status"), "reasons": judged.pop("reasons"), "precision": precision,
-              "images": list(golden.names), **judged}
+    judged.images = list(golden.names)
+    record = judged.to_json()
+    result = {"status": record.pop("status"), "reasons": record.pop("reasons"), "precision": precision, **record}
     if notes:
         result["notes"] = notes
     return result

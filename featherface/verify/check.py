@@ -9,6 +9,7 @@ import numpy as np
 
 from featherface.config import OUTPUT_NAMES, InputSize, ParityThresholds, Thresholds
 from featherface.priors import make_priors
+from featherface.records import ParityRecord
 from featherface.sdk.detector import ModelSpec
 from featherface.sdk.faces import postprocess_arrays
 from featherface.sdk.preprocess import Letterbox
@@ -51,9 +52,9 @@ def parity_figures(thresholds: ParityThresholds, float32_noise: dict[str, float]
 def judge(
     reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], letterboxes: Sequence[Letterbox], spec: ModelSpec,
     thresholds: ParityThresholds, float32_noise: dict[str, float], reference_detections: list[Detections] | None = None,
-) -> dict:
-    """A file's `outputs` against PyTorch's `reference` on the same images: {"status": "pass" |
-    "fail", "reasons", "thresholds", "error_bounds", "torch_fp32_vs_fp64", "tensor", "detections"}.
+) -> ParityRecord:
+    """A file's `outputs` against PyTorch's `reference` on the same images: the verdict, the
+    bars and the figures (the caller adds which images and how long the conversion took).
 
     Both sides are decoded with `spec` through `letterboxes` (`reference_detections`, when
     given, are PyTorch's already decoded). Raises ValueError when an output's shape differs
@@ -63,4 +64,4 @@ def judge(
         reference_detections = detections_of(reference, letterboxes, spec)
     agreement = detection_agreement(reference_detections, detections_of(outputs, letterboxes, spec), spec.thresholds.score)
     status, reasons = verdict(errors, agreement, thresholds, float32_noise)
-    return {"status": status, "reasons": reasons, **parity_figures(thresholds, float32_noise), "tensor": errors, "detections": agreement}
+    return ParityRecord(status, reasons, **parity_figures(thresholds, float32_noise), tensor=errors, detections=agreement)
