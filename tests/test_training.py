@@ -266,6 +266,18 @@ def test_mirror_swaps_left_and_right_landmarks():
     assert (fpoints[1] == -1).all()
 
 
+def test_a_sample_whose_faces_all_fall_below_the_minimum_size_is_an_empty_sample():
+    """A zoomed-out mosaic tile can shrink every face below `min_face_size`; mirrored or
+    not, the sample is the image with no faces (it used to stop training at the mirror)."""
+    image = np.full((200, 200, 3), 90, dtype=np.uint8)
+    boxes = np.array([[50, 50, 60, 60]], dtype=np.float32)
+    landmarks = np.full((1, 10), -1, dtype=np.float32)
+    config = AugmentConfig(size=20, crop_scales=(1.0,), min_face_size=2.0, photometric=False)
+    for seed in range(8):  # both sides of the mirror's coin
+        resized, kept_boxes, kept_landmarks = augment(image, boxes, landmarks, np.random.default_rng(seed), config)
+        assert resized.shape == (20, 20, 3) and kept_boxes.shape == (0, 4) and kept_landmarks.shape == (0, 10)
+
+
 # --------------------------------------------------------------------------- loss
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR
+from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, NUM_LANDMARKS
 
 __all__ = ["AugmentConfig", "augment", "distort", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
 
@@ -146,7 +146,7 @@ def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> tuple
     width = image.shape[1]
     flipped = boxes.copy()
     flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    points = landmarks.reshape(len(landmarks), -1, 2).copy()
+    points = landmarks.reshape(len(landmarks), NUM_LANDMARKS, 2).copy()  # explicit: a crop may keep no face
     present = points[:, 0, 0] >= 0
     points[present, :, 0] = width - points[present, :, 0]
     points[present] = points[present][:, list(MIRROR_ORDER)]
