@@ -38,7 +38,7 @@ from featherface.paths import WIDERFACE
 from featherface.sdk.bundle import sha256_of
 
 from .augment import AugmentConfig
-from .data import WiderFaceDataset, collate, resolve_training_data
+from .data import ParseStats, WiderFaceDataset, collate, resolve_training_data
 from .distill import DistillConfig, distillation_loss, freeze_teacher, same_backbone, teacher_outputs, temperature
 from .distill_config import WEIGHTS, settings_at
 from .loss import LossConfig, MultiBoxLoss
@@ -365,6 +365,148 @@ def train(config: TrainConfig, progress: Callable[[str], None] = _stderr) -> Tra
         ddp.close()
 
 
+@dataclass
+class _Data:
+    """The training images and how each process draws its batches from them."""
+
+    source: str
+    stats: ParseStats
+    annotations: list
+    dataset: WiderFaceDataset
+    sampler: DistributedSampler
+    loader: DataLoader
+
+
+def _training_data(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -> _Data:
+    data = resolve_training_data(config.data)
+    annotations = data.annotations[: config.max_images] if config.max_images else data.annotations
+    say(f"data: {data.source}: {data.stats.summary()}; training on {len(annotations)} images")
+    dataset = WiderFaceDataset(annotations, dataclasses.replace(config.augment, size=config.input_size), seed=config.seed)
+    sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError(
+            f"{len(annotations)} images cannot fill one batch of {config.batch_size} per process "
+            f"x {ddp.world} processes; lower --batch-size"
+        )
+    return _Data(data.source, data.stats, annotations, dataset, sampler, loader)
+
+
+def _student(config: TrainConfig) -> nn.Module:
+    student = build_student(config.arch, config.switched_innovations, config.channels)
+    if config.init_weights:
+        init_from_checkpoint(student, config.init_weights, config.arch, config.switched_innovations)
+    if config.backbone_weights:
+        load_backbone_weights(student, config.backbone_weights)
+    return student
+
+
+def _teacher(config: TrainConfig, student: nn.Module, say: Callable[[str], None]) -> tuple[nn.Module | None, str | None]:
+    """(the frozen teacher, its weights file), or (None, None) without distillation; copies
+    the teacher's backbone into the student when the config asks."""
+    if config.teacher is None:
+        return None, None
+    variant = get_variant(config.teacher.arch)
+    weights = config.teacher.weights or variant.find_default_weights()
+    if weights is None:
+        raise ValueError(f"teacher {config.teacher.arch} has no default weights here; pass --teacher-weights")
+    teacher = freeze_teacher(load_weights(variant.build(), weights, arch=config.teacher.arch))
+    if config.teacher.init_student_backbone:
+        if not (hasattr(student, "body") and hasattr(teacher, "body")):
+            raise ValueError("init_student_backbone needs a MobileNetV1 `body` in both networks")
+        student.body.load_state_dict(teacher.body.state_dict(), strict=True)
+    say(f"teacher: {config.teacher.arch} from {weights} (frozen, eval mode)")
+    return teacher, str(weights)
+
+
+def _resume(config: TrainConfig, path: Path, student: nn.Module, optimizer, scheduler, steps_per_epoch: int,
+            world: int, say: Callable[[str], None]) -> int:
+    """The first epoch to run: 0, or the one after `path`'s (whose states are loaded) with --resume."""
+    if not config.resume:
+        return 0
+    if not path.is_file():
+        say(f"no {path} yet: starting afresh")
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    _check_resumable(state, config, steps_per_epoch, world, path)
+    student.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    say(f"resumed from {path}: epoch {state['epoch'] + 2}/{config.epochs} next")
+    return state["epoch"] + 1
+
+
+@dataclass
+class _Losses:
+    """One batch's loss terms (TERMS): the task's, and the teacher's when distilling."""
+
+    criterion: MultiBoxLoss
+    priors: torch.Tensor
+    teacher: nn.Module | None
+    cache: TeacherCache | None
+    rank: int
+
+    def __call__(self, net: nn.Module, student: nn.Module, images: torch.Tensor, targets: list, shared_backbone: bool,
+                 epoch: int, step: int, t: float, settings) -> dict:
+        if shared_backbone:
+            with torch.no_grad():
+                backbone_levels = student.body(images)
+            outputs = net(None, backbone_levels)
+        else:
+            outputs = net(images)
+        task = self.criterion(outputs.loc, outputs.conf_logits, outputs.landmarks, targets, self.priors)
+        terms = dict.fromkeys(TERMS, 0.0)
+        terms.update(loss=task.total, task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
+        if self.teacher is None:
+            return terms
+        teacher_out = self.cache.get(epoch, self.rank, step, images) if self.cache else None
+        if teacher_out is None:
+            teacher_out = (teacher_outputs(self.teacher, None, backbone_levels) if shared_backbone
+                           else teacher_outputs(self.teacher, images))
+            if self.cache:
+                keep = used_priors(teacher_out, task.positive, settings.loss.regression_min_score)
+                self.cache.put(epoch, self.rank, step, images, teacher_out, keep)
+        distill = distillation_loss(outputs, teacher_out, task.total, task.positive, t, settings.loss)
+        terms.update(loss=distill.total, kd=distill.kd, feature=distill.feature, attention=distill.attention,
+                     box_kd=distill.box, landmark_kd=distill.landmarks)
+        return terms
+
+
+def _step_line(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int, sums: torch.Tensor, elapsed: float,
+               images_per_step: int, t: float | None, lr: float) -> str:
+    """The progress line: running means of the epoch's terms, rate and time left."""
+    rate = step * images_per_step / elapsed
+    remaining = (config.epochs - epoch - 1) * steps_per_epoch + steps_per_epoch - step
+    means = {k: float(v) / step for k, v in zip(TERMS, sums)}
+    shown = " ".join(f"{k} {means[k]:.4f}" for k in TERMS if k != "loss" and (means[k] or k in ("loc", "conf")))
+    return (
+        f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch} loss {means['loss']:.4f} ({shown})"
+        + (f" T {t:.2f}" if t is not None else "")
+        + f" lr {lr:.2e} {rate:.1f} img/s eta {_format_duration(remaining * images_per_step / rate)}"
+    )
+
+
+def _run_summary(config: TrainConfig, data: _Data, world: int, start_epoch: int, done: int, stopped_early: bool,
+                 seconds: float, history: list[dict]) -> dict:
+    """run.json: the settings, the data, and how the run went."""
+    trained = sum(r["images"] for r in history)
+    return {
+        "config": config.to_dict(),
+        "data": {
+            "source": data.source, **dataclasses.asdict(data.stats), "used_images": len(data.annotations),
+            "events": dict(sorted(Counter(a.path.parent.name for a in data.annotations).items())),
+        },
+        "processes": world,
+        "threads": torch.get_num_threads(),
+        "start_epoch": start_epoch,
+        "epochs_done": done,
+        "stopped_early": stopped_early,
+        "seconds": round(seconds, 1),
+        "images_per_second": round(trained / seconds, 2) if seconds > 0 else None,
+        "history": history,
+    }
+
+
 def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -> TrainResult:
     phases = config.teacher.loss.phases if config.teacher else ()
     if phases and phases[-1].end != config.epochs:
@@ -376,64 +518,24 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     if ddp.main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    data = resolve_training_data(config.data)
-    annotations = data.annotations[: config.max_images] if config.max_images else data.annotations
-    say(f"data: {data.source}: {data.stats.summary()}; training on {len(annotations)} images")
-    augment_config = dataclasses.replace(config.augment, size=config.input_size)
-    dataset = WiderFaceDataset(annotations, augment_config, seed=config.seed)
-    sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate, drop_last=True)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(annotations)} images cannot fill one batch of {config.batch_size} per process "
-            f"x {ddp.world} processes; lower --batch-size"
-        )
-
-    student = build_student(config.arch, config.switched_innovations, config.channels)
-    if config.init_weights:
-        init_from_checkpoint(student, config.init_weights, config.arch, config.switched_innovations)
-    if config.backbone_weights:
-        load_backbone_weights(student, config.backbone_weights)
-    teacher = None
-    if config.teacher is not None:
-        variant = get_variant(config.teacher.arch)
-        weights = config.teacher.weights or variant.find_default_weights()
-        if weights is None:
-            raise ValueError(f"teacher {config.teacher.arch} has no default weights here; pass --teacher-weights")
-        teacher = freeze_teacher(load_weights(variant.build(), weights, arch=config.teacher.arch))
-        if config.teacher.init_student_backbone:
-            if not (hasattr(student, "body") and hasattr(teacher, "body")):
-                raise ValueError("init_student_backbone needs a MobileNetV1 `body` in both networks")
-            student.body.load_state_dict(teacher.body.state_dict(), strict=True)
-        say(f"teacher: {config.teacher.arch} from {weights} (frozen, eval mode)")
+    data = _training_data(config, ddp, say)
+    steps_per_epoch = len(data.loader)
+    student = _student(config)
+    teacher, teacher_weights = _teacher(config, student, say)
     cache = None
-    if config.teacher is not None and config.teacher.cache:
-        cache = _teacher_cache(config, data.source, len(annotations), augment_config, ddp.world, weights)
+    if teacher is not None and config.teacher.cache:
+        cache = _teacher_cache(config, data.source, len(data.annotations), data.dataset.augment_config, ddp.world, teacher_weights)
         say(f"teacher cache: {config.teacher.cache}")
-
-    priors = make_priors(config.input_size, config.input_size)
-    criterion = MultiBoxLoss(config.loss)
+    losses = _Losses(MultiBoxLoss(config.loss), make_priors(config.input_size, config.input_size), teacher, cache, ddp.rank)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = learning_rate_schedule(optimizer, config.lr, config.epochs * steps_per_epoch, config.warmup_fraction)
-
-    start_epoch = 0
     resume_path = out_dir / RESUME_FILE
-    if config.resume and resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        _check_resumable(state, config, steps_per_epoch, ddp.world, resume_path)
-        student.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"] + 1
-        say(f"resumed from {resume_path}: epoch {start_epoch + 1}/{config.epochs} next")
-    elif config.resume:
-        say(f"no {resume_path} yet: starting afresh")
+    start_epoch = _resume(config, resume_path, student, optimizer, scheduler, steps_per_epoch, ddp.world, say)
 
     if any(p.freeze_backbone for p in phases) and not hasattr(student, "body"):
         raise ValueError(f"{config.arch} has no MobileNetV1 `body` to freeze in a phased distillation")
     net: nn.Module | None = None
-    frozen = False
+    frozen = shared_backbone = False
     previous = None
     images_per_step = config.batch_size * ddp.world
     say(
@@ -449,8 +551,8 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     stopped_early = False
     epoch = start_epoch - 1
     for epoch in range(start_epoch, config.epochs):
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
+        data.dataset.set_epoch(epoch)
+        data.sampler.set_epoch(epoch)
         settings = settings_at(epoch, config.teacher.loss) if config.teacher else None
         freeze = bool(settings and settings.freeze_backbone)
         if net is None or freeze != frozen:
@@ -471,28 +573,9 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
         t = temperature(epoch, config.epochs, settings.loss) if settings else float("nan")
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         epoch_start = time.perf_counter()
-        for step, (images, targets) in enumerate(loader, start=1):
-            if shared_backbone:
-                with torch.no_grad():
-                    backbone_levels = student.body(images)
-                outputs = net(None, backbone_levels)
-            else:
-                outputs = net(images)
-            task = criterion(outputs.loc, outputs.conf_logits, outputs.landmarks, targets, priors)
-            terms = dict.fromkeys(TERMS, 0.0)
-            terms.update(task=task.total, loc=task.loc, conf=task.conf, landmarks=task.landmarks)
-            total = task.total
-            if teacher is not None:
-                teacher_out = cache.get(epoch, ddp.rank, step, images) if cache else None
-                if teacher_out is None:
-                    teacher_out = teacher_outputs(teacher, None, backbone_levels) if shared_backbone else teacher_outputs(teacher, images)
-                    if cache:
-                        keep = used_priors(teacher_out, task.positive, settings.loss.regression_min_score)
-                        cache.put(epoch, ddp.rank, step, images, teacher_out, keep)
-                distill = distillation_loss(outputs, teacher_out, task.total, task.positive, t, settings.loss)
-                total = distill.total
-                terms.update(kd=distill.kd, feature=distill.feature, attention=distill.attention, box_kd=distill.box, landmark_kd=distill.landmarks)
-            terms["loss"] = total
+        for step, (images, targets) in enumerate(data.loader, start=1):
+            terms = losses(net, student, images, targets, shared_backbone, epoch, step, t, settings)
+            total = terms["loss"]
             if not torch.isfinite(total):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1} step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items()))
             optimizer.zero_grad(set_to_none=True)
@@ -501,16 +584,8 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             scheduler.step()
             sums += torch.tensor([float(terms[k].detach()) if torch.is_tensor(terms[k]) else terms[k] for k in TERMS], dtype=torch.float64)
             if step % config.log_every == 0 or step == steps_per_epoch:
-                elapsed = time.perf_counter() - epoch_start
-                rate = step * images_per_step / elapsed
-                remaining = (config.epochs - epoch - 1) * steps_per_epoch + steps_per_epoch - step
-                means = {k: float(v) / step for k, v in zip(TERMS, sums)}
-                shown = " ".join(f"{k} {means[k]:.4f}" for k in TERMS if k != "loss" and (means[k] or k in ("loc", "conf")))
-                say(
-                    f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch} loss {means['loss']:.4f} ({shown})"
-                    + (f" T {t:.2f}" if teacher is not None else "")
-                    + f" lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} img/s eta {_format_duration(remaining * images_per_step / rate)}"
-                )
+                say(_step_line(config, epoch, step, steps_per_epoch, sums, time.perf_counter() - epoch_start, images_per_step,
+                               t if teacher is not None else None, scheduler.get_last_lr()[0]))
         ddp.sync_buffers(student)
         means = ddp.all_mean(sums / steps_per_epoch)
         seconds = time.perf_counter() - epoch_start
@@ -540,27 +615,13 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
 
     seconds = time.perf_counter() - started + earlier_seconds  # a resumed run counts its earlier epochs
     done = epoch + 1
-    trained = sum(r["images"] for r in history)
     if ddp.main:
         if config.save:
             save_weights(student, config.save)
             say(f"final weights: {config.save}")
-        summary = {
-            "config": config.to_dict(),
-            "data": {
-                "source": data.source, **dataclasses.asdict(data.stats), "used_images": len(annotations),
-                "events": dict(sorted(Counter(a.path.parent.name for a in annotations).items())),
-            },
-            "processes": ddp.world,
-            "threads": torch.get_num_threads(),
-            "start_epoch": start_epoch,
-            "epochs_done": done,
-            "stopped_early": stopped_early,
-            "seconds": round(seconds, 1),
-            "images_per_second": round(trained / seconds, 2) if seconds > 0 else None,
-            "history": history,
-        }
+        summary = _run_summary(config, data, ddp.world, start_epoch, done, stopped_early, seconds, history)
         write_text_atomic(out_dir / RUN_FILE, json.dumps(summary, indent=2) + "\n")
+    trained = sum(r["images"] for r in history)
     return TrainResult(
         student, done, start_epoch, stopped_early, seconds,
         trained / seconds if seconds > 0 else math.nan, out_dir, history,
