@@ -101,6 +101,8 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
                         "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")
     parser.add_argument("--mosaic", type=_probability, default=0.0, metavar="P",
                         help="probability that a sample is a 2x2 or 3x3 grid of augmented photos: crowds of small faces (default %(default)s)")
+    parser.add_argument("--erase", type=_probability, default=0.0, metavar="P",
+                        help="probability that a sample gets 1-3 rectangles of noise (random erasing): faces seen partly hidden (default %(default)s)")
     parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
@@ -158,7 +160,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
         backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), channels=args.channels, save=args.save,
         augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales,
-                             min_face_size=args.min_face_size, mosaic=args.mosaic), teacher=teacher,
+                             min_face_size=args.min_face_size, mosaic=args.mosaic, erase=args.erase), teacher=teacher,
     )
 
 

@@ -19,7 +19,7 @@ from featherface.config import NUM_LANDMARKS
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import normalize
 
-from .augment import AugmentConfig, augment, mosaic
+from .augment import AugmentConfig, augment, erase, mosaic
 
 __all__ = [
     "ImageAnnotation",
@@ -228,6 +228,8 @@ class WiderFaceDataset(Dataset):
             image, boxes, landmarks = mosaic(tiles, config.size)
         else:
             image, boxes, landmarks = self._augment(item, rng, config)
+        if config.erase and rng.random() < config.erase:
+            image, boxes, landmarks = erase((image, boxes, landmarks), rng, config)
         size = config.size
         flag = (landmarks[:, :1] >= 0).astype(np.float32)
         landmarks = np.where(flag > 0, landmarks / size, -1.0)
