@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,11 @@ from .faces import Face, faces_from_arrays, postprocess_arrays
 from .image_io import ImageSource, load_image
 from .preprocess import FrameWriter, Letterbox, preprocess
 from .runtimes import Runtime, RuntimeUnavailable, TorchRuntime, open_runtime, require_torch
+
+
+def _is_number(value: object, kind: type) -> bool:
+    """A Python or NumPy number of `kind` (numbers.Real, numbers.Integral), and not a bool."""
+    return isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -46,11 +52,11 @@ class DetectorOptions:
     def __post_init__(self) -> None:
         for name in ("score_threshold", "nms_iou"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            if value is not None and not (_is_number(value, Real) and 0.0 <= value <= 1.0):
                 raise ValueError(f"DetectorOptions.{name} must be a number in [0, 1], got {value!r}")
-        if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 0):
+        if self.top_k is not None and not (_is_number(self.top_k, Integral) and self.top_k >= 0):
             raise ValueError(f"DetectorOptions.top_k must be an integer >= 0 (0: no cap), got {self.top_k!r}")
-        if self.num_threads is not None and not (isinstance(self.num_threads, int) and self.num_threads >= 1):
+        if self.num_threads is not None and not (_is_number(self.num_threads, Integral) and self.num_threads >= 1):
             raise ValueError(f"DetectorOptions.num_threads must be an integer >= 1, got {self.num_threads!r}")
 
     def thresholds_over(self, bundle: Thresholds) -> Thresholds:
@@ -91,6 +97,13 @@ class VideoFaces:
     faces: list[Face]
 
 
+class _SharedRuntime:
+    """A detector's open runtime, shared with the detectors `with_options` makes from it."""
+
+    def __init__(self, runtime: Runtime | None) -> None:
+        self.runtime = runtime
+
+
 class Detector:
     """Face detector over one model file of a bundle.
 
@@ -103,7 +116,8 @@ class Detector:
     """
 
     def __init__(self, runtime: Runtime, spec: ModelSpec, model_file: str = "", options: DetectorOptions | None = None) -> None:
-        self.runtime: Runtime | None = runtime
+        self._shared = _SharedRuntime(runtime)
+        self._owns_runtime, self._closed = True, False
         self.spec = spec
         self.model_file = model_file
         self.options = options or DetectorOptions()
@@ -157,7 +171,14 @@ class Detector:
         `detector.with_options(score_threshold=0.9)`; threads are fixed when the runtime opens."""
         if "num_threads" in changes:
             raise ValueError("num_threads is fixed when the runtime opens: pass it to Detector.load")
-        return Detector(self._open_runtime(), self.spec, self.model_file, replace(self.options, **changes))
+        derived = Detector(self._open_runtime(), self.spec, self.model_file, replace(self.options, **changes))
+        derived._shared, derived._owns_runtime = self._shared, False  # closing it leaves this one open
+        return derived
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The open runtime; None once this detector, or the one it was made from, is closed."""
+        return None if self._closed else self._shared.runtime
 
     def __enter__(self) -> "Detector":
         return self
@@ -166,15 +187,20 @@ class Detector:
         self.close()
 
     def close(self) -> None:
-        """Release the runtime (interpreter, session or network); the detector runs no more."""
-        runtime, self.runtime = self.runtime, None
-        if runtime is not None and hasattr(runtime, "close"):
-            runtime.close()
+        """Release the runtime (interpreter, session or network); the detector, and those made
+        from it by `with_options`, run no more. Closing a `with_options` detector releases nothing."""
+        self._closed = True
+        if self._owns_runtime:
+            runtime, self._shared.runtime = self._shared.runtime, None
+            if runtime is not None and hasattr(runtime, "close"):
+                runtime.close()
 
     def _open_runtime(self) -> Runtime:
-        if self.runtime is None:
-            raise RuntimeError(f"this Detector ({self.model_file}) is closed")
-        return self.runtime
+        runtime = self.runtime
+        if runtime is None:
+            why = "" if self._closed else ": the Detector it was made from with with_options was closed"
+            raise RuntimeError(f"this Detector ({self.model_file}) is closed{why}")
+        return runtime
 
     def thresholds(self, score: float | None = None) -> Thresholds:
         """The thresholds in force: the options over the bundle's; `score` (featherface-pi's
@@ -262,6 +288,8 @@ class Detector:
 
     def detect_batch(self, images: Sequence[ImageSource], bgr: bool = False) -> list[list[Face]]:
         """`detect` over several images in one model call where the model allows batches."""
+        if len(images) == 0:
+            return []
         if len(images) == 1:
             return [self.detect(images[0], bgr)]
         prepared = [self.prepare(image, bgr) for image in images]

@@ -121,7 +121,7 @@ def _pairs(xy: np.ndarray) -> np.ndarray:
         array = array.astype(np.float64)
     if array.ndim == 0 or array.shape[-1] % 2:
         raise ValueError(f"expected (x, y) pairs along the last axis, got shape {array.shape}")
-    return array.reshape(*array.shape[:-1], -1, 2)
+    return array.reshape(*array.shape[:-1], array.shape[-1] // 2, 2)  # explicit: zero rows reshape too
 
 
 def _check_rgb(image_rgb: np.ndarray) -> tuple[int, int]:
