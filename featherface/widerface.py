@@ -103,6 +103,8 @@ def write_predictions(
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(boxes) != len(scores):
         raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        raise ValueError(f"{event}/{name}: a box or score is not a finite number (NaN or infinite); AP would be wrong")
     order = np.argsort(-scores, kind="stable")
     ints = np.trunc(boxes[order]).astype(np.int64)  # Python int(): truncation toward zero
     lines = [name, str(len(ints))]
@@ -127,10 +129,19 @@ def read_prediction_file(path: Path) -> tuple[str, np.ndarray]:
     if len(lines) < 2:
         raise ValueError(f"{path}: expected an image name and a face count")
     name = lines[0].strip().split("/")[-1].removesuffix(".jpg")
-    rows = [[float(v) for v in line.split()[:5]] for line in lines[2:] if line.strip()]
-    if len(rows) != int(lines[1]):
-        raise ValueError(f"{path}: header says {int(lines[1])} faces, file holds {len(rows)}")
-    return name, np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    try:
+        count = int(lines[1])
+        rows = np.asarray([[float(v) for v in line.split()[:5]] for line in lines[2:] if line.strip()], dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a WIDER prediction file ({err})") from None
+    if len(rows) != count:
+        raise ValueError(f"{path}: header says {count} faces, file holds {len(rows)}")
+    rows = rows.reshape(0, 5) if len(rows) == 0 else rows
+    if rows.shape[1:] != (5,):
+        raise ValueError(f"{path}: every face line must hold x y w h score")
+    if not np.isfinite(rows).all():
+        raise ValueError(f"{path}: a box or score is not a finite number (NaN or infinite)")
+    return name, rows
 
 
 def read_predictions(pred_dir: Path) -> dict[Key, np.ndarray]:

@@ -180,6 +180,31 @@ def test_read_rejects_truncated_file(tmp_path: Path):
         read_predictions(tmp_path)
 
 
+@pytest.mark.parametrize("body, message", [
+    ("1\n1 2 3 4 nan\n", "not a finite number"),
+    ("1\n1 2 3 4 inf\n", "not a finite number"),
+    ("1\n1 2 3 4\n", "x y w h score"),
+    ("2\n1 2 3 4 0.5\nb.jpg\n", "not a WIDER prediction file"),
+    ("one\n", "not a WIDER prediction file"),
+])
+def test_read_rejects_what_would_score_wrong_naming_the_file(body, message, tmp_path: Path):
+    """A NaN score would turn every normalised score into 1.0 (min/max ignore it)."""
+    path = tmp_path / "0--Parade" / "a.txt"
+    path.parent.mkdir()
+    path.write_text("a\n" + body)
+    with pytest.raises(ValueError, match=message) as caught:
+        read_predictions(tmp_path)
+    assert str(path) in str(caught.value)
+
+
+def test_write_refuses_a_non_finite_score_or_box(tmp_path: Path):
+    with pytest.raises(ValueError, match="0--Parade/a: a box or score is not a finite number"):
+        write_predictions(tmp_path, "0--Parade", "a", np.array([[1, 2, 3, 4.0]]), np.array([np.nan]))
+    with pytest.raises(ValueError, match="not a finite number"):
+        write_predictions(tmp_path, "0--Parade", "a", np.array([[1, 2, np.inf, 4.0]]), np.array([0.5]))
+    assert not (tmp_path / "0--Parade" / "a.txt").exists()
+
+
 # --------------------------------------------------------------------------- official files
 
 
