@@ -281,6 +281,21 @@ def test_erasing_comes_after_the_sample_it_erases(tiny_label_txt):
         assert 0 < (image != erased).any(dim=0).float().mean() <= 3 * AugmentConfig.erase_area[1]
 
 
+def test_a_point_cropped_off_keeps_the_faces_landmarks():
+    """A face near the left edge whose eye falls left of the crop still has its five points
+    (the eye at a negative x, or past the right edge once mirrored)."""
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+    boxes = np.array([[0, 10, 40, 50]], dtype=np.float32)
+    landmarks = np.array([[2, 20, 30, 20, 16, 30, 10, 40, 26, 40]], dtype=np.float32)
+    config = AugmentConfig(size=50, crop_scales=(0.6,), photometric=False)
+    off_crop = 0
+    for seed in range(12):
+        _, kept, points = augment(image, boxes, landmarks, np.random.default_rng(seed), config)
+        assert len(kept) == 1 and (points != -1).all(), seed
+        off_crop += bool((points[0, 0::2] < 0).any() or (points[0, 0::2] > 50).any())
+    assert off_crop  # the case at stake happened
+
+
 def test_mirror_swaps_left_and_right_landmarks():
     image = np.zeros((10, 100, 3), dtype=np.uint8)
     image[:, 0] = 255

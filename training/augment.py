@@ -24,10 +24,19 @@ from PIL import Image
 
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, NUM_LANDMARKS
 
-__all__ = ["AugmentConfig", "augment", "distort", "erase", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
+__all__ = ["ABSENT", "AugmentConfig", "augment", "distort", "erase", "landmarks_present", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
 
 # After a mirror the left eye is where the right eye was: swap points 0<->1 and 3<->4.
 MIRROR_ORDER = (1, 0, 2, 4, 3)
+ABSENT = -1.0  # every landmark value of a face without landmarks
+
+
+def landmarks_present(landmarks: np.ndarray) -> np.ndarray:
+    """[K] bool: which faces have their points. Not "x >= 0": after a crop a real point
+    can lie left of or above the crop, at a negative coordinate."""
+    return (landmarks != ABSENT).any(axis=1)
+
+
 MEAN_RGB = tuple(int(round(v)) for v in MEAN_BGR[::-1])
 RESAMPLERS = (
     Image.Resampling.BILINEAR,
@@ -99,7 +108,7 @@ def random_square_crop(
         offset = np.array([left, top, left, top], dtype=np.float32)
         kept = np.clip(boxes[inside] - offset, 0, side)
         points = landmarks[inside].copy()
-        present = points[:, 0] >= 0
+        present = landmarks_present(points)
         points[present] -= np.tile(offset[:2], points.shape[1] // 2)
         return _window(image, left, top, side), kept.astype(np.float32), points
     side = max(height, width)
@@ -151,7 +160,7 @@ def mirror(image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> tuple
     flipped = boxes.copy()
     flipped[:, 0], flipped[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
     points = landmarks.reshape(len(landmarks), NUM_LANDMARKS, 2).copy()  # explicit: a crop may keep no face
-    present = points[:, 0, 0] >= 0
+    present = landmarks_present(landmarks)
     points[present, :, 0] = width - points[present, :, 0]
     points[present] = points[present][:, list(MIRROR_ORDER)]
     return np.ascontiguousarray(image[:, ::-1]), flipped, points.reshape(landmarks.shape)
@@ -171,8 +180,8 @@ def augment(
     resample = RESAMPLERS[int(rng.integers(len(RESAMPLERS)))]
     resized = np.asarray(Image.fromarray(crop).resize((config.size, config.size), resample))
     boxes = boxes * scale
-    present = landmarks[:, 0] >= 0
-    landmarks = np.where(present[:, None], landmarks * scale, -1.0).astype(np.float32)
+    present = landmarks_present(landmarks)
+    landmarks = np.where(present[:, None], landmarks * scale, ABSENT).astype(np.float32)
     large = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= config.min_face_size
     boxes, landmarks = boxes[large], landmarks[large]
     if config.photometric:
@@ -199,8 +208,8 @@ def mosaic(tiles: list[Sample], size: int) -> Sample:
         top, left = (k // grid) * side, (k % grid) * side
         canvas[top : top + side, left : left + side] = image
         all_boxes.append(boxes + np.array([left, top, left, top], dtype=np.float32))
-        present = landmarks[:, :1] >= 0
-        all_landmarks.append(np.where(present, landmarks + np.tile(np.float32([left, top]), landmarks.shape[1] // 2), -1.0))
+        present = landmarks_present(landmarks)[:, None]
+        all_landmarks.append(np.where(present, landmarks + np.tile(np.float32([left, top]), landmarks.shape[1] // 2), ABSENT))
     return canvas, np.concatenate(all_boxes).astype(np.float32), np.concatenate(all_landmarks).astype(np.float32)
 
 

@@ -19,7 +19,7 @@ from featherface.config import NUM_LANDMARKS
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import normalize
 
-from .augment import AugmentConfig, augment, erase, mosaic
+from .augment import ABSENT, AugmentConfig, augment, erase, landmarks_present, mosaic
 
 __all__ = [
     "ImageAnnotation",
@@ -48,7 +48,7 @@ class ImageAnnotation:
     @property
     def has_landmarks(self) -> np.ndarray:
         """[K] bool: whether each face has its five points."""
-        return self.landmarks[:, 0] >= 0
+        return landmarks_present(self.landmarks)
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _finish(path: Path, boxes: list, landmarks: list, stats: ParseStats, out: li
     out.append(ImageAnnotation(path, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), lm))
     stats.images += 1
     stats.faces += len(boxes)
-    stats.faces_with_landmarks += int((lm[:, 0] >= 0).sum())
+    stats.faces_with_landmarks += int(landmarks_present(lm).sum())
 
 
 def parse_wider_gt(gt_file: str | Path, image_root: str | Path) -> tuple[list[ImageAnnotation], ParseStats]:
@@ -231,8 +231,8 @@ class WiderFaceDataset(Dataset):
         if config.erase and rng.random() < config.erase:
             image, boxes, landmarks = erase((image, boxes, landmarks), rng, config)
         size = config.size
-        flag = (landmarks[:, :1] >= 0).astype(np.float32)
-        landmarks = np.where(flag > 0, landmarks / size, -1.0)
+        flag = landmarks_present(landmarks)[:, None].astype(np.float32)
+        landmarks = np.where(flag > 0, landmarks / size, ABSENT)
         target = np.concatenate([boxes / size, landmarks, flag], axis=1).astype(np.float32)
         return torch.from_numpy(normalize(image)[0]), torch.from_numpy(target)
 
