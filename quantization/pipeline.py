@@ -128,6 +128,23 @@ def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
             "preprocessing": "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"}
 
 
+def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], Path], accuracy: AccuracyCheck,
+                          budget: APBudget, progress: Progress) -> dict:
+    """Keep the most sensitive groups float, one at a time, until the AP budget holds
+    (mixed_precision.search); the record's budget, reference, search steps and kept groups.
+    Raises BudgetNotMet, which carries the steps, when even all groups float miss it."""
+    reference = _ap_only(accuracy.reference(progress))
+
+    def evaluate(scopes: tuple[str, ...]) -> dict:
+        """AP of the candidate, and its size: what keeping groups float costs."""
+        path = quantized(scopes)
+        return {**_ap_only(accuracy.of_path(path)), "size_bytes": path.stat().st_size}
+
+    result = search(groups, evaluate, reference, budget, progress)
+    return {"budget": asdict(budget), "reference_ap": reference, "search": [asdict(step) for step in result.steps],
+            "kept_float": result.final.kept_float}
+
+
 def build_int8(
     float_tflite: Path, equalized_tflite: Path | None, calibration: np.ndarray, stage: Path,
     options: Int8Options, accuracy: AccuracyCheck | None, progress: Progress,
@@ -178,26 +195,10 @@ def build_int8(
         record["float_groups"] = [{"name": g.name, "ops": len(g.scopes), "added_nmse": g.added_nmse} for g in groups]
 
         if accuracy is None:
-            record["budget"] = BUDGET_NOT_CHECKED
-            record["kept_float"] = []
+            record.update(budget=BUDGET_NOT_CHECKED, kept_float=[])
             final = first
         else:
-            reference = _ap_only(accuracy.reference(progress))
-
-            def evaluate(scopes: tuple[str, ...]) -> dict:
-                """AP of the candidate, and its size: what keeping groups float costs."""
-                path = quantized(index_math + scopes)
-                return {**_ap_only(accuracy.of_path(path)), "size_bytes": path.stat().st_size}
-
-            record["budget"] = asdict(options.budget)
-            record["reference_ap"] = reference
-            try:
-                result = search(groups, evaluate, reference, options.budget, progress)
-            except BudgetNotMet as err:
-                record["search"] = [asdict(step) for step in err.result.steps]
-                raise
-            record["search"] = [asdict(step) for step in result.steps]
-            record["kept_float"] = result.final.kept_float
+            record.update(_search_within_budget(groups, lambda scopes: quantized(index_math + scopes), accuracy, options.budget, progress))
             final = candidate  # the last file the search evaluated: the one within budget
         record["kept_float_ops"] = len(index_math) + sum(len(g.scopes) for g in groups if g.name in record["kept_float"])
         full_path = stage / "model_int8.tflite"
