@@ -236,7 +236,10 @@ def test_score_threshold_override(onnx_bundle, photos):
     default = detector.detect(photos[1])
     assert all(f.score > DEPLOY_THRESHOLDS.score for f in default)
     assert detector.with_options(score_threshold=0.9999).detect(photos[1]) == [f for f in default if f.score > 0.9999]
-    assert len(detector.with_options(score_threshold=0.05).detect(photos[1])) >= len(default)
+    loose = detector.with_options(score_threshold=0.001).detect(photos[1])
+    assert len(loose) > len(default)  # boxes scored between 0.001 and 0.5
+    # NMS keeps a box unless a higher-scoring one overlaps it: lower boxes change nothing above 0.5
+    assert [f for f in loose if f.score > DEPLOY_THRESHOLDS.score] == default
 
 
 # ---------------------------------------------------------------- untrusted bundles

@@ -19,7 +19,6 @@ from featherface.paths import WIDERFACE
 from .distill_config import PRESETS, DistillConfig
 
 __all__ = [
-    "INNOVATION_NAMES",
     "add_ablate_parser",
     "add_distill_parser",
     "add_train_parser",
@@ -27,8 +26,6 @@ __all__ = [
     "main",
 ]
 
-
-INNOVATION_NAMES = INNOVATIONS
 
 
 def _size_or_zero(text: str) -> int:
@@ -221,7 +218,7 @@ def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
     parser.set_defaults(arch="v2-ultra")
     _add_training_options(parser, "runs/ablate")
     _add_distill_options(parser)
-    parser.add_argument("--innovations", nargs="*", choices=INNOVATION_NAMES, help="innovations to ablate (default: all five)")
+    parser.add_argument("--innovations", nargs="*", choices=INNOVATIONS, help="innovations to ablate (default: all five)")
     parser.add_argument("--no-distill-off-run", action="store_true", help="skip the run without distillation")
     parser.add_argument("--eval-size", type=_size_or_zero, default=DEFAULT_INPUT_SIZE, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
     parser.add_argument("--eval-limit", type=int, default=0, help="validation images per evaluation (default: all)")
