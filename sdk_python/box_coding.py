@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from featherface.config import PRIORS
+from featherface.config import NUM_LANDMARKS, PRIORS
 from featherface.priors import make_priors
 
 __all__ = [
@@ -55,7 +55,7 @@ def decode_landmarks(
     """
     landm = np.asarray(landm)
     priors = np.asarray(priors)
-    points = landm.reshape(*landm.shape[:-1], 5, 2)
+    points = landm.reshape(*landm.shape[:-1], NUM_LANDMARKS, 2)
     decoded = priors[:, None, :2] + points * variances[0] * priors[:, None, 2:]
     return decoded.reshape(landm.shape)
 
@@ -87,7 +87,7 @@ def encode_landmarks(
     """
     matched = np.asarray(matched)
     priors = np.asarray(priors)
-    points = matched.reshape(*matched.shape[:-1], 5, 2)
+    points = matched.reshape(*matched.shape[:-1], NUM_LANDMARKS, 2)
     encoded = (points - priors[:, None, :2]) / (variances[0] * priors[:, None, 2:])
     return encoded.reshape(matched.shape)
 

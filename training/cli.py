@@ -16,6 +16,7 @@ from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
 from featherface.paths import WIDERFACE
 
+from .augment import AugmentConfig
 from .distill_config import PRESETS, DistillConfig
 
 __all__ = [
@@ -95,12 +96,14 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
                         help="v2-ultra pyramid width (default: the variant's); a narrower --init-weights is widened, starting as itself")
     parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
-                        "(default: RetinaFace's 0.3,0.45,0.6,0.8,1.0)")
+                        f"(default: RetinaFace's {','.join(f'{s:g}' for s in AugmentConfig.crop_scales)})")
     parser.add_argument("--mosaic", type=_probability, default=0.0, metavar="P",
-                        help="probability that a sample is a 2x2 or 3x3 grid of augmented photos: crowds of small faces (default %(default)s)")
+                        help="probability that a sample is a "
+                        f"{' or '.join(f'{g}x{g}' for g in AugmentConfig.mosaic_grids)} grid of augmented photos: crowds of small faces (default %(default)s)")
     parser.add_argument("--erase", type=_probability, default=0.0, metavar="P",
-                        help="probability that a sample gets 1-3 rectangles of noise (random erasing): faces seen partly hidden (default %(default)s)")
-    parser.add_argument("--min-face-size", type=float, default=1.0, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
+                        help=f"probability that a sample gets {min(AugmentConfig.erase_count)}-{max(AugmentConfig.erase_count)} "
+                        "rectangles of noise (random erasing): faces seen partly hidden (default %(default)s)")
+    parser.add_argument("--min-face-size", type=float, default=AugmentConfig.min_face_size, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
 
@@ -132,7 +135,6 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace, distill: bool):
     """The TrainConfig that a parsed `train` / `distill` / `ablate` command describes."""
-    from .augment import AugmentConfig
     from .trainer import TeacherConfig, TrainConfig
 
     phases = PRESETS[args.preset] if getattr(args, "preset", None) else ()

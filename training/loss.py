@@ -12,10 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featherface.config import PRIORS
+from featherface.config import NUM_LANDMARKS, PRIORS
 from featherface.model.box_coding import encode_boxes, encode_landmarks, iou_matrix
 
 __all__ = ["LossConfig", "Matches", "MultiBoxLoss", "LossTerms", "match", "mine_hard_negatives"]
+
+# A target row (WiderFaceDataset): normalised xyxy box, landmark (x, y) pairs, landmark flag.
+BOX = slice(0, 4)
+POINTS = slice(4, 4 + 2 * NUM_LANDMARKS)
+FLAG = POINTS.stop
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,8 @@ def match(targets: Tensor, priors: Tensor, config: LossConfig = LossConfig()) ->
     if targets.numel() == 0:
         zeros = priors.new_zeros
         false = torch.zeros(num_priors, dtype=torch.bool, device=priors.device)
-        return Matches(zeros(num_priors, 4), zeros(num_priors, 10), false, false.clone())
-    boxes, landmarks, flags = targets[:, :4], targets[:, 4:14], targets[:, 14]
+        return Matches(zeros(num_priors, 4), zeros(num_priors, 2 * NUM_LANDMARKS), false, false.clone())
+    boxes, landmarks, flags = targets[:, BOX], targets[:, POINTS], targets[:, FLAG]
     priors_xyxy = torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], dim=1)
     overlaps = iou_matrix(boxes, priors_xyxy)  # [K, A]
     best_prior_iou, best_prior = overlaps.max(dim=1)  # per face

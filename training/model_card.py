@@ -22,6 +22,7 @@ from featherface.atomic import write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, WIDER_EVAL_THRESHOLDS
 from featherface.paths import WIDERFACE
 
+from .augment import AugmentConfig
 from .loss import LossConfig
 
 __all__ = ["main", "render_model_card", "run_evaluations"]
@@ -84,7 +85,7 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
     teacher = config.get("teacher")
     history = run.get("history", [])
     last = history[-1] if history else {}
-    scales = config.get("augment", {}).get("crop_scales") or [0.3, 0.45, 0.6, 0.8, 1.0]
+    scales = config.get("augment", {}).get("crop_scales") or AugmentConfig.crop_scales
     zoom = [s for s in scales if s > 1]
     mosaic = config.get("augment", {}).get("mosaic", 0.0)
     grids = " or ".join(f"{g}x{g}" for g in config.get("augment", {}).get("mosaic_grids", ()))
