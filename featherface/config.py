@@ -1,7 +1,9 @@
 """The one source of truth for every constant shared by training, export, SDK and bench.
 
-Exporters copy these values into each bundle's manifest; the SDK reads the manifest,
-never this module, so a bundle stays self-describing on a device.
+Exporters copy the values that describe a model (input, priors, thresholds, outputs) into
+each bundle's manifest, and the SDK takes those from the manifest, never from here, so a
+bundle stays self-describing on a device. The SDK imports this module only for its types
+and for fixed conventions (output names, the landmark count).
 """
 from __future__ import annotations
 

@@ -70,7 +70,8 @@ def evaluate_detector(
     by_event: bool = False,
 ) -> dict:
     """AP of `detect` on WIDER_val (the first `limit` images; 0 = all; of one `orientation`
-    when given: `oriented`), predictions kept in `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds"}.
+    when given: `oriented`), predictions kept in `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds", "curves"}, and
+    "events" (the same per WIDER event) with `by_event`.
 
     Progress: `on_image(done, total)` after every image (a progress bar), else a `progress`
     line every 50 images; `progress` also says when the scoring, the last step, starts.

@@ -7,8 +7,8 @@ Conventions used throughout:
 * "xyxy": (x1, y1, x2, y2), top-left then bottom-right corner, x2 >= x1, y2 >= y1.
 * "normalised": x and widths divided by the image width, y and heights by the image
   height, so the image spans [0, 1] on both axes. Multiply by (W, H, W, H) for pixels.
-* Landmarks: 10 values per anchor, five (x, y) points in the order of
-  `featherface.config.NUM_LANDMARKS` (left eye, right eye, nose, left mouth, right mouth).
+* Landmarks: 2 x `featherface.config.NUM_LANDMARKS` values per anchor, (x, y) points in
+  the order left eye, right eye, nose, left mouth corner, right mouth corner.
 """
 from __future__ import annotations
 

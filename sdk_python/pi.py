@@ -3,8 +3,8 @@
 Sources: the Pi camera (picamera2), a USB camera or a video file (OpenCV), or a folder of
 images. Prints FPS and per-stage latency every second, what remains of the last second at
 the end (so a run shorter than a second still shows them) and the average over the run;
-stops cleanly on Ctrl-C and at the end of a file. Runs the bundle with LiteRT (XNNPACK) on
---threads threads.
+stops cleanly on Ctrl-C and at the end of a file. Runs the bundle's preferred file (or
+--file) on --threads threads, with the runtime the file needs (LiteRT with XNNPACK for pi4).
 """
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_examples(parser, "featherface-pi")
     parser.add_argument("--bundle", required=True, help="bundle directory (e.g. dist/pi4)")
     parser.add_argument("--source", default="camera", help="'camera', 'usb:N', a video file or an image folder (default: camera)")
-    parser.add_argument("--threads", type=thread_count, default=4, help="LiteRT threads, >= 1 (default 4: the Pi 4's cores)")
+    parser.add_argument("--threads", type=thread_count, default=4, help="inference threads, >= 1 (default 4: the Pi 4's cores)")
     parser.add_argument("--file", help="model file of the bundle (default: its preferred one)")
     parser.add_argument("--score", type=score_threshold, default=None, help="score threshold in [0, 1] (default: the bundle's)")
     parser.add_argument("--save", type=output_folder, help="write annotated frames into this folder (created if absent)")

@@ -174,7 +174,7 @@ def letterbox(
     Scaled by min(input width / width, input height / height) (up or down, `resize_rgb`),
     placed at the top-left corner (pad_x = pad_y = 0). The rest of the canvas is the mean
     colour (`mean_bgr`, as RGB) so that after mean subtraction the padding is zero: the
-    "zero padding bottom/right" of the measured probes (docs/measured.md).
+    "zero padding bottom/right" of the measured probes (../shared/docs/measured.md).
     """
     content, box = _fitted(image_rgb, size, resizer)
     size = InputSize.of(size)

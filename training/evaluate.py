@@ -55,7 +55,7 @@ def evaluate_model(
 
     input_size None or 0: original size (the paper's protocol); N: letterboxed into
     N x N. `pred_dir` keeps the prediction files (default: a temporary directory).
-    Returns {"easy", "medium", "hard", "images", "faces", "seconds", "protocol"}.
+    Returns {"easy", "medium", "hard", "images", "faces", "seconds", "curves", "protocol"}.
     """
     was_training = model.training
     model.eval()
