@@ -122,6 +122,18 @@ def test_wider_gt_parser_drops_invalid_and_zero_size_boxes_and_counts_them(tmp_p
     assert "dropped 2 invalid and 2 zero-size boxes" in stats.summary()
 
 
+def test_a_face_count_that_overruns_its_rows_names_the_file_image_and_row(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("0--Parade/a.jpg\n2\n10 20 30 40 0 0 0 0 0 0\n0--Parade/b.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n")
+    with pytest.raises(ValueError) as caught:
+        parse_wider_gt(gt, tmp_path / "images")
+    assert str(caught.value) == f"{gt}: 0--Parade/a.jpg: face row '0--Parade/b.jpg' is not at least 4 numbers (x y w h ...)"
+    label = tmp_path / "label.txt"
+    label.write_text("# a.jpg\n10 20 30 x\n")
+    with pytest.raises(ValueError, match=r"label.txt: a.jpg: face row '10 20 30 x'"):
+        parse_label_txt(label)
+
+
 def test_label_txt_parser_reads_landmarks_and_drops_zero_size(tmp_path, tiny_label_txt):
     extra = tmp_path / "extra.txt"
     extra.write_text(tiny_label_txt.read_text() + "# event/more.png\n3 3 0 5\n1 1 4 4\n")

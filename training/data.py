@@ -110,9 +110,7 @@ def parse_wider_gt(gt_file: str | Path, image_root: str | Path) -> tuple[list[Im
         i += 2 + max(count, 1)
         boxes: list[list[float]] = []
         for row in rows[:count]:
-            values = [float(v) for v in row.split()]
-            if len(values) < 4:
-                raise ValueError(f"{gt_file}: {name}: face row {row!r} has fewer than 4 numbers")
+            values = _face_numbers(row, f"{gt_file}: {name}")
             x, y, w, h = values[:4]
             if len(values) > WIDER_INVALID_COLUMN and values[WIDER_INVALID_COLUMN] == 1:
                 stats.dropped_invalid += 1
@@ -121,6 +119,18 @@ def parse_wider_gt(gt_file: str | Path, image_root: str | Path) -> tuple[list[Im
                 boxes.append([x, y, x + w, y + h])
         _finish(image_root / name, boxes, [[-1.0] * LANDMARK_WIDTH] * len(boxes), stats, out)
     return out, stats
+
+
+def _face_numbers(row: str, where: str) -> list[float]:
+    """A face row's numbers; ValueError naming `where` and the row when it is not one (a
+    face count that does not match the rows puts the next image's name here)."""
+    try:
+        values = [float(v) for v in row.split()]
+    except ValueError:
+        values = []
+    if len(values) < 4:
+        raise ValueError(f"{where}: face row {row!r} is not at least 4 numbers (x y w h ...)")
+    return values
 
 
 def parse_label_txt(label_file: str | Path, image_root: str | Path | None = None) -> tuple[list[ImageAnnotation], ParseStats]:
@@ -148,9 +158,7 @@ def parse_label_txt(label_file: str | Path, image_root: str | Path | None = None
             continue
         if name is None:
             raise ValueError(f"{label_file}: face row {line!r} before any '# image' line")
-        values = [float(v) for v in line.split()]
-        if len(values) < 4:
-            raise ValueError(f"{label_file}: {name}: face row {line!r} has fewer than 4 numbers")
+        values = _face_numbers(line, f"{label_file}: {name}")
         x, y, w, h = values[:4]
         if not _keep_face(x, y, w, h, stats):
             continue
