@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from featherface.config import MEAN_BGR
+from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR
 from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_weights, save_weights
 from featherface.model.registry import get_variant
@@ -712,12 +712,18 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     for bad in ("1.5", "-0.1", "x"):
         with pytest.raises(SystemExit):
             parser.parse_args(["distill", "--mosaic", bad])
+    augment = train_config_from_args(parser.parse_args(["distill", "--mosaic-grids", "2,3,4", "--erase", "0.3"]), distill=True).augment
+    assert (augment.mosaic_grids, augment.erase) == ((2, 3, 4), 0.3)
+    assert train_config_from_args(parser.parse_args(["distill"]), distill=True).augment == AugmentConfig(size=DEFAULT_INPUT_SIZE)
+    for option, bad in (("--mosaic-grids", "1,2"), ("--mosaic-grids", "2.5"), ("--erase", "2")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["distill", option, bad])
     preset = train_config_from_args(parser.parse_args(["distill", "--preset", "seed-3phase"]), distill=True)
     assert preset.epochs == 400 and preset.teacher.loss.phases == SEED_3PHASE
 
 
 def test_cli_takes_shared_values_from_their_owners():
-    from featherface.config import DEFAULT_INPUT_SIZE, PRIORS
+    from featherface.config import PRIORS
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command")

@@ -72,6 +72,16 @@ def _crop_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+def _mosaic_grids(text: str) -> tuple[int, ...]:
+    try:
+        grids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3, got {text!r}") from None
+    if not all(grid >= 2 for grid in grids):
+        raise argparse.ArgumentTypeError(f"a mosaic grid has at least 2 x 2 tiles, got {text}")
+    return grids
+
+
 def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
@@ -98,8 +108,11 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
                         f"(default: RetinaFace's {','.join(f'{s:g}' for s in AugmentConfig.crop_scales)})")
     parser.add_argument("--mosaic", type=_probability, default=0.0, metavar="P",
-                        help="probability that a sample is a "
-                        f"{' or '.join(f'{g}x{g}' for g in AugmentConfig.mosaic_grids)} grid of augmented photos: crowds of small faces (default %(default)s)")
+                        help="probability that a sample is a grid of augmented photos (--mosaic-grids): "
+                        "crowds of small faces (default %(default)s)")
+    parser.add_argument("--mosaic-grids", type=_mosaic_grids, default=AugmentConfig.mosaic_grids, metavar="N,N,...",
+                        help="the mosaic's grid sides, one drawn per mosaic sample "
+                        f"(default {','.join(map(str, AugmentConfig.mosaic_grids))}: 2x2 or 3x3)")
     parser.add_argument("--erase", type=_probability, default=0.0, metavar="P",
                         help=f"probability that a sample gets {min(AugmentConfig.erase_count)}-{max(AugmentConfig.erase_count)} "
                         "rectangles of noise (random erasing): faces seen partly hidden (default %(default)s)")
@@ -159,7 +172,8 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         log_every=args.log_every, max_images=args.max_images, resume=args.resume, init_weights=args.init_weights,
         backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), channels=args.channels, save=args.save,
         augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales,
-                             min_face_size=args.min_face_size, mosaic=args.mosaic, erase=args.erase), teacher=teacher,
+                             min_face_size=args.min_face_size, mosaic=args.mosaic,
+                             mosaic_grids=args.mosaic_grids, erase=args.erase), teacher=teacher,
     )
 
 
