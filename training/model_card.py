@@ -254,20 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"give one --command per --run ({len(run_dirs)} runs, {len(args.command)} commands)")
     runs = [json.loads((d / "run.json").read_text()) for d in run_dirs]
     run_dir = run_dirs[-1]
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
 
     def write(results: dict) -> None:
         write_text_atomic(out, render_model_card(runs, results, weights, args.arch, args.compare, args.command, tuple(args.note)))
-        say(f"wrote {out}")
+        progress(f"wrote {out}")
 
     entries = [(args.arch, weights)]
     for name in args.compare:
         default = get_variant(name).find_default_weights()
         if default is None:
-            say(f"skipping {name}: no default weights here")
+            progress(f"skipping {name}: no default weights here")
             continue
         entries.append((name, default))
-    results = run_evaluations(entries, run_dir / "evaluations.json", Path(args.data), write, say)
+    results = run_evaluations(entries, run_dir / "evaluations.json", Path(args.data), write, progress)
     write(results)
     return 0
 

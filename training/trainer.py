@@ -172,7 +172,7 @@ def _widened(trained: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
     until training moves the zeros. Statistics of new BN channels stay at their 0 / 1."""
     if trained.shape == initial.shape:
         return trained
-    if trained.dim() != initial.dim() or any(t > i for t, i in zip(trained.shape, initial.shape)):
+    if trained.dim() != initial.dim() or any(trained_side > initial_side for trained_side, initial_side in zip(trained.shape, initial.shape)):
         raise ValueError(f"cannot narrow a {tuple(trained.shape)} tensor into {tuple(initial.shape)}")
     wide = initial.clone()
     wide[tuple(slice(0, n) for n in trained.shape)] = trained
@@ -358,9 +358,8 @@ def _append_csv(path: Path, row: dict) -> None:
 def train(config: TrainConfig, progress: Callable[[str], None] = _stderr) -> TrainResult:
     """Run `config`; see the module doc for the files written. Only rank 0 writes and logs."""
     ddp = _Distributed()
-    say = progress if ddp.main else (lambda _message: None)
     try:
-        return _train(config, ddp, say)
+        return _train(config, ddp, progress if ddp.main else (lambda _message: None))
     finally:
         ddp.close()
 
@@ -377,10 +376,10 @@ class _Data:
     loader: DataLoader
 
 
-def _training_data(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -> _Data:
+def _training_data(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], None]) -> _Data:
     data = resolve_training_data(config.data)
     annotations = data.annotations[: config.max_images] if config.max_images else data.annotations
-    say(f"data: {data.source}: {data.stats.summary()}; training on {len(annotations)} images")
+    progress(f"data: {data.source}: {data.stats.summary()}; training on {len(annotations)} images")
     dataset = WiderFaceDataset(annotations, dataclasses.replace(config.augment, size=config.input_size), seed=config.seed)
     sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=config.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate, drop_last=True)
@@ -401,7 +400,7 @@ def _student(config: TrainConfig) -> nn.Module:
     return student
 
 
-def _teacher(config: TrainConfig, student: nn.Module, say: Callable[[str], None]) -> tuple[nn.Module | None, str | None]:
+def _teacher(config: TrainConfig, student: nn.Module, progress: Callable[[str], None]) -> tuple[nn.Module | None, str | None]:
     """(the frozen teacher, its weights file), or (None, None) without distillation; copies
     the teacher's backbone into the student when the config asks."""
     if config.teacher is None:
@@ -415,24 +414,24 @@ def _teacher(config: TrainConfig, student: nn.Module, say: Callable[[str], None]
         if not (hasattr(student, "body") and hasattr(teacher, "body")):
             raise ValueError("init_student_backbone needs a MobileNetV1 `body` in both networks")
         student.body.load_state_dict(teacher.body.state_dict(), strict=True)
-    say(f"teacher: {config.teacher.arch} from {weights} (frozen, eval mode)")
+    progress(f"teacher: {config.teacher.arch} from {weights} (frozen, eval mode)")
     return teacher, str(weights)
 
 
 def _resume(config: TrainConfig, path: Path, student: nn.Module, optimizer, scheduler, steps_per_epoch: int,
-            world: int, say: Callable[[str], None]) -> int:
+            world: int, progress: Callable[[str], None]) -> int:
     """The first epoch to run: 0, or the one after `path`'s (whose states are loaded) with --resume."""
     if not config.resume:
         return 0
     if not path.is_file():
-        say(f"no {path} yet: starting afresh")
+        progress(f"no {path} yet: starting afresh")
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
     _check_resumable(state, config, steps_per_epoch, world, path)
     student.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    say(f"resumed from {path}: epoch {state['epoch'] + 2}/{config.epochs} next")
+    progress(f"resumed from {path}: epoch {state['epoch'] + 2}/{config.epochs} next")
     return state["epoch"] + 1
 
 
@@ -447,7 +446,7 @@ class _Losses:
     rank: int
 
     def __call__(self, net: nn.Module, student: nn.Module, images: torch.Tensor, targets: list, shared_backbone: bool,
-                 epoch: int, step: int, t: float, settings) -> dict:
+                 epoch: int, step: int, kd_temperature: float, settings) -> dict:
         if shared_backbone:
             with torch.no_grad():
                 backbone_levels = student.body(images)
@@ -466,14 +465,14 @@ class _Losses:
             if self.cache:
                 keep = used_priors(teacher_out, task.positive, settings.loss.regression_min_score)
                 self.cache.put(epoch, self.rank, step, images, teacher_out, keep)
-        distill = distillation_loss(outputs, teacher_out, task.total, task.positive, t, settings.loss)
+        distill = distillation_loss(outputs, teacher_out, task.total, task.positive, kd_temperature, settings.loss)
         terms.update(loss=distill.total, kd=distill.kd, feature=distill.feature, attention=distill.attention,
                      box_kd=distill.box, landmark_kd=distill.landmarks)
         return terms
 
 
 def _step_line(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int, sums: torch.Tensor, elapsed: float,
-               images_per_step: int, t: float | None, lr: float) -> str:
+               images_per_step: int, kd_temperature: float | None, lr: float) -> str:
     """The progress line: running means of the epoch's terms, rate and time left."""
     rate = step * images_per_step / elapsed
     remaining = (config.epochs - epoch - 1) * steps_per_epoch + steps_per_epoch - step
@@ -481,7 +480,7 @@ def _step_line(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int,
     shown = " ".join(f"{k} {means[k]:.4f}" for k in TERMS if k != "loss" and (means[k] or k in ("loc", "conf")))
     return (
         f"epoch {epoch + 1}/{config.epochs} step {step}/{steps_per_epoch} loss {means['loss']:.4f} ({shown})"
-        + (f" T {t:.2f}" if t is not None else "")
+        + (f" T {kd_temperature:.2f}" if kd_temperature is not None else "")
         + f" lr {lr:.2e} {rate:.1f} img/s eta {_format_duration(remaining * images_per_step / rate)}"
     )
 
@@ -507,7 +506,7 @@ def _run_summary(config: TrainConfig, data: _Data, world: int, start_epoch: int,
     }
 
 
-def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -> TrainResult:
+def _train(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], None]) -> TrainResult:
     phases = config.teacher.loss.phases if config.teacher else ()
     if phases and phases[-1].end != config.epochs:
         raise ValueError(f"the distillation's phase table ends after epoch {phases[-1].end}; epochs must be {phases[-1].end}, not {config.epochs}")
@@ -518,19 +517,19 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     if ddp.main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    data = _training_data(config, ddp, say)
+    data = _training_data(config, ddp, progress)
     steps_per_epoch = len(data.loader)
     student = _student(config)
-    teacher, teacher_weights = _teacher(config, student, say)
+    teacher, teacher_weights = _teacher(config, student, progress)
     cache = None
     if teacher is not None and config.teacher.cache:
         cache = _teacher_cache(config, data.source, len(data.annotations), data.dataset.augment_config, ddp.world, teacher_weights)
-        say(f"teacher cache: {config.teacher.cache}")
+        progress(f"teacher cache: {config.teacher.cache}")
     losses = _Losses(MultiBoxLoss(config.loss), make_priors(config.input_size, config.input_size), teacher, cache, ddp.rank)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = learning_rate_schedule(optimizer, config.lr, config.epochs * steps_per_epoch, config.warmup_fraction)
     resume_path = out_dir / RESUME_FILE
-    start_epoch = _resume(config, resume_path, student, optimizer, scheduler, steps_per_epoch, ddp.world, say)
+    start_epoch = _resume(config, resume_path, student, optimizer, scheduler, steps_per_epoch, ddp.world, progress)
 
     if any(p.freeze_backbone for p in phases) and not hasattr(student, "body"):
         raise ValueError(f"{config.arch} has no MobileNetV1 `body` to freeze in a phased distillation")
@@ -538,7 +537,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     frozen = shared_backbone = False
     previous = None
     images_per_step = config.batch_size * ddp.world
-    say(
+    progress(
         f"training {config.arch}: {config.epochs} epochs x {steps_per_epoch} steps x {images_per_step} images "
         f"at {config.input_size}px, {ddp.world} process(es), {torch.get_num_threads()} thread(s) each"
         + (f", budget {config.max_minutes:g} min" if config.max_minutes else "")
@@ -562,19 +561,19 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             # A frozen student backbone equal to the teacher's: one pass serves both.
             shared_backbone = teacher is not None and frozen and same_backbone(student, teacher)
             if shared_backbone:
-                say(f"epoch {epoch + 1}: student and teacher share one frozen backbone pass")
+                progress(f"epoch {epoch + 1}: student and teacher share one frozen backbone pass")
         if phases and settings != previous:
             weights = ", ".join(f"{k.removesuffix('_weight')} {getattr(settings.loss, k):g}" for k in WEIGHTS if getattr(settings.loss, k))
-            say(f"epoch {epoch + 1}: phase with backbone {'frozen' if frozen else 'trainable'}; weights {weights}")
+            progress(f"epoch {epoch + 1}: phase with backbone {'frozen' if frozen else 'trainable'}; weights {weights}")
         previous = settings
         net.train()
         if frozen:
             student.body.eval()
-        t = temperature(epoch, config.epochs, settings.loss) if settings else float("nan")
+        kd_temperature = temperature(epoch, config.epochs, settings.loss) if settings else float("nan")
         sums = torch.zeros(len(TERMS), dtype=torch.float64)
         epoch_start = time.perf_counter()
         for step, (images, targets) in enumerate(data.loader, start=1):
-            terms = losses(net, student, images, targets, shared_backbone, epoch, step, t, settings)
+            terms = losses(net, student, images, targets, shared_backbone, epoch, step, kd_temperature, settings)
             total = terms["loss"]
             if not torch.isfinite(total):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1} step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items()))
@@ -584,8 +583,8 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             scheduler.step()
             sums += torch.tensor([float(terms[k].detach()) if torch.is_tensor(terms[k]) else terms[k] for k in TERMS], dtype=torch.float64)
             if step % config.log_every == 0 or step == steps_per_epoch:
-                say(_step_line(config, epoch, step, steps_per_epoch, sums, time.perf_counter() - epoch_start, images_per_step,
-                               t if teacher is not None else None, scheduler.get_last_lr()[0]))
+                progress(_step_line(config, epoch, step, steps_per_epoch, sums, time.perf_counter() - epoch_start, images_per_step,
+                               kd_temperature if teacher is not None else None, scheduler.get_last_lr()[0]))
         ddp.sync_buffers(student)
         means = ddp.all_mean(sums / steps_per_epoch)
         seconds = time.perf_counter() - epoch_start
@@ -597,7 +596,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             "seconds": round(seconds, 2),
             "images_per_s": round(steps_per_epoch * images_per_step / seconds, 2),
             "lr": scheduler.get_last_lr()[0],
-            "temperature": t,
+            "temperature": kd_temperature,
             **{k: round(float(v), 6) for k, v in zip(TERMS, means)},
         }
         history.append(row)
@@ -605,12 +604,12 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
             save_weights(student, out_dir / WEIGHTS_FILE)
             _save_resume(resume_path, epoch, student, optimizer, scheduler, config, steps_per_epoch, ddp.world)
             _append_csv(out_dir / LOG_FILE, row)
-        say(f"epoch {epoch + 1}/{config.epochs} done in {_format_duration(seconds)}: loss {row['loss']:.4f}, {row['images_per_s']} img/s; saved {out_dir / WEIGHTS_FILE}")
+        progress(f"epoch {epoch + 1}/{config.epochs} done in {_format_duration(seconds)}: loss {row['loss']:.4f}, {row['images_per_s']} img/s; saved {out_dir / WEIGHTS_FILE}")
         spent = time.perf_counter() - started
         over_budget = bool(config.max_minutes) and spent + sum(epoch_seconds) / len(epoch_seconds) > config.max_minutes * 60
         if epoch + 1 < config.epochs and ddp.agree(over_budget):
             stopped_early = True
-            say(f"time budget of {config.max_minutes:g} min reached after {_format_duration(spent)}: stopping after epoch {epoch + 1}")
+            progress(f"time budget of {config.max_minutes:g} min reached after {_format_duration(spent)}: stopping after epoch {epoch + 1}")
             break
 
     seconds = time.perf_counter() - started + earlier_seconds  # a resumed run counts its earlier epochs
@@ -618,7 +617,7 @@ def _train(config: TrainConfig, ddp: _Distributed, say: Callable[[str], None]) -
     if ddp.main:
         if config.save:
             save_weights(student, config.save)
-            say(f"final weights: {config.save}")
+            progress(f"final weights: {config.save}")
         summary = _run_summary(config, data, ddp.world, start_epoch, done, stopped_early, seconds, history)
         write_text_atomic(out_dir / RUN_FILE, json.dumps(summary, indent=2) + "\n")
     trained = sum(r["images"] for r in history)
