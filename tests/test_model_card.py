@@ -39,7 +39,7 @@ def test_a_two_stage_card_gives_each_stage_its_recipe_and_command_and_the_total_
     relu["config"]["switched_innovations"] = ["level_heads"]
     relu["config"]["channels"] = 64
     relu["config"].update(init_weights="runs/v2_frozen/v2_ultra.pth", epochs=6,
-                          augment={"crop_scales": [0.3, 1.0, 2.0], "mosaic": 0.5, "mosaic_grids": [2, 3, 4], "erase": 0.25})
+                          augment={"crop_scales": [0.3, 1.0, 2.0], "mosaic": 0.5, "mosaic_grids": [2, 3, 4]})
     relu["config"]["teacher"]["loss"]["phases"] = [{"end": 6, "freeze_backbone": False, "terms_off": []}]
     relu["config"]["loss"] = {"loc_weight": 3.0}
     relu["seconds"] = 1200.0
@@ -52,7 +52,6 @@ def test_a_two_stage_card_gives_each_stage_its_recipe_and_command_and_the_total_
     assert "started from `runs/v2_frozen/v2_ultra.pth`, the previous stage's weights" in card
     assert "crops of 0.3, 1, 2 x the short side" in card and "crops above 1 zoom out" in card
     assert card.count("mosaic") == 1 and "with probability 0.5 a 2x2 or 3x3 or 4x4 grid of such crops instead (mosaic)" in card
-    assert card.count("random erasing") == 1 and "with probability 0.25 1-3 rectangles of noise" in card
     assert "6: trainable, none" in card and "10: frozen, none" in card
     assert card.count("3 x loc + 1 x conf") == 1 and card.count("2 x loc + 1 x conf + 1 x landmarks (smooth L1).") == 1
     with pytest.raises(ValueError, match="one command per run"):

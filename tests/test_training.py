@@ -23,7 +23,7 @@ from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import load_weights, save_weights
 from featherface.model.registry import get_variant
 from featherface.model.v2_ultra import FeatherFaceV2Ultra, FeatherFaceV2UltraConfig
-from featherface.training.augment import AugmentConfig, augment, erase, mirror, mosaic, random_square_crop
+from featherface.training.augment import AugmentConfig, augment, mirror, mosaic, random_square_crop
 from featherface.training.cli import add_ablate_parser, add_distill_parser, add_train_parser, train_config_from_args
 from featherface.training.data import WiderFaceDataset, parse_label_txt, parse_wider_gt, resolve_training_data
 from featherface.training.distill import (
@@ -262,35 +262,6 @@ def test_dataset_mosaic_samples_are_grids_drawn_from_the_seed(tiny_label_txt):
     np.testing.assert_array_less(target[:, 2:4].numpy() * 66, (tile + 1) * 22 + 1e-3)
     # mosaic=0 draws nothing extra from the sample's generator: earlier runs replay exactly.
     torch.testing.assert_close(WiderFaceDataset(annotations, AugmentConfig(size=66, mosaic=0.0), seed=3)[1][0], plain[1][0])
-
-
-def test_erase_covers_rectangles_with_noise_and_drops_the_faces_whose_centre_it_hides():
-    image = np.zeros((100, 100, 3), dtype=np.uint8)
-    boxes = np.array([[x, y, x + 10, y + 10] for x in range(0, 100, 20) for y in range(0, 100, 20)], dtype=np.float32)
-    landmarks = np.full((len(boxes), 10), -1, dtype=np.float32)
-    config = AugmentConfig(erase=1.0, erase_area=(0.05, 0.1), erase_count=(1,))
-    erased, kept, kept_landmarks = erase((image, boxes, landmarks), np.random.default_rng(0), config)
-    changed = np.argwhere(erased.any(axis=2))
-    (top, left), (bottom, right) = changed.min(axis=0), changed.max(axis=0) + 1
-    assert 0.04 <= (bottom - top) * (right - left) / 100**2 <= 0.11  # one rectangle of the area asked
-    assert erased[top:bottom, left:right].std() > 50  # noise, not a flat fill
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    hidden = (centres[:, 0] >= left) & (centres[:, 0] < right) & (centres[:, 1] >= top) & (centres[:, 1] < bottom)
-    assert hidden.any() and np.array_equal(kept, boxes[~hidden]) and len(kept_landmarks) == len(kept)
-    assert not image.any()  # the input is left as it was
-
-
-def test_erasing_comes_after_the_sample_it_erases(tiny_label_txt):
-    """Erasing draws from a sample's random stream only after the crop, mosaic and mirror:
-    an erased sample is the plain one with rectangles of noise (so --erase 0 reproduces
-    earlier recipes)."""
-    annotations = resolve_training_data(str(tiny_label_txt)).annotations
-    plain = WiderFaceDataset(annotations, AugmentConfig(size=64, mosaic=0.5), seed=5)
-    erasing = WiderFaceDataset(annotations, AugmentConfig(size=64, mosaic=0.5, erase=1.0), seed=5)
-    for index in range(len(annotations)):
-        (image, target), (erased, erased_target) = plain[index], erasing[index]
-        assert all(any(torch.equal(row, other) for other in target) for row in erased_target)  # faces kept or dropped, never moved
-        assert 0 < (image != erased).any(dim=0).float().mean() <= 3 * AugmentConfig.erase_area[1]
 
 
 def test_a_point_cropped_off_keeps_the_faces_landmarks():
@@ -712,10 +683,10 @@ def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     for bad in ("1.5", "-0.1", "x"):
         with pytest.raises(SystemExit):
             parser.parse_args(["distill", "--mosaic", bad])
-    augment = train_config_from_args(parser.parse_args(["distill", "--mosaic-grids", "2,3,4", "--erase", "0.3"]), distill=True).augment
-    assert (augment.mosaic_grids, augment.erase) == ((2, 3, 4), 0.3)
+    augment = train_config_from_args(parser.parse_args(["distill", "--mosaic-grids", "2,3,4"]), distill=True).augment
+    assert augment.mosaic_grids == (2, 3, 4)
     assert train_config_from_args(parser.parse_args(["distill"]), distill=True).augment == AugmentConfig(size=DEFAULT_INPUT_SIZE)
-    for option, bad in (("--mosaic-grids", "1,2"), ("--mosaic-grids", "2.5"), ("--erase", "2")):
+    for option, bad in (("--mosaic-grids", "1,2"), ("--mosaic-grids", "2.5")):
         with pytest.raises(SystemExit):
             parser.parse_args(["distill", option, bad])
     preset = train_config_from_args(parser.parse_args(["distill", "--preset", "seed-3phase"]), distill=True)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, NUM_LANDMARKS
 
-__all__ = ["ABSENT", "AugmentConfig", "augment", "distort", "erase", "landmarks_present", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
+__all__ = ["ABSENT", "AugmentConfig", "augment", "distort", "landmarks_present", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
 
 # After a mirror the left eye is where the right eye was: swap points 0<->1 and 3<->4.
 MIRROR_ORDER = (1, 0, 2, 4, 3)
@@ -57,8 +57,7 @@ class AugmentConfig:
     training size are dropped. brightness: max |delta| added to pixel values. contrast,
     saturation: multiplicative ranges. hue: max |shift| in degrees. Each photometric step
     and the mirror happen with probability 0.5. mosaic: probability that a sample is a
-    grid of tiles (see `mosaic`), the grid's side drawn from mosaic_grids. erase:
-    probability that a sample gets `erase_count` noise rectangles (see `erase`).
+    grid of tiles (see `mosaic`), the grid's side drawn from mosaic_grids.
     """
 
     size: int = DEFAULT_INPUT_SIZE
@@ -73,9 +72,6 @@ class AugmentConfig:
     photometric: bool = True
     mosaic: float = 0.0
     mosaic_grids: tuple[int, ...] = (2, 3)
-    erase: float = 0.0
-    erase_area: tuple[float, float] = (0.02, 0.2)
-    erase_count: tuple[int, ...] = (1, 2, 3)
 
 
 def random_square_crop(
@@ -212,25 +208,3 @@ def mosaic(tiles: list[Sample], size: int) -> Sample:
         all_landmarks.append(np.where(present, landmarks + np.tile(np.float32([left, top]), landmarks.shape[1] // 2), ABSENT))
     return canvas, np.concatenate(all_boxes).astype(np.float32), np.concatenate(all_landmarks).astype(np.float32)
 
-
-def erase(sample: Sample, rng: np.random.Generator, config: AugmentConfig) -> Sample:
-    """Random erasing (Zhong et al. 2020): rectangles of uniform noise, each covering a
-    fraction `erase_area` of the image at an aspect ratio of 1/3 to 3, so that faces are
-    seen partly hidden (hats, hands, other heads). A face whose centre is erased is dropped;
-    one partly covered keeps its label (the teacher scores the erased picture too)."""
-    image, boxes, landmarks = sample
-    image = image.copy()
-    size = image.shape[0]
-    kept = np.ones(len(boxes), dtype=bool)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    for _ in range(int(rng.choice(config.erase_count))):
-        area = rng.uniform(*config.erase_area) * size * size
-        aspect = np.exp(rng.uniform(np.log(1 / 3), np.log(3)))
-        width = int(min(size, round(np.sqrt(area * aspect))))
-        height = int(min(size, round(np.sqrt(area / aspect))))
-        left, top = int(rng.integers(0, size - width + 1)), int(rng.integers(0, size - height + 1))
-        image[top : top + height, left : left + width] = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        inside = ((centres[:, 0] >= left) & (centres[:, 0] < left + width)
-                  & (centres[:, 1] >= top) & (centres[:, 1] < top + height))
-        kept &= ~inside
-    return image, boxes[kept], landmarks[kept]

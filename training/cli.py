@@ -113,9 +113,6 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--mosaic-grids", type=_mosaic_grids, default=AugmentConfig.mosaic_grids, metavar="N,N,...",
                         help="the mosaic's grid sides, one drawn per mosaic sample "
                         f"(default {','.join(map(str, AugmentConfig.mosaic_grids))}: 2x2 or 3x3)")
-    parser.add_argument("--erase", type=_probability, default=0.0, metavar="P",
-                        help=f"probability that a sample gets {min(AugmentConfig.erase_count)}-{max(AugmentConfig.erase_count)} "
-                        "rectangles of noise (random erasing): faces seen partly hidden (default %(default)s)")
     parser.add_argument("--min-face-size", type=float, default=AugmentConfig.min_face_size, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
@@ -173,7 +170,7 @@ def train_config_from_args(args: argparse.Namespace, distill: bool):
         backbone_weights=args.backbone_weights, switched_innovations=tuple(args.switch), channels=args.channels, save=args.save,
         augment=AugmentConfig(size=args.input_size, crop_scales=args.crop_scales or AugmentConfig.crop_scales,
                              min_face_size=args.min_face_size, mosaic=args.mosaic,
-                             mosaic_grids=args.mosaic_grids, erase=args.erase), teacher=teacher,
+                             mosaic_grids=args.mosaic_grids), teacher=teacher,
     )
 
 

@@ -19,7 +19,7 @@ from featherface.config import NUM_LANDMARKS
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import normalize
 
-from .augment import ABSENT, AugmentConfig, augment, erase, landmarks_present, mosaic
+from .augment import ABSENT, AugmentConfig, augment, landmarks_present, mosaic
 
 __all__ = [
     "ImageAnnotation",
@@ -236,8 +236,6 @@ class WiderFaceDataset(Dataset):
             image, boxes, landmarks = mosaic(tiles, config.size)
         else:
             image, boxes, landmarks = self._augment(item, rng, config)
-        if config.erase and rng.random() < config.erase:
-            image, boxes, landmarks = erase((image, boxes, landmarks), rng, config)
         size = config.size
         flag = landmarks_present(landmarks)[:, None].astype(np.float32)
         landmarks = np.where(flag > 0, landmarks / size, ABSENT)

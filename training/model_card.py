@@ -88,7 +88,6 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
     scales = config.get("augment", {}).get("crop_scales") or AugmentConfig.crop_scales
     zoom = [s for s in scales if s > 1]
     mosaic = config.get("augment", {}).get("mosaic", 0.0)
-    erase = config.get("augment", {}).get("erase", 0.0)
     grids = " or ".join(f"{g}x{g}" for g in config.get("augment", {}).get("mosaic_grids", ()))
     switched = config.get("switched_innovations") or config.get("disabled_innovations")  # the older runs' key
     loss = {**dataclasses.asdict(LossConfig()), **config.get("loss", {})}
@@ -104,7 +103,6 @@ def _recipe(run: dict, command: str, stage: str) -> list[str]:
         + ("; crops above 1 zoom out, padding with the mean colour, so faces shrink as in a letterboxed photo" if zoom else "")
         + ", photometric distortion, mirror with left/right landmark swap, resize"
         + (f"; with probability {mosaic:g} a {grids} grid of such crops instead (mosaic)" if mosaic else "")
-        + (f"; with probability {erase:g} 1-3 rectangles of noise over the sample (random erasing)" if erase else "")
         + f"), batch {config['batch_size']}, seed {config['seed']}.",
         f"- AdamW (lr {config['lr']:g}, weight decay {config['weight_decay']:g}) with OneCycle "
         f"({config['warmup_fraction']:.0%} warm-up), {config['epochs']} epochs planned, {run['epochs_done']} done"
