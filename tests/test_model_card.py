@@ -27,6 +27,7 @@ def test_card_gives_ap_in_points_and_quotes_only_what_it_did_not_measure(tmp_pat
     assert "| retinaface-mnet025 | ? | ? | not measured | 91.6 / 87.6 / 54.3 |" in card
     assert "| v1 (quoted) |" in card and "| YuNet (OpenCV, quoted) |" in card
     assert "per expected teacher face prior" in card and "its backbone started from the teacher's (retinaface-mnet025" in card
+    assert "- Small faces (the *hard* column): faces below the smallest 16 px prior are rarely found.\n" in card
     measured_v1 = render_model_card([_run("prior")], {}, weights, "v2-ultra", ["v1"], ["cmd"])
     assert "| v1 (quoted) |" not in measured_v1 and "averaged over priors" in measured_v1
 

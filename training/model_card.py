@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from featherface.atomic import write_text_atomic
-from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, WIDER_EVAL_THRESHOLDS
+from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, PRIORS, WIDER_EVAL_THRESHOLDS
 from featherface.paths import WIDERFACE
 
 from .augment import AugmentConfig
@@ -215,8 +215,8 @@ def render_model_card(runs: list[dict], results: dict, weights: Path, arch: str,
         "`FaceDetectorYN` (score 0.02, NMS 0.45), its frame resized to longer side 640 rather than letterboxed.",
         "",
         "## What it is not good at",
-        "- Small faces (the *hard* column): faces below the smallest 16 px prior are rarely found; "
-        + ("" if config["input_size"] >= DEFAULT_INPUT_SIZE else f"trained on {config['input_size']} px crops, where many shrink below it. "),
+        f"- Small faces (the *hard* column): faces below the smallest {min(PRIORS.min_sizes[0])} px prior are rarely found."
+        + ("" if config["input_size"] >= DEFAULT_INPUT_SIZE else f" Trained on {config['input_size']} px crops, where many shrink below it."),
         "- Accuracy in general: about 1/10 of WIDER FACE train and a few epochs; "
         "expect lower AP than the teacher. Retrain on the full set before judging the architecture.",
         ("- Landmarks: learnt only from the teacher's predictions (WIDER's official ground truth has none); "
