@@ -117,7 +117,7 @@ def parse_wider_gt(gt_file: str | Path, image_root: str | Path) -> tuple[list[Im
                 continue
             if _keep_face(x, y, w, h, stats):
                 boxes.append([x, y, x + w, y + h])
-        _finish(image_root / name, boxes, [[-1.0] * LANDMARK_WIDTH] * len(boxes), stats, out)
+        _finish(image_root / name, boxes, [[ABSENT] * LANDMARK_WIDTH] * len(boxes), stats, out)
     return out, stats
 
 
@@ -167,7 +167,7 @@ def parse_label_txt(label_file: str | Path, image_root: str | Path | None = None
             points = [values[4 + 3 * k + d] for k in range(NUM_LANDMARKS) for d in (0, 1)]
             landmarks.append(points)
         else:
-            landmarks.append([-1.0] * LANDMARK_WIDTH)
+            landmarks.append([ABSENT] * LANDMARK_WIDTH)
     if name is not None:
         _finish(image_root / name, boxes, landmarks, stats, out)
     return out, stats
