@@ -195,7 +195,7 @@ def build_bundle(
                 entry.accuracy = accuracy.of_file(model_file, progress)
             manifest.files.append(entry)
         if accuracy is not None:
-            manifest.reference_accuracy = accuracy.reference(progress)
+            manifest.reference_accuracy = accuracy.manifest_reference(progress)
         golden = GOLDEN_IMAGES
         write_golden(stage / "golden.npz", parity.inputs[:golden], parity.names[:golden],
                      {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import __version__
 from .arg_types import input_shape, output_folder, score_threshold, square_input_size, thread_count
@@ -30,6 +30,9 @@ from .config import (
     InputSize,
 )
 from .quiet import runtime_noise_filtered
+
+if TYPE_CHECKING:
+    from .widerface import WiderAP
 
 
 class UsageError(Exception):
@@ -263,9 +266,9 @@ def _eval_detect_fn(args: argparse.Namespace):
         "arch": args.arch, "weights": str(weights)}
 
 
-def _ap_text(ap: dict) -> str:
+def _ap_text(ap: WiderAP) -> str:
     """People read AP in percent with one decimal, as the report does; the JSON keeps fractions."""
-    return f"AP easy {100 * ap['easy']:.1f} %, medium {100 * ap['medium']:.1f} %, hard {100 * ap['hard']:.1f} %"
+    return f"AP easy {100 * ap.easy:.1f} %, medium {100 * ap.medium:.1f} %, hard {100 * ap.hard:.1f} %"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -276,16 +279,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     with count_bar("eval", "image", enabled=not args.quiet) as on_image:
         result = evaluate_detector(detect, args.data, args.out, orientation=args.orientation, by_event=args.by_event,
                                    progress=None if args.quiet else _progress("eval"), on_image=on_image)
-    result.update(protocol=protocol, **subject, **({"orientation": args.orientation} if args.orientation else {}))
-    faces = result["faces"]
+    faces = result.faces
     which = f", {args.orientation} photos" if args.orientation else ""
     human = sys.stderr if args.json else sys.stdout
-    print(f"WIDER FACE val ({protocol}{which}, {result['images']} images; faces easy {faces['easy']}, medium "
-          f"{faces['medium']}, hard {faces['hard']}): {_ap_text(result)} ({result['seconds']:.0f} s)", file=human)
-    for event, ap in result.get("events", {}).items():
-        print(f"  {event} ({ap['images']} images, hard faces {ap['faces']['hard']}): {_ap_text(ap)}", file=human)
+    print(f"WIDER FACE val ({protocol}{which}, {result.images} images; faces easy {faces['easy']}, medium "
+          f"{faces['medium']}, hard {faces['hard']}): {_ap_text(result)} ({result.seconds:.0f} s)", file=human)
+    for event, ap in result.events.items():
+        print(f"  {event} ({ap.images} images, hard faces {ap.faces['hard']}): {_ap_text(ap)}", file=human)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({**result.to_json(), "protocol": protocol, **subject,
+                          **({"orientation": args.orientation} if args.orientation else {})}))
     return 0
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from featherface.sdk.image_io import load_image
-from featherface.widerface import GroundTruth, Key, evaluate, load_ground_truth, read_predictions, write_predictions
+from featherface.widerface import GroundTruth, Key, WiderAP, evaluate, load_ground_truth, read_predictions, write_predictions
 
 DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -57,28 +58,25 @@ def protocol_name(input_size: int | None) -> str:
     return "original size" if not input_size else f"letterboxed {input_size}"
 
 
-def _event_ap(predictions: dict[Key, np.ndarray], gt: GroundTruth, event: str) -> dict:
+def _event_ap(predictions: dict[Key, np.ndarray], gt: GroundTruth, event: str) -> WiderAP:
     """`evaluate` of one event's images alone, without the precision-recall curves."""
-    result = evaluate({key: boxes for key, boxes in predictions.items() if key[0] == event}, gt)
-    result.pop("curves")
-    return result
+    return replace(evaluate({key: boxes for key, boxes in predictions.items() if key[0] == event}, gt), curves={})
 
 
 def evaluate_detector(
     detect: DetectFn, widerface_root: str | Path, pred_dir: str | Path, *, limit: int = 0, orientation: str | None = None,
     progress: Callable[[str], None] | None = None, on_image: Callable[[int, int], None] | None = None,
     by_event: bool = False,
-) -> dict:
+) -> WiderAP:
     """AP of `detect` on WIDER_val (the first `limit` images; 0 = all; of one `orientation`
-    when given: `oriented`), predictions kept in `pred_dir`. Returns {"easy", "medium", "hard", "images", "faces", "seconds", "curves"}, and
-    "events" (the same per WIDER event) with `by_event`.
+    when given: `oriented`), predictions kept in `pred_dir`, with its wall time.
 
     Progress: `on_image(done, total)` after every image (a progress bar), else a `progress`
     line every 50 images; `progress` also says when the scoring, the last step, starts.
 
-    by_event: also score each WIDER event (the images' folder, e.g. 0--Parade) alone, under
-    "events": {event: {"easy", "medium", "hard", "images", "faces"}}; a gap that sits in one
-    event tells a domain shift (a scene absent from training) from a weakness everywhere.
+    by_event: also score each WIDER event (the images' folder, e.g. 0--Parade) alone, in
+    `events` (without curves); a gap that sits in one event tells a domain shift (a scene
+    absent from training) from a weakness everywhere.
 
     Predictions go to a staging folder beside `pred_dir` and move in only once every image
     was read, so an unreadable image (ImageError) leaves `pred_dir` as it was.
@@ -106,8 +104,5 @@ def evaluate_detector(
     if progress:
         progress(f"scoring Easy / Medium / Hard AP of {len(images)} images")
     predictions = {k: v for k, v in read_predictions(out).items() if k in wanted}
-    result = evaluate(predictions, gt)
-    if by_event:
-        result["events"] = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)}
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    return result
+    events = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)} if by_event else {}
+    return replace(evaluate(predictions, gt), events=events, seconds=round(time.perf_counter() - started, 1))

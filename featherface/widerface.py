@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,56 @@ import numpy as np
 SETTINGS: tuple[str, str, str] = ("easy", "medium", "hard")
 CURVE_POINTS = 100  # points per precision-recall curve kept for reports; plots need no more
 Key = tuple[str, str]  # (event, image name without extension)
+
+
+@dataclass(frozen=True)
+class WiderAP:
+    """Easy / Medium / Hard AP (fractions, NaN for a setting without faces) over `images`
+    validation images holding `faces[setting]` faces that count.
+
+    `curves[setting]` is the precision envelope for plots (`pr_envelope`); `protocol` how
+    the images reached the detector ("letterboxed 640", "original size"), `seconds` the
+    evaluation's wall time and `events` the same score per WIDER event, where the caller
+    measured them (empty otherwise).
+    """
+
+    easy: float
+    medium: float
+    hard: float
+    images: int
+    faces: Mapping[str, int]
+    curves: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
+    protocol: str = ""
+    seconds: float | None = None
+    events: Mapping[str, "WiderAP"] = field(default_factory=dict)
+
+    def by_setting(self) -> dict[str, float]:
+        return {s: getattr(self, s) for s in SETTINGS}
+
+    def percent(self) -> str:
+        """"89.3 / 83.6 / 51.5": easy / medium / hard in percent, as the docs print AP."""
+        return " / ".join(f"{100 * ap:.1f}" for ap in self.by_setting().values())
+
+    def to_json(self) -> dict:
+        """The JSON shape `featherface eval --json`, manifests and caches have always used."""
+        data: dict = {**self.by_setting(), "images": self.images, "faces": dict(self.faces)}
+        if self.curves:
+            data["curves"] = {s: dict(curve) for s, curve in self.curves.items()}
+        if self.protocol:
+            data["protocol"] = self.protocol
+        if self.seconds is not None:
+            data["seconds"] = self.seconds
+        if self.events:
+            data["events"] = {event: ap.to_json() for event, ap in self.events.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "WiderAP":
+        return cls(
+            **{s: float(data[s]) for s in SETTINGS}, images=int(data["images"]), faces=dict(data.get("faces", {})),
+            curves=dict(data.get("curves", {})), protocol=data.get("protocol", ""), seconds=data.get("seconds"),
+            events={event: cls.from_json(ap) for event, ap in data.get("events", {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -251,16 +301,14 @@ def evaluate(
     gt: GroundTruth,
     iou_threshold: float = 0.5,
     thresh_num: int = 1000,
-) -> dict:
+) -> WiderAP:
     """Easy/Medium/Hard AP over exactly the images in ``predictions``.
 
     ``predictions[(event, name)]`` is [K, 5] x, y, w, h, score (K may be 0). Ground-truth
     images without an entry are skipped entirely (our validation set is a subset); an
     entry with no boxes still counts its faces as missed. As in the official code, an
     image without ground-truth faces contributes nothing, not even false positives.
-    Returns {"easy": ap, "medium": ap, "hard": ap, "images": n, "faces": {setting: n},
-    "curves": {setting: {"recall": [...], "precision": [...]}}} (``pr_envelope``; empty
-    lists for a setting without faces).
+    The curves are ``pr_envelope``'s, with empty lists for a setting without faces.
     """
     unknown = sorted(set(predictions) - set(gt.images))
     if unknown:
@@ -280,14 +328,10 @@ def evaluate(
                 continue
             recall, proposal = image_eval(pred, image.boxes, image.keep[s], iou_threshold)
             curves[s] += img_pr_info(thresh_num, pred[:, 4], proposal, recall)
-    result: dict = {}
-    pr_curves = {}
+    ap, pr_curves = {}, {}
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 at empty thresholds, as official
         for s in SETTINGS:
             found, proposed = curves[s][:, 1], curves[s][:, 0]
-            result[s] = voc_ap(found / faces[s], found / proposed) if faces[s] else float("nan")
+            ap[s] = voc_ap(found / faces[s], found / proposed) if faces[s] else float("nan")
             pr_curves[s] = pr_envelope(found / faces[s], found / proposed) if faces[s] else {"recall": [], "precision": []}
-    result["images"] = sum(key in preds for key in gt.images)
-    result["faces"] = faces
-    result["curves"] = pr_curves
-    return result
+    return WiderAP(**ap, images=sum(key in preds for key in gt.images), faces=faces, curves=pr_curves)

@@ -3,7 +3,7 @@ AP budget a quantized file must hold."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,7 @@ from featherface.evaluation import DetectFn, evaluate_detector
 from featherface.sdk.detector import Detector
 from featherface.sdk.runtimes import open_runtime
 from featherface.verify.files import build_spec, mapped_outputs
-from featherface.widerface import SETTINGS
+from featherface.widerface import SETTINGS, WiderAP
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,11 @@ class APBudget:
     medium: float = INT8_AP_BUDGET["medium"]
     hard: float = INT8_AP_BUDGET["hard"]
 
-    def losses(self, reference: dict, candidate: dict) -> dict[str, float]:
+    def losses(self, reference: WiderAP, candidate: WiderAP) -> dict[str, float]:
         """AP points lost per setting (negative: the file did better)."""
-        return {s: round(100 * (reference[s] - candidate[s]), 3) for s in SETTINGS}
+        return {s: round(100 * (getattr(reference, s) - getattr(candidate, s)), 3) for s in SETTINGS}
 
-    def holds(self, reference: dict, candidate: dict) -> bool:
+    def holds(self, reference: WiderAP, candidate: WiderAP) -> bool:
         losses = self.losses(reference, candidate)
         return all(losses[s] <= getattr(self, s) for s in SETTINGS)
 
@@ -51,14 +51,21 @@ def model_file_detect_fn(path: str | Path, size: InputSize, num_threads: int | N
     return detect
 
 
-def wider_ap(detect: DetectFn, widerface_root: str | Path, progress: Callable[[str], None] | None = None) -> dict:
+def wider_ap(detect: DetectFn, widerface_root: str | Path, progress: Callable[[str], None] | None = None) -> WiderAP:
     """Easy / medium / hard AP of `detect` on every WIDER_val image, predictions in a scratch
     directory."""
     with tempfile.TemporaryDirectory(prefix="featherface-ap-") as scratch:
         return evaluate_detector(detect, widerface_root, scratch, progress=progress)
 
 
-AP_KEYS = ("easy", "medium", "hard", "images", "curves")
+MANIFEST_AP_KEYS = ("protocol", "easy", "medium", "hard", "images", "curves")
+
+
+def manifest_ap(ap: WiderAP) -> dict:
+    """The manifest's AP fields (`reference_accuracy`, each file's `accuracy`): no wall time,
+    which would make two builds of the same files differ."""
+    data = ap.to_json()
+    return {key: data[key] for key in MANIFEST_AP_KEYS if key in data}
 
 
 class AccuracyCheck:
@@ -67,8 +74,8 @@ class AccuracyCheck:
 
     def __init__(self, data: str | Path, model, size: InputSize, threads: int | None = 2) -> None:
         self.data, self.model, self.size, self.threads = Path(data), model, size, threads
-        self._reference: dict | None = None
-        self._measured: dict[str, dict] = {}  # sha256 -> result: the INT8 search's last file ships as is
+        self._reference: WiderAP | None = None
+        self._measured: dict[str, WiderAP] = {}  # sha256 -> AP: the INT8 search's last file ships as is
 
     @property
     def protocol(self) -> str:
@@ -76,33 +83,38 @@ class AccuracyCheck:
 
         return protocol_name(self.size)
 
-    def reference(self, progress: Callable[[str], None] = lambda _: None) -> dict:
+    def reference(self, progress: Callable[[str], None] = lambda _: None) -> WiderAP:
         if self._reference is None:
             from featherface.training.evaluate import detect_for_eval
 
             progress(f"WIDER val AP of PyTorch FP32 ({self.protocol})")
             model, size = self.model, self.size
             result = wider_ap(lambda rgb: detect_for_eval(model, rgb, size, WIDER_EVAL_THRESHOLDS), self.data)
-            self._reference = {"protocol": self.protocol, **{k: result[k] for k in AP_KEYS if k in result}}
+            self._reference = replace(result, protocol=self.protocol)
         return self._reference
 
-    def of_path(self, path: Path) -> dict:
-        """AP of one file and its difference to PyTorch in points (measured once per content)."""
+    def manifest_reference(self, progress: Callable[[str], None] = lambda _: None) -> dict:
+        """The manifest's `reference_accuracy`."""
+        return manifest_ap(self.reference(progress))
+
+    def of_path(self, path: Path) -> WiderAP:
+        """AP of one file (measured once per content)."""
         from featherface.sdk.bundle import sha256_of
 
         digest = sha256_of(path)
         if digest not in self._measured:
             result = wider_ap(model_file_detect_fn(path, self.size, self.threads), self.data)
-            reference = self.reference()
-            self._measured[digest] = {"protocol": self.protocol, **{k: result[k] for k in AP_KEYS if k in result},
-                                      "delta_vs_torch": {s: round(100 * (result[s] - reference[s]), 2) for s in SETTINGS}}
+            self._measured[digest] = replace(result, protocol=self.protocol)
         return self._measured[digest]
 
     def of_file(self, model_file, progress: Callable[[str], None] = lambda _: None) -> dict:
+        """The file's manifest `accuracy`: its AP and the difference to PyTorch in points."""
         import platform
 
         if model_file.format == "coreml" and platform.system() != "Darwin":
             return {"status": "not measured", "reason": "Core ML runs only on macOS (parity was checked with the MIL evaluator)"}
-        self.reference(progress)
+        reference = self.reference(progress)
         progress(f"WIDER val AP of {model_file.path.name} ({self.protocol})")
-        return {"status": "measured", **self.of_path(model_file.path)}
+        measured = self.of_path(model_file.path)
+        return {"status": "measured", **manifest_ap(measured),
+                "delta_vs_torch": {s: round(100 * (getattr(measured, s) - getattr(reference, s)), 2) for s in SETTINGS}}

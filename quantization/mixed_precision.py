@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from featherface.widerface import WiderAP
+
 from .accuracy import APBudget
 from .graph import STRUCTURAL_GROUPS, Graph
 from .sensitivity import LayerError
@@ -23,9 +25,17 @@ class FloatGroup:
 @dataclass
 class SearchStep:
     kept_float: list[str]  # group names
-    accuracy: dict
+    ap: WiderAP | None  # None: a file that could not be searched (`BudgetNotMet.single`)
+    size_bytes: int | None
     losses: dict[str, float]
     holds: bool
+
+    def to_json(self) -> dict:
+        """The manifest's search step: AP as fractions beside the file's size."""
+        accuracy = {**self.ap.by_setting(), "images": self.ap.images} if self.ap else {}
+        if self.size_bytes is not None:
+            accuracy["size_bytes"] = self.size_bytes
+        return {"kept_float": self.kept_float, "accuracy": accuracy, "losses": self.losses, "holds": self.holds}
 
 
 @dataclass
@@ -52,7 +62,7 @@ class BudgetNotMet(RuntimeError):
     @classmethod
     def single(cls, losses: dict[str, float], budget: APBudget, why: str) -> "BudgetNotMet":
         """The budget failed for a file that could not be searched."""
-        return cls(SearchResult([SearchStep([], {}, losses, False)]), budget, why)
+        return cls(SearchResult([SearchStep([], None, None, losses, False)]), budget, why)
 
 
 def float_groups(graph: Graph, errors: list[LayerError]) -> list[FloatGroup]:
@@ -79,21 +89,21 @@ def float_groups(graph: Graph, errors: list[LayerError]) -> list[FloatGroup]:
 
 def search(
     groups: list[FloatGroup],
-    evaluate: Callable[[tuple[str, ...]], dict],
-    reference: dict,
+    evaluate: Callable[[tuple[str, ...]], tuple[WiderAP, int | None]],
+    reference: WiderAP,
     budget: APBudget,
     progress: Callable[[str], None] = lambda _: None,
 ) -> SearchResult:
     """Evaluate full INT8, then add one group to the float set at a time until
-    `budget.holds`. `evaluate(float_scopes)` returns the AP dict of that file."""
+    `budget.holds`. `evaluate(float_scopes)` returns the AP and the size of that file."""
     result = SearchResult()
     kept: list[FloatGroup] = []
     for next_group in [None, *groups]:
         if next_group is not None:
             kept.append(next_group)
         scopes = tuple(s for g in kept for s in g.scopes)
-        accuracy = evaluate(scopes)
-        step = SearchStep([g.name for g in kept], accuracy, budget.losses(reference, accuracy), budget.holds(reference, accuracy))
+        ap, size_bytes = evaluate(scopes)
+        step = SearchStep([g.name for g in kept], ap, size_bytes, budget.losses(reference, ap), budget.holds(reference, ap))
         result.steps.append(step)
         progress(f"float: {', '.join(step.kept_float) or 'none'} -> lost " + ", ".join(f"{k} {v:.2f}" for k, v in step.losses.items())
                  + (" (within budget)" if step.holds else ""))

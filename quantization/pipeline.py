@@ -22,6 +22,7 @@ import numpy as np
 import torch.nn as nn
 
 from featherface.config import CALIBRATION_IMAGES, QUANTIZERS, InputSize
+from featherface.widerface import WiderAP
 
 from .accuracy import AccuracyCheck, APBudget
 from .calibration import calibration_set
@@ -75,8 +76,9 @@ def equalized_model(model: nn.Module, calibration: np.ndarray) -> nn.Module:
     return quantizable_activations(equalize(model, np.ascontiguousarray(calibration[:EQUALIZATION_IMAGES].transpose(0, 3, 1, 2))))
 
 
-def _ap_only(result: dict) -> dict:
-    return {k: result[k] for k in ("easy", "medium", "hard", "images")}
+def _ap_record(ap: WiderAP) -> dict:
+    """AP as the quantization record keeps it: fractions and the image count, no curves."""
+    return {**ap.by_setting(), "images": ap.images}
 
 
 def build_int8_onnx2tf(
@@ -96,8 +98,8 @@ def build_int8_onnx2tf(
     if accuracy is None:
         record["budget"] = BUDGET_NOT_CHECKED
     else:
-        reference, measured = _ap_only(accuracy.reference(progress)), _ap_only(accuracy.of_path(full_path))
-        record.update(budget=asdict(options.budget), reference_ap=reference, losses=options.budget.losses(reference, measured))
+        reference, measured = accuracy.reference(progress), accuracy.of_path(full_path)
+        record.update(budget=asdict(options.budget), reference_ap=_ap_record(reference), losses=options.budget.losses(reference, measured))
         if not options.budget.holds(reference, measured):
             raise BudgetNotMet.single(record["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -133,15 +135,15 @@ def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], P
     """Keep the most sensitive groups float, one at a time, until the AP budget holds
     (mixed_precision.search); the record's budget, reference, search steps and kept groups.
     Raises BudgetNotMet, which carries the steps, when even all groups float miss it."""
-    reference = _ap_only(accuracy.reference(progress))
+    reference = accuracy.reference(progress)
 
-    def evaluate(scopes: tuple[str, ...]) -> dict:
+    def evaluate(scopes: tuple[str, ...]) -> tuple[WiderAP, int]:
         """AP of the candidate, and its size: what keeping groups float costs."""
         path = quantized(scopes)
-        return {**_ap_only(accuracy.of_path(path)), "size_bytes": path.stat().st_size}
+        return accuracy.of_path(path), path.stat().st_size
 
     result = search(groups, evaluate, reference, budget, progress)
-    return {"budget": asdict(budget), "reference_ap": reference, "search": [asdict(step) for step in result.steps],
+    return {"budget": asdict(budget), "reference_ap": _ap_record(reference), "search": [step.to_json() for step in result.steps],
             "kept_float": result.final.kept_float}
 
 

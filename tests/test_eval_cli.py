@@ -3,6 +3,7 @@ AP that reflects the detector (a trained network scores high, an untrained one l
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +89,34 @@ def test_by_event_scores_each_event_alone(small_root, tmp_path, capsys):
         return np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], np.linspace(1.0, 0.5, len(xywh))
 
     result = evaluate_detector(detect, small_root, tmp_path / "p", by_event=True)
-    events = result["events"]
-    assert list(events) == ["0--Parade", "13--Interview"] and events["0--Parade"]["images"] == 2
-    assert events["0--Parade"]["easy"] == pytest.approx(1.0, abs=0.02) and events["13--Interview"]["easy"] == 0.0
-    assert 0.0 < result["easy"] < events["0--Parade"]["easy"]
+    events = result.events
+    assert list(events) == ["0--Parade", "13--Interview"] and events["0--Parade"].images == 2
+    assert events["0--Parade"].easy == pytest.approx(1.0, abs=0.02) and events["13--Interview"].easy == 0.0
+    assert 0.0 < result.easy < events["0--Parade"].easy
     status, out, err = run_cli(["eval", "--arch", "retinaface-mnet025", "--weights", str(require_shared("weights/retinaface_mnet025.pth")),
                                 "--data", str(small_root), "--input-size", "320", "--out", str(tmp_path / "q"), "--by-event"], capsys)
     assert status == 0, err
     assert "0--Parade (2 images" in out and "13--Interview (2 images" in out
+
+
+@pytest.mark.shared
+def test_the_builds_accuracy_check_fills_the_manifest_fields(small_root, shared):
+    """`make build`'s AP columns: PyTorch's reference and a file's AP beside its difference
+    to PyTorch in points (the ONNX file of the same network: within a fraction of a point)."""
+    from featherface.config import InputSize
+    from featherface.quantization.accuracy import MANIFEST_AP_KEYS, AccuracyCheck
+    from featherface.verify.files import ModelFile
+    from test_build import SIZE
+
+    check = AccuracyCheck(small_root, shared.model, InputSize.of(SIZE))
+    reference = check.manifest_reference()
+    assert set(reference) == set(MANIFEST_AP_KEYS) and reference["protocol"] == f"letterboxed {SIZE}"
+    assert reference["images"] == 4 and 0.3 < reference["easy"] <= 1.0
+    onnx = shared.bundle("onnx") / "model.onnx"
+    measured = check.of_file(ModelFile(onnx, "onnx", "fp32", 0.0))
+    assert measured["status"] == "measured" and measured["images"] == 4
+    assert set(measured["delta_vs_torch"]) == {"easy", "medium", "hard"}
+    assert all(abs(delta) < 1.0 for delta in measured["delta_vs_torch"].values())
+    assert measured["easy"] == pytest.approx(reference["easy"] + measured["delta_vs_torch"]["easy"] / 100, abs=1e-4)
+    if platform.system() != "Darwin":
+        assert check.of_file(ModelFile(onnx.with_suffix(".mlpackage"), "coreml", "fp32", 0.0))["status"] == "not measured"

@@ -4,6 +4,12 @@ from __future__ import annotations
 import pytest
 
 from featherface.training.model_card import render_model_card
+from featherface.widerface import WiderAP
+
+
+def _cached_ap(easy: float, medium: float, hard: float) -> dict:
+    """An AP result as the card's cache file holds it."""
+    return WiderAP(easy, medium, hard, images=315, faces={"easy": 1, "medium": 2, "hard": 3}, protocol="letterboxed 640").to_json()
 
 
 def _run(kd_per: str) -> dict:
@@ -21,7 +27,7 @@ def _run(kd_per: str) -> dict:
 def test_card_gives_ap_in_points_and_quotes_only_what_it_did_not_measure(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"weights")
-    results = {"v2-ultra@640": {"easy": 0.9123, "medium": 0.8, "hard": 0.5}, "retinaface-mnet025@640": {"easy": 0.916, "medium": 0.876, "hard": 0.543}}
+    results = {"v2-ultra@640": _cached_ap(0.9123, 0.8, 0.5), "retinaface-mnet025@640": _cached_ap(0.916, 0.876, 0.543)}
     card = render_model_card([_run("face")], results, weights, "v2-ultra", ["retinaface-mnet025"], ["featherface distill ..."])
     assert "| **v2-ultra** (this file) | ? | ? | not measured | 91.2 / 80.0 / 50.0 |" in card
     assert "| retinaface-mnet025 | ? | ? | not measured | 91.6 / 87.6 / 54.3 |" in card

@@ -16,6 +16,7 @@ from featherface.quantization.equalize import equalization_scales, equalize
 from featherface.quantization.mixed_precision import BudgetNotMet, FloatGroup, search
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
+from featherface.widerface import WiderAP
 
 
 def _photos(folder, count, size=(40, 64)):
@@ -112,7 +113,11 @@ def test_scales_toward_a_depthwise_conv_bring_every_channel_to_the_widest():
 
 # ---------------------------------------------------------------- the budget loop
 
-REFERENCE = {"easy": 0.90, "medium": 0.85, "hard": 0.60}
+def _ap(easy: float, medium: float, hard: float) -> WiderAP:
+    return WiderAP(easy, medium, hard, images=10, faces={"easy": 10, "medium": 20, "hard": 30})
+
+
+REFERENCE = _ap(0.90, 0.85, 0.60)
 GROUPS = [FloatGroup("stem", ("a", "b"), 3.0), FloatGroup("heads", ("c",), 2.0), FloatGroup("rest", ("d",), 1.0)]
 
 
@@ -120,7 +125,7 @@ def _evaluator(loss_by_float_count: dict[int, float], seen: list):
     def evaluate(scopes):
         seen.append(scopes)
         loss = loss_by_float_count[len(scopes)]
-        return {k: v - loss for k, v in REFERENCE.items()}
+        return _ap(*(ap - loss for ap in REFERENCE.by_setting().values())), 1000 - 10 * len(scopes)
     return evaluate
 
 
@@ -130,6 +135,14 @@ def test_the_loop_stops_as_soon_as_the_budget_holds():
     assert seen == [(), ("a", "b")]  # the kept groups' scopes
     assert result.final.kept_float == ["stem"] and result.final.holds
     assert result.final.losses == {"easy": 0.5, "medium": 0.5, "hard": 0.5}
+
+
+def test_a_search_step_is_written_in_the_manifest_shape_the_report_reads():
+    step = search(GROUPS, _evaluator({0: 0.05, 2: 0.005}, []), REFERENCE, APBudget()).final
+    assert step.to_json() == {
+        "kept_float": ["stem"], "losses": {"easy": 0.5, "medium": 0.5, "hard": 0.5}, "holds": True,
+        "accuracy": {"easy": pytest.approx(0.895), "medium": pytest.approx(0.845), "hard": pytest.approx(0.595), "images": 10, "size_bytes": 980},
+    }
 
 
 def test_full_int8_within_budget_keeps_nothing_float():
@@ -145,8 +158,8 @@ def test_the_loop_fails_clearly_when_no_group_is_enough():
 
 def test_budget_per_setting():
     budget = APBudget(1.0, 1.0, 2.0)
-    assert budget.holds(REFERENCE, {"easy": 0.891, "medium": 0.841, "hard": 0.581})
-    assert not budget.holds(REFERENCE, {"easy": 0.891, "medium": 0.839, "hard": 0.60})
+    assert budget.holds(REFERENCE, _ap(0.891, 0.841, 0.581))
+    assert not budget.holds(REFERENCE, _ap(0.891, 0.839, 0.60))
 
 
 def test_normalised_error_is_nmse_for_small_errors_and_bounded_near_zero():

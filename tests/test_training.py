@@ -729,8 +729,8 @@ def test_evaluate_helper_scores_wider_val_images(widerface_root, shared_weights)
 
     model = load_weights(get_variant("retinaface-mnet025").build(), shared_weights / "retinaface_mnet025.pth")
     result = evaluate_model(model, widerface_root, input_size=320, limit=4)
-    assert result["images"] == 4 and result["protocol"] == "letterboxed 320"
-    assert 0.3 < result["easy"] <= 1.0
+    assert result.images == 4 and result.protocol == "letterboxed 320"
+    assert 0.3 < result.easy <= 1.0
 
 
 def test_default_ablation_flips_each_innovation_from_the_default_once():

@@ -1,7 +1,8 @@
 """The WIDER FACE evaluator reproduces the official protocol, on hand-built and real data."""
 from __future__ import annotations
 
-import time
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from featherface.widerface import (
     SETTINGS,
     GroundTruth,
     GTImage,
+    WiderAP,
     bbox_overlaps,
     evaluate,
     load_ground_truth,
@@ -59,16 +61,16 @@ def test_perfect_predictions_give_ap_one_on_every_setting():
     )
     preds = {k: _with_scores(im.boxes, 1.0) for k, im in gt.images.items()}
     result = evaluate(preds, gt)
-    assert [result[s] for s in SETTINGS] == [1.0, 1.0, 1.0]
-    assert result["images"] == 2
-    assert result["faces"] == {"easy": 5, "medium": 5, "hard": 6}
+    assert list(result.by_setting().values()) == [1.0, 1.0, 1.0]
+    assert result.images == 2
+    assert result.faces == {"easy": 5, "medium": 5, "hard": 6}
 
 
 def test_dropping_half_the_faces_halves_ap():
     gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
     # Two of four faces found, no false positive: precision 1 up to recall 1/2.
     result = evaluate({("0--Parade", "a"): _with_scores(FOUR_FACES[:2], [0.9, 0.8])}, gt)
-    assert [result[s] for s in SETTINGS] == pytest.approx([0.5] * 3)
+    assert list(result.by_setting().values()) == pytest.approx([0.5] * 3)
 
 
 def test_false_positive_between_hits_gives_hand_computed_ap():
@@ -76,7 +78,7 @@ def test_false_positive_between_hits_gives_hand_computed_ap():
     boxes = [FOUR_FACES[0], [300, 300, 10, 10], FOUR_FACES[1]]  # hit, false positive, hit
     result = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5, 0.0])}, gt)
     # recall 1/4 at precision 1, then recall 2/4 at precision 2/3: AP = 1/4 + 1/4 * 2/3.
-    assert result["easy"] == pytest.approx(0.25 + 0.25 * 2 / 3)
+    assert result.easy == pytest.approx(0.25 + 0.25 * 2 / 3)
 
 
 def test_iou_uses_inclusive_pixel_plus_one_areas():
@@ -98,7 +100,7 @@ def test_jittered_box_below_iou_half_is_a_false_positive(shift: int, expected_ap
     boxes = [faces[0], [100 + shift, 0, 10, 10]]
     result = evaluate({("0--Parade", "a"): _with_scores(boxes, [0.9, 0.8])}, gt)
     # With the miss: precision 1 at recall 1/2, then the false positive adds no recall.
-    assert result["hard"] == pytest.approx(expected_ap)
+    assert result.hard == pytest.approx(expected_ap)
 
 
 def test_detection_of_ignored_face_is_not_a_false_positive():
@@ -107,24 +109,24 @@ def test_detection_of_ignored_face_is_not_a_false_positive():
     gt = GroundTruth.from_images([_image("a", boxes, keep)])
     # The ignored face is detected first (score 1), the kept one second: still AP 1.
     result = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5])}, gt)
-    assert result["easy"] == 1.0
-    assert result["faces"]["easy"] == 1
+    assert result.easy == 1.0
+    assert result.faces["easy"] == 1
     # Once the face is gone from the ground truth, the same detection is a false positive.
     gt_without = GroundTruth.from_images([_image("a", boxes[1:])])
     result = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5])}, gt_without)
-    assert result["easy"] == pytest.approx(0.5)
+    assert result.easy == pytest.approx(0.5)
 
 
 def test_only_images_with_predictions_are_evaluated():
     gt = GroundTruth.from_images([_image("a", FOUR_FACES), _image("b", FOUR_FACES[:1])])
     only_a = {("0--Parade", "a"): _with_scores(FOUR_FACES, 1.0)}
     result = evaluate(only_a, gt)
-    assert result["easy"] == 1.0 and result["images"] == 1
-    assert result["faces"]["easy"] == 4
+    assert result.easy == 1.0 and result.images == 1
+    assert result.faces["easy"] == 4
     # An image given with no detections is evaluated: its face counts as missed.
     result = evaluate({**only_a, ("0--Parade", "b"): np.zeros((0, 5))}, gt)
-    assert result["images"] == 2 and result["faces"]["easy"] == 5
-    assert result["easy"] == pytest.approx(0.8)
+    assert result.images == 2 and result.faces["easy"] == 5
+    assert result.easy == pytest.approx(0.8)
 
 
 def test_predictions_for_unknown_image_raise_naming_it():
@@ -156,7 +158,7 @@ def test_ap_does_not_depend_on_score_scale_or_file_order():
     scaled = evaluate({("0--Parade", "a"): _with_scores(boxes, scores / 10)}, gt)
     shuffled = evaluate({("0--Parade", "a"): _with_scores(boxes, scores)[[3, 1, 0, 2]]}, gt)
     for s in SETTINGS:
-        assert scaled[s] == pytest.approx(base[s]) and shuffled[s] == base[s]
+        assert getattr(scaled, s) == pytest.approx(getattr(base, s)) and getattr(shuffled, s) == getattr(base, s)
 
 
 def test_write_read_round_trip_truncates_corners_like_original_script(tmp_path: Path):
@@ -237,18 +239,16 @@ def test_subset_images_and_boxes_match_the_official_ground_truth(wider_dir: Path
 def test_ground_truth_as_predictions_scores_ap_one_on_real_subset(wider_dir: Path, official_gt: GroundTruth):
     subset = [(p.parent.name, p.stem) for p in (wider_dir / "WIDER_val" / "images").glob("*/*.jpg")]
     preds = {k: _with_scores(official_gt.images[k].boxes, 1.0) for k in subset}
-    start = time.perf_counter()
     result = evaluate(preds, official_gt)
-    assert time.perf_counter() - start < 5.0
-    assert [result[s] for s in SETTINGS] == [1.0, 1.0, 1.0]
-    assert result["images"] == 315
-    assert 0 < result["faces"]["easy"] < result["faces"]["medium"] < result["faces"]["hard"]
+    assert list(result.by_setting().values()) == [1.0, 1.0, 1.0]
+    assert result.images == 315
+    assert 0 < result.faces["easy"] < result.faces["medium"] < result.faces["hard"]
 
 
 def test_curves_are_the_precision_envelope_spread_over_recall():
     gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
     boxes = [FOUR_FACES[0], [300, 300, 10, 10], FOUR_FACES[1]]  # hit, false positive, hit
-    curve = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5, 0.0])}, gt)["curves"]["easy"]
+    curve = evaluate({("0--Parade", "a"): _with_scores(boxes, [1.0, 0.5, 0.0])}, gt).curves["easy"]
     assert len(curve["recall"]) == len(curve["precision"]) <= 100
     assert curve["recall"] == sorted(curve["recall"]) and curve["recall"][-1] == 0.5
     assert curve["precision"] == sorted(curve["precision"], reverse=True)  # an envelope never rises
@@ -271,3 +271,14 @@ def test_keep_lists_select_faces_by_height_as_the_official_settings_do(official_
             ignored.append(image.boxes[~mask, 3])
         assert np.concatenate(ignored).max() <= height, setting
         assert np.percentile(np.concatenate(kept), 1) >= height, setting
+
+
+def test_ap_records_read_back_from_the_json_they_write():
+    gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
+    scored = evaluate({("0--Parade", "a"): _with_scores(FOUR_FACES[:2], [0.9, 0.8])}, gt)
+    full = replace(scored, protocol="letterboxed 640", seconds=1.5, events={"0--Parade": replace(scored, curves={})})
+    data = json.loads(json.dumps(full.to_json()))
+    assert set(data) == {"easy", "medium", "hard", "images", "faces", "curves", "protocol", "seconds", "events"}
+    assert "curves" not in data["events"]["0--Parade"]
+    assert WiderAP.from_json(data) == full
+    assert full.percent() == "50.0 / 50.0 / 50.0"

@@ -122,9 +122,7 @@ def ablate(
             "params": parameter_counts(result.model)["params"],
             "macs": count_macs(result.model, latency_size)["macs"],
             "latency_ms": round(measure_latency(result.model, latency_size), 2),
-            "easy": ap["easy"],
-            "medium": ap["medium"],
-            "hard": ap["hard"],
+            **ap.by_setting(),
             "epochs": result.epochs_done,
             "train_minutes": round(sum(r["seconds"] for r in result.history) / 60, 2),
         })

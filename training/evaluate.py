@@ -9,6 +9,7 @@ scripts) and the official Easy/Medium/Hard evaluator. `featherface eval --arch` 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from featherface.sdk.box_coding import make_priors
 from featherface.sdk.faces import postprocess_arrays
 from featherface.evaluation import evaluate_detector, protocol_name
 from featherface.sdk.preprocess import preprocess, preprocess_original_size
+from featherface.widerface import WiderAP
 
 __all__ = ["detect_for_eval", "evaluate_model", "protocol_name"]
 
@@ -50,12 +52,11 @@ def evaluate_model(
     limit: int = 0,
     pred_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict:
+) -> WiderAP:
     """Easy/Medium/Hard AP of `model` on WIDER_val (the first `limit` images, 0 = all).
 
     input_size None or 0: original size (the paper's protocol); N: letterboxed into
     N x N. `pred_dir` keeps the prediction files (default: a temporary directory).
-    Returns {"easy", "medium", "hard", "images", "faces", "seconds", "curves", "protocol"}.
     """
     was_training = model.training
     model.eval()
@@ -67,5 +68,4 @@ def evaluate_model(
             )
     finally:
         model.train(was_training)
-    result["protocol"] = protocol_name(input_size)
-    return result
+    return replace(result, protocol=protocol_name(input_size))

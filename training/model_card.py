@@ -21,6 +21,7 @@ import torch
 from featherface.atomic import write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, PRIORS, WIDER_EVAL_THRESHOLDS
 from featherface.paths import WIDERFACE
+from featherface.widerface import WiderAP
 
 from .augment import AugmentConfig
 from .loss import LossConfig
@@ -68,15 +69,15 @@ def run_evaluations(
             if key in results:
                 continue
             progress(f"evaluating {arch} ({'original size' if size is None else f'letterboxed {size}'})")
-            results[key] = evaluate_model(model, widerface_root, size, progress=progress)
+            results[key] = evaluate_model(model, widerface_root, size, progress=progress).to_json()
             write_text_atomic(cache_file, json.dumps(results, indent=2) + "\n")
             on_result(results)
     return results
 
 
 def _ap(results: dict, arch: str, size: int | None) -> str:
-    r = results.get(_key(arch, size))
-    return " / ".join(f"{100 * r[k]:.1f}" for k in ("easy", "medium", "hard")) if r else "not measured"
+    cached = results.get(_key(arch, size))
+    return WiderAP.from_json(cached).percent() if cached else "not measured"
 
 
 def _recipe(run: dict, command: str, stage: str) -> list[str]:
