@@ -135,7 +135,7 @@ def write_parity_report(bundle_dir: Path, typed: Manifest) -> None:
     golden = run_golden(bundle_dir, typed)
     manifest = with_latency(typed.to_json(), golden)
     write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
-    tables = {"summary": summary_records([manifest]), "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
+    tables = {"summary": [row.to_json() for row in summary_records([manifest])], "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
     write_text_atomic(bundle_dir / "parity.json", json.dumps(tables, indent=2) + "\n")
     view = BundleView(manifest["target"], manifest, golden)
     write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
@@ -190,6 +190,6 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
     return [
         write_text_atomic(path / "report.md", combined_markdown(names, manifests)),
-        write_text_atomic(path / "report.json", json.dumps({"bundles": names, "summary": summary_records(manifests)}, indent=2) + "\n"),
+        write_text_atomic(path / "report.json", json.dumps({"bundles": names, "summary": [row.to_json() for row in summary_records(manifests)]}, indent=2) + "\n"),
         write_text_atomic(path / "report.html", render(f"Parity report: {arches} for {', '.join(names)}", views)),
     ]

@@ -15,7 +15,17 @@ from featherface.widerface import SETTINGS
 from . import report_images as images
 from . import report_plots as plots
 from .report_golden import GoldenRun
-from .report_table import COLUMNS, NOT_MEASURED, accuracy_notes, display_row, protocols, ship_lines, status_bars, summary_records
+from .report_table import (
+    COLUMNS,
+    NOT_MEASURED,
+    SummaryRow,
+    accuracy_notes,
+    display_row,
+    protocols,
+    ship_lines,
+    status_bars,
+    summary_records,
+)
 
 FLOAT_PRECISIONS = ("fp32", "fp16")  # any other precision is quantized and gets its own section
 SENSITIVITY_ROWS = 20  # the most sensitive tensors shown; the JSON keeps them all
@@ -66,10 +76,10 @@ def _label(bundle: BundleView, file: str, several: bool) -> str:
     return f"{bundle.name}/{file}" if several else file
 
 
-def _summary_cell(column: str, text: str, record: dict) -> str:
+def _summary_cell(column: str, text: str, record: SummaryRow) -> str:
     if column == "status":
         bars = status_bars(record)
-        return (f'<td class="status"><span class="{_e(record["status"])}">{_e(record["status"])}</span>'
+        return (f'<td class="status"><span class="{_e(record.status)}">{_e(record.status)}</span>'
                 + (f"<br><small>{_e(bars)}</small>" if bars else "") + "</td>")
     if text == NOT_MEASURED:
         return f'<td class="missing">{_e(text)}</td>'
@@ -82,7 +92,7 @@ def _summary(bundles: list[BundleView]) -> str:
     records = summary_records([b.manifest for b in bundles])
     head = "".join(f"<th>{_e(c)}</th>" for c in COLUMNS)
     rows = [
-        f'<tr class="{"reference" if r["status"] == "reference" else "file"}">'
+        f'<tr class="{"reference" if r.is_reference else "file"}">'
         + "".join(_summary_cell(column, text, r) for column, text in display_row(r).items()) + "</tr>"
         for r in records
     ]

@@ -3,9 +3,11 @@ of one or more bundles, plus PyTorch FP32, as raw figures (JSON) and as display 
 
 Optional manifest fields (absent ones read "not measured"): `reference_accuracy` and each
 file's `accuracy` ({"protocol", "easy", "medium", "hard", "delta_vs_torch": {setting:
-points}}) and `latency` ({"p50_ms"}).
+points}}) and `latency` ({"p50_ms"}). Rows are `SummaryRow`s; report.json holds them as JSON.
 """
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 from featherface.units import speed_words
 from featherface.widerface import SETTINGS
@@ -17,48 +19,86 @@ COLUMNS = (
 )
 
 
-def _accuracy(accuracy: dict | None, reference: dict | None) -> dict | None:
-    """{"protocol", "ap": {setting: 0-1}, "delta": {setting: points or None}, "note"}; None
-    when the manifest has no accuracy. Without AP figures `note` says why (e.g. Core ML
+@dataclass(frozen=True)
+class RowAccuracy:
+    """A row's WIDER FACE AP: fractions per setting (None: not measured) under `protocol`,
+    the difference to PyTorch in points; without figures, `note` says why (e.g. Core ML
     runs only on macOS)."""
+
+    protocol: str | None
+    ap: dict[str, float | None]
+    delta: dict[str, float | None]
+    note: str | None
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of the summary table: a model file, or PyTorch FP32 (`status` "reference",
+    no target), with the figures the table shows; None where nothing was measured."""
+
+    target: str | None
+    format: str
+    precision: str
+    file: str
+    size_bytes: int | None
+    accuracy: RowAccuracy | None
+    robust_recall: float | None
+    recall: float | None
+    max_abs_error: float | None
+    error_bound: float | None
+    latency_p50_ms: float | None
+    status: str  # pass | fail | reference
+    thresholds: dict | None  # the parity bars (ParityThresholds), None for PyTorch
+    reasons: list[str]
+
+    @property
+    def is_reference(self) -> bool:
+        return self.status == "reference"
+
+    def to_json(self) -> dict:
+        """The row as report.json and parity.json hold it."""
+        return asdict(self)
+
+
+def _accuracy(accuracy: dict | None, reference: dict | None) -> RowAccuracy | None:
+    """The manifest's `accuracy` (or `reference_accuracy`) of a file, None when it has none."""
     if not accuracy:
         return None
     if all(accuracy.get(s) is None for s in SETTINGS):
-        return {"protocol": None, "ap": {}, "delta": {}, "note": accuracy.get("reason")}
+        return RowAccuracy(None, {}, {}, accuracy.get("reason"))
     delta = dict(accuracy.get("delta_vs_torch") or {})
     for s in SETTINGS:
         if delta.get(s) is None and reference and reference.get(s) is not None and accuracy.get(s) is not None:
             delta[s] = 100 * (accuracy[s] - reference[s])
-    return {"protocol": accuracy.get("protocol"), "ap": {s: accuracy.get(s) for s in SETTINGS},
-            "delta": {s: delta.get(s) for s in SETTINGS}, "note": None}
+    return RowAccuracy(accuracy.get("protocol"), {s: accuracy.get(s) for s in SETTINGS}, {s: delta.get(s) for s in SETTINGS}, None)
 
 
-def reference_record(manifest: dict) -> dict:
+def reference_record(manifest: dict) -> SummaryRow:
     """The PyTorch FP32 row every file is compared with."""
     checkpoint = manifest.get("checkpoint") or {}
-    return {
-        "target": None, "format": "pytorch", "precision": "fp32", "file": checkpoint.get("name") or f"{manifest['arch']} (no checkpoint)",
-        "size_bytes": None, "accuracy": _accuracy(manifest.get("reference_accuracy"), None), "robust_recall": None,
-        "recall": None, "max_abs_error": None, "error_bound": None, "latency_p50_ms": None, "status": "reference",
-        "thresholds": None, "reasons": [],
-    }
+    return SummaryRow(
+        target=None, format="pytorch", precision="fp32", file=checkpoint.get("name") or f"{manifest['arch']} (no checkpoint)",
+        size_bytes=None, accuracy=_accuracy(manifest.get("reference_accuracy"), None), robust_recall=None,
+        recall=None, max_abs_error=None, error_bound=None, latency_p50_ms=None, status="reference",
+        thresholds=None, reasons=[],
+    )
 
 
-def file_record(manifest: dict, entry: dict) -> dict:
+def file_record(manifest: dict, entry: dict) -> SummaryRow:
     parity = entry["parity"]
     bounds = [b for b in (parity.get("error_bounds") or {}).values() if b is not None]
-    return {
-        "target": manifest["target"], "format": entry["format"], "precision": entry["precision"], "file": entry["file"],
-        "size_bytes": entry["size_bytes"], "accuracy": _accuracy(entry.get("accuracy"), manifest.get("reference_accuracy")),
-        "robust_recall": parity["detections"]["robust_recall"], "recall": parity["detections"]["recall"],
-        "max_abs_error": max(t["max_abs_error"] for t in parity["tensor"].values()),
-        "error_bound": max(bounds) if bounds else None,
-        "latency_p50_ms": (entry.get("latency") or {}).get("p50_ms"),
-        "status": parity["status"], "thresholds": parity["thresholds"], "reasons": parity["reasons"],
-    }
+    return SummaryRow(
+        target=manifest["target"], format=entry["format"], precision=entry["precision"], file=entry["file"],
+        size_bytes=entry["size_bytes"], accuracy=_accuracy(entry.get("accuracy"), manifest.get("reference_accuracy")),
+        robust_recall=parity["detections"]["robust_recall"], recall=parity["detections"]["recall"],
+        max_abs_error=max(t["max_abs_error"] for t in parity["tensor"].values()),
+        error_bound=max(bounds) if bounds else None,
+        latency_p50_ms=(entry.get("latency") or {}).get("p50_ms"),
+        status=parity["status"], thresholds=parity["thresholds"], reasons=parity["reasons"],
+    )
 
 
-def summary_records(manifests: list[dict]) -> list[dict]:
+def summary_records(manifests: list[dict]) -> list[SummaryRow]:
     """PyTorch first (once per distinct checkpoint and input size), then every file."""
     records, seen = [], set()
     for manifest in manifests:
@@ -69,11 +109,11 @@ def summary_records(manifests: list[dict]) -> list[dict]:
     return records + [file_record(m, e) for m in manifests for e in m["files"]]
 
 
-def _ap_cell(accuracy: dict | None, setting: str) -> str:
-    ap = (accuracy or {}).get("ap", {}).get(setting)
+def _ap_cell(accuracy: RowAccuracy | None, setting: str) -> str:
+    ap = accuracy.ap.get(setting) if accuracy else None
     if ap is None:
         return NOT_MEASURED
-    delta = accuracy["delta"].get(setting)
+    delta = accuracy.delta.get(setting)
     return f"{100 * ap:.1f}" + ("" if delta is None else f" ({round(delta, 2) or 0.0:+.2f})")  # never "-0.00"
 
 
@@ -83,53 +123,52 @@ def _size(size_bytes: int | None) -> str:
     return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
 
 
-def status_bars(record: dict) -> str:
+def status_bars(record: SummaryRow) -> str:
     """The bars a file was held to (and, on failure, why it missed them); "" for PyTorch."""
-    if record["thresholds"] is None:
+    if record.thresholds is None:
         return ""
-    bars = [f"recall \u2265 {record['thresholds']['min_recall']}", f"precision \u2265 {record['thresholds']['min_precision']}"]
-    if record["error_bound"] is not None:
-        bars.append(f"error \u2264 {record['error_bound']:.1e}")
-    return ", ".join(bars) + ("; " + "; ".join(record["reasons"]) if record["reasons"] else "")
+    bars = [f"recall \u2265 {record.thresholds['min_recall']}", f"precision \u2265 {record.thresholds['min_precision']}"]
+    if record.error_bound is not None:
+        bars.append(f"error \u2264 {record.error_bound:.1e}")
+    return ", ".join(bars) + ("; " + "; ".join(record.reasons) if record.reasons else "")
 
 
-def status_text(record: dict) -> str:
+def status_text(record: SummaryRow) -> str:
     """"pass" or "fail" with the bars it was held to."""
     bars = status_bars(record)
-    return f"{record['status']} ({bars})" if bars else record["status"]
+    return f"{record.status} ({bars})" if bars else record.status
 
 
-def display_row(record: dict) -> dict[str, str]:
+def display_row(record: SummaryRow) -> dict[str, str]:
     """The record as the table shows it, keyed by `COLUMNS`."""
-    reference = record["status"] == "reference"
-    latency = record["latency_p50_ms"]
+    latency = record.latency_p50_ms
     cells = {
-        "target": record["target"] or "-", "format": record["format"], "precision": record["precision"],
-        "file": record["file"], "size": _size(record["size_bytes"]),
-        "recall vs PyTorch (plain / robust)": "reference" if reference else f"{record['recall']:.3f} / {record['robust_recall']:.3f}",
-        "max output error": "reference" if reference else f"{record['max_abs_error']:.1e}",
+        "target": record.target or "-", "format": record.format, "precision": record.precision,
+        "file": record.file, "size": _size(record.size_bytes),
+        "recall vs PyTorch (plain / robust)": "reference" if record.is_reference else f"{record.recall:.3f} / {record.robust_recall:.3f}",
+        "max output error": "reference" if record.is_reference else f"{record.max_abs_error:.1e}",
         "latency p50": NOT_MEASURED if latency is None else f"{latency:.1f} ms",
         "status": status_text(record),
     }
-    cells.update({f"AP {s}": _ap_cell(record["accuracy"], s) for s in SETTINGS})
+    cells.update({f"AP {s}": _ap_cell(record.accuracy, s) for s in SETTINGS})
     return {column: cells[column] for column in COLUMNS}
 
 
-def protocols(records: list[dict]) -> list[str]:
+def protocols(records: list[SummaryRow]) -> list[str]:
     """The distinct AP protocols in the table (the report names each)."""
-    return sorted({r["accuracy"]["protocol"] for r in records if r["accuracy"] and r["accuracy"]["protocol"]})
+    return sorted({r.accuracy.protocol for r in records if r.accuracy and r.accuracy.protocol})
 
 
-def accuracy_notes(records: list[dict]) -> list[str]:
+def accuracy_notes(records: list[SummaryRow]) -> list[str]:
     """Why AP is missing where the manifest says, one line per reason."""
     files: dict[str, list[str]] = {}
     for r in records:
-        if r["accuracy"] and r["accuracy"]["note"]:
-            files.setdefault(r["accuracy"]["note"], []).append(f"{r['target']}/{r['file']}" if r["target"] else r["file"])
+        if r.accuracy and r.accuracy.note:
+            files.setdefault(r.accuracy.note, []).append(f"{r.target}/{r.file}" if r.target else r.file)
     return [f"AP not measured for {', '.join(names)}: {note}" for note, names in files.items()]
 
 
-def markdown_table(records: list[dict]) -> list[str]:
+def markdown_table(records: list[SummaryRow]) -> list[str]:
     rows = [display_row(r) for r in records]
     return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(row.values()) + " |" for row in rows]
 
@@ -151,26 +190,26 @@ def ship_lines(manifests: list[dict]) -> list[str]:
     for manifest in manifests:
         target = manifest["target"]
         records = [file_record(manifest, entry) for entry in manifest["files"]]
-        passed = [r for r in records if r["status"] == "pass"]
-        timed = [r for r in passed if r["latency_p50_ms"] is not None]
+        passed = [r for r in records if r.status == "pass"]
+        timed = [r for r in passed if r.latency_p50_ms is not None]
         if not passed:
             lines.append(f"{target}: no file passed parity: nothing to ship.")
             continue
         if not timed:
-            names = ", ".join(f"`{r['file']}`" for r in passed)
+            names = ", ".join(f"`{r.file}`" for r in passed)
             lines.append(f"{target}: {names} passed parity; none could be timed on this machine: "
                          f"measure them on the device with `featherface bench`.")
             continue
-        choice = fastest({r["file"]: r["latency_p50_ms"] for r in timed}, {r["file"]: r["size_bytes"] for r in timed})
-        best = next(r for r in timed if r["file"] == choice)
-        ap = (best["accuracy"] or {}).get("ap") or {}
-        figures = [f"{best['latency_p50_ms']:.1f} ms", _size(best["size_bytes"])]
+        choice = fastest({r.file: r.latency_p50_ms for r in timed}, {r.file: r.size_bytes for r in timed})
+        best = next(r for r in timed if r.file == choice)
+        ap = best.accuracy.ap if best.accuracy else {}
+        figures = [f"{best.latency_p50_ms:.1f} ms", _size(best.size_bytes)]
         if all(ap.get(s) is not None for s in SETTINGS):
             figures.append("AP " + " / ".join(f"{100 * ap[s]:.1f}" for s in SETTINGS) + " %")
-        line = f"{target}: ship `{best['file']}` ({', '.join(figures)}), the fastest file that passed parity here"
-        preferred = next((r for r in timed if r["file"] == manifest.get("preferred_file")), None)
+        line = f"{target}: ship `{best.file}` ({', '.join(figures)}), the fastest file that passed parity here"
+        preferred = next((r for r in timed if r.file == manifest.get("preferred_file")), None)
         if preferred is not None and preferred is not best:
-            line += (f"; the bundle's preferred `{preferred['file']}` is "
-                     f"{speed_words(preferred['latency_p50_ms'] / best['latency_p50_ms'])}")
+            line += (f"; the bundle's preferred `{preferred.file}` is "
+                     f"{speed_words(preferred.latency_p50_ms / best.latency_p50_ms)}")
         lines.append(line + ". Measured on this machine; on the device, `featherface bench` decides.")
     return lines

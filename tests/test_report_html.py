@@ -128,6 +128,8 @@ def test_a_directory_of_bundles_gets_one_combined_report(bundle):
     summary = json.loads((bundle.parent / "report.json").read_text())["summary"]
     assert [r["status"] for r in summary] == ["reference", "pass", "pass"]
     assert [r["latency_p50_ms"] is not None for r in summary] == [False, True, True]
+    assert set(summary[1]) == {"target", "format", "precision", "file", "size_bytes", "accuracy", "robust_recall", "recall",
+                               "max_abs_error", "error_bound", "latency_p50_ms", "status", "thresholds", "reasons"}
     assert "| onnx | onnx | fp32 | model.onnx |" in (bundle.parent / "report.md").read_text()
 
 
