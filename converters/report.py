@@ -12,7 +12,7 @@ from featherface.records import Manifest, ManifestError
 from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
-from .report_table import accuracy_notes, markdown_table, protocols, ship_lines, summary_records
+from .report_table import accuracy_notes, markdown_table, protocols, ship_lines, table_rows
 
 HEADER = ("file", "format", "precision", "size", "parity", "max abs error", "recall", "precision", "robust recall", "robust precision", "convert s")
 
@@ -54,12 +54,12 @@ def _intro(manifest: dict) -> str:
 
 
 def _summary_lines(manifests: list[dict]) -> list[str]:
-    records = summary_records(manifests)
-    protocol = ", ".join(protocols(records))
+    rows = table_rows(manifests)
+    protocol = ", ".join(protocols(rows))
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
-    notes = [f"- {note}" for note in accuracy_notes(records)]
+    notes = [f"- {note}" for note in accuracy_notes(rows)]
     ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(manifests)], ""]
-    return ["## Summary", "", *ship, *markdown_table(records), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face {ROBUST_MARGIN} above the threshold must be found {ROBUST_MARGIN} below it). Max output error: the largest |file - PyTorch| over the raw outputs, box and landmark offsets encoded against the priors (in prior sizes over the variances, not pixels) and face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
+    return ["## Summary", "", *ship, *markdown_table(rows), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face {ROBUST_MARGIN} above the threshold must be found {ROBUST_MARGIN} below it). Max output error: the largest |file - PyTorch| over the raw outputs, box and landmark offsets encoded against the priors (in prior sizes over the variances, not pixels) and face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
 def _parity_lines(manifest: dict) -> list[str]:
@@ -135,7 +135,7 @@ def write_parity_report(bundle_dir: Path, typed: Manifest) -> None:
     golden = run_golden(bundle_dir, typed)
     manifest = with_latency(typed.to_json(), golden)
     write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
-    tables = {"summary": [row.to_json() for row in summary_records([manifest])], "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
+    tables = {"summary": [row.to_json() for row in table_rows([manifest])], "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
     write_text_atomic(bundle_dir / "parity.json", json.dumps(tables, indent=2) + "\n")
     view = BundleView(manifest["target"], manifest, golden)
     write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
@@ -190,6 +190,6 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
     return [
         write_text_atomic(path / "report.md", combined_markdown(names, manifests)),
-        write_text_atomic(path / "report.json", json.dumps({"bundles": names, "summary": [row.to_json() for row in summary_records(manifests)]}, indent=2) + "\n"),
+        write_text_atomic(path / "report.json", json.dumps({"bundles": names, "summary": [row.to_json() for row in table_rows(manifests)]}, indent=2) + "\n"),
         write_text_atomic(path / "report.html", render(f"Parity report: {arches} for {', '.join(names)}", views)),
     ]

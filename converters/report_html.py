@@ -24,7 +24,7 @@ from .report_table import (
     protocols,
     ship_lines,
     status_bars,
-    summary_records,
+    table_rows,
 )
 
 FLOAT_PRECISIONS = ("fp32", "fp16")  # any other precision is quantized and gets its own section
@@ -76,10 +76,10 @@ def _label(bundle: BundleView, file: str, several: bool) -> str:
     return f"{bundle.name}/{file}" if several else file
 
 
-def _summary_cell(column: str, text: str, record: SummaryRow) -> str:
+def _summary_cell(column: str, text: str, row: SummaryRow) -> str:
     if column == "status":
-        bars = status_bars(record)
-        return (f'<td class="status"><span class="{_e(record.status)}">{_e(record.status)}</span>'
+        bars = status_bars(row)
+        return (f'<td class="status"><span class="{_e(row.status)}">{_e(row.status)}</span>'
                 + (f"<br><small>{_e(bars)}</small>" if bars else "") + "</td>")
     if text == NOT_MEASURED:
         return f'<td class="missing">{_e(text)}</td>'
@@ -89,28 +89,28 @@ def _summary_cell(column: str, text: str, record: SummaryRow) -> str:
 
 
 def _summary(bundles: list[BundleView]) -> str:
-    records = summary_records([b.manifest for b in bundles])
+    rows = table_rows([b.manifest for b in bundles])
     head = "".join(f"<th>{_e(c)}</th>" for c in COLUMNS)
-    rows = [
+    html_rows = [
         f'<tr class="{"reference" if r.is_reference else "file"}">'
         + "".join(_summary_cell(column, text, r) for column, text in display_row(r).items()) + "</tr>"
-        for r in records
+        for r in rows
     ]
-    protocol = ", ".join(protocols(records))
+    protocol = ", ".join(protocols(rows))
     ap = (f"AP: WIDER FACE validation subset, official Easy/Medium/Hard protocol ({_e(protocol)}), in percent, with the "
           "difference to PyTorch FP32 in points." if protocol else "AP: not measured (the manifests carry no accuracy).")
     thresholds = bundles[0].manifest["thresholds"]
     ship = "".join(f"<li>{_e(line).replace('`', '')}</li>" for line in ship_lines([b.manifest for b in bundles]))
     return (
         f"<p><b>What to ship</b></p><ul class=\"ship\">{ship}</ul>"
-        f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(html_rows)}</tbody></table></div>"
         f"<p class=\"meta\">{ap} Recall vs PyTorch: plain, the share of the faces PyTorch finds above score "
         f"{thresholds['score']} that the file finds above it too; robust, which the verdict uses: every face PyTorch "
         f"finds above score {thresholds['score']} + {ROBUST_MARGIN} must be found by the file above "
         f"{thresholds['score']} - {ROBUST_MARGIN} (matched at IoU {MATCH_IOU}). Max output error: the largest |file - PyTorch| over "
         "the raw outputs on the parity images: loc and landmarks, offsets encoded against the priors (in prior sizes "
         "over the variances, not pixels), and conf, face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
-        + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(records))
+        + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(rows))
     )
 
 

@@ -73,7 +73,7 @@ def _accuracy(accuracy: dict | None, reference: dict | None) -> RowAccuracy | No
     return RowAccuracy(accuracy.get("protocol"), {s: accuracy.get(s) for s in SETTINGS}, {s: delta.get(s) for s in SETTINGS}, None)
 
 
-def reference_record(manifest: dict) -> SummaryRow:
+def reference_row(manifest: dict) -> SummaryRow:
     """The PyTorch FP32 row every file is compared with."""
     checkpoint = manifest.get("checkpoint") or {}
     return SummaryRow(
@@ -84,7 +84,7 @@ def reference_record(manifest: dict) -> SummaryRow:
     )
 
 
-def file_record(manifest: dict, entry: dict) -> SummaryRow:
+def file_row(manifest: dict, entry: dict) -> SummaryRow:
     parity = entry["parity"]
     bounds = [b for b in (parity.get("error_bounds") or {}).values() if b is not None]
     return SummaryRow(
@@ -98,15 +98,15 @@ def file_record(manifest: dict, entry: dict) -> SummaryRow:
     )
 
 
-def summary_records(manifests: list[dict]) -> list[SummaryRow]:
+def table_rows(manifests: list[dict]) -> list[SummaryRow]:
     """PyTorch first (once per distinct checkpoint and input size), then every file."""
-    records, seen = [], set()
+    rows, seen = [], set()
     for manifest in manifests:
         key = (manifest["arch"], (manifest.get("checkpoint") or {}).get("sha256"), manifest["input"]["width"], manifest["input"]["height"])
         if key not in seen:
             seen.add(key)
-            records.append(reference_record(manifest))
-    return records + [file_record(m, e) for m in manifests for e in m["files"]]
+            rows.append(reference_row(manifest))
+    return rows + [file_row(m, e) for m in manifests for e in m["files"]]
 
 
 def _ap_cell(accuracy: RowAccuracy | None, setting: str) -> str:
@@ -123,54 +123,54 @@ def _size(size_bytes: int | None) -> str:
     return f"{size_bytes / 1e6:.2f} MB" if size_bytes >= 1e5 else f"{size_bytes / 1e3:.1f} kB"
 
 
-def status_bars(record: SummaryRow) -> str:
+def status_bars(row: SummaryRow) -> str:
     """The bars a file was held to (and, on failure, why it missed them); "" for PyTorch."""
-    if record.thresholds is None:
+    if row.thresholds is None:
         return ""
-    bars = [f"recall \u2265 {record.thresholds['min_recall']}", f"precision \u2265 {record.thresholds['min_precision']}"]
-    if record.error_bound is not None:
-        bars.append(f"error \u2264 {record.error_bound:.1e}")
-    return ", ".join(bars) + ("; " + "; ".join(record.reasons) if record.reasons else "")
+    bars = [f"recall \u2265 {row.thresholds['min_recall']}", f"precision \u2265 {row.thresholds['min_precision']}"]
+    if row.error_bound is not None:
+        bars.append(f"error \u2264 {row.error_bound:.1e}")
+    return ", ".join(bars) + ("; " + "; ".join(row.reasons) if row.reasons else "")
 
 
-def status_text(record: SummaryRow) -> str:
+def status_text(row: SummaryRow) -> str:
     """"pass" or "fail" with the bars it was held to."""
-    bars = status_bars(record)
-    return f"{record.status} ({bars})" if bars else record.status
+    bars = status_bars(row)
+    return f"{row.status} ({bars})" if bars else row.status
 
 
-def display_row(record: SummaryRow) -> dict[str, str]:
-    """The record as the table shows it, keyed by `COLUMNS`."""
-    latency = record.latency_p50_ms
+def display_row(row: SummaryRow) -> dict[str, str]:
+    """The row as the table shows it, keyed by `COLUMNS`."""
+    latency = row.latency_p50_ms
     cells = {
-        "target": record.target or "-", "format": record.format, "precision": record.precision,
-        "file": record.file, "size": _size(record.size_bytes),
-        "recall vs PyTorch (plain / robust)": "reference" if record.is_reference else f"{record.recall:.3f} / {record.robust_recall:.3f}",
-        "max output error": "reference" if record.is_reference else f"{record.max_abs_error:.1e}",
+        "target": row.target or "-", "format": row.format, "precision": row.precision,
+        "file": row.file, "size": _size(row.size_bytes),
+        "recall vs PyTorch (plain / robust)": "reference" if row.is_reference else f"{row.recall:.3f} / {row.robust_recall:.3f}",
+        "max output error": "reference" if row.is_reference else f"{row.max_abs_error:.1e}",
         "latency p50": NOT_MEASURED if latency is None else f"{latency:.1f} ms",
-        "status": status_text(record),
+        "status": status_text(row),
     }
-    cells.update({f"AP {s}": _ap_cell(record.accuracy, s) for s in SETTINGS})
+    cells.update({f"AP {s}": _ap_cell(row.accuracy, s) for s in SETTINGS})
     return {column: cells[column] for column in COLUMNS}
 
 
-def protocols(records: list[SummaryRow]) -> list[str]:
+def protocols(rows: list[SummaryRow]) -> list[str]:
     """The distinct AP protocols in the table (the report names each)."""
-    return sorted({r.accuracy.protocol for r in records if r.accuracy and r.accuracy.protocol})
+    return sorted({r.accuracy.protocol for r in rows if r.accuracy and r.accuracy.protocol})
 
 
-def accuracy_notes(records: list[SummaryRow]) -> list[str]:
+def accuracy_notes(rows: list[SummaryRow]) -> list[str]:
     """Why AP is missing where the manifest says, one line per reason."""
     files: dict[str, list[str]] = {}
-    for r in records:
+    for r in rows:
         if r.accuracy and r.accuracy.note:
             files.setdefault(r.accuracy.note, []).append(f"{r.target}/{r.file}" if r.target else r.file)
     return [f"AP not measured for {', '.join(names)}: {note}" for note, names in files.items()]
 
 
-def markdown_table(records: list[SummaryRow]) -> list[str]:
-    rows = [display_row(r) for r in records]
-    return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(row.values()) + " |" for row in rows]
+def markdown_table(rows: list[SummaryRow]) -> list[str]:
+    cells = [display_row(r) for r in rows]
+    return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(row.values()) + " |" for row in cells]
 
 
 SAME_SPEED = 0.05  # files within 5 % of the fastest count as equally fast: the smaller one is advised
@@ -189,8 +189,8 @@ def ship_lines(manifests: list[dict]) -> list[str]:
     lines = []
     for manifest in manifests:
         target = manifest["target"]
-        records = [file_record(manifest, entry) for entry in manifest["files"]]
-        passed = [r for r in records if r.status == "pass"]
+        rows = [file_row(manifest, entry) for entry in manifest["files"]]
+        passed = [r for r in rows if r.status == "pass"]
         timed = [r for r in passed if r.latency_p50_ms is not None]
         if not passed:
             lines.append(f"{target}: no file passed parity: nothing to ship.")

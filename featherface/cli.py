@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -284,10 +285,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     human = sys.stderr if args.json else sys.stdout
     print(f"WIDER FACE val ({protocol}{which}, {result.images} images; faces easy {faces['easy']}, medium "
           f"{faces['medium']}, hard {faces['hard']}): {_ap_text(result)} ({result.seconds:.0f} s)", file=human)
-    for event, ap in result.events.items():
+    for event, ap in (result.events or {}).items():
         print(f"  {event} ({ap.images} images, hard faces {ap.faces['hard']}): {_ap_text(ap)}", file=human)
     if args.json:
-        print(json.dumps({**result.to_json(), "protocol": protocol, **subject,
+        print(json.dumps({**replace(result, protocol=protocol).to_json(), **subject,
                           **({"orientation": args.orientation} if args.orientation else {})}))
     return 0
 

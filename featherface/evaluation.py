@@ -104,5 +104,5 @@ def evaluate_detector(
     if progress:
         progress(f"scoring Easy / Medium / Hard AP of {len(images)} images")
     predictions = {k: v for k, v in read_predictions(out).items() if k in wanted}
-    events = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)} if by_event else {}
+    events = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)} if by_event else None
     return replace(evaluate(predictions, gt), events=events, seconds=round(time.perf_counter() - started, 1))

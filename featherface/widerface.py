@@ -34,10 +34,14 @@ class WiderAP:
     curves: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
     protocol: str = ""
     seconds: float | None = None
-    events: Mapping[str, "WiderAP"] = field(default_factory=dict)
+    events: Mapping[str, "WiderAP"] | None = None  # None: not scored by event
 
     def by_setting(self) -> dict[str, float]:
         return {s: getattr(self, s) for s in SETTINGS}
+
+    def headline(self) -> dict:
+        """AP and the image count, as the quantization records keep them (no curves)."""
+        return {**self.by_setting(), "images": self.images}
 
     def percent(self) -> str:
         """"89.3 / 83.6 / 51.5": easy / medium / hard in percent, as the docs print AP."""
@@ -45,23 +49,24 @@ class WiderAP:
 
     def to_json(self) -> dict:
         """The JSON shape `featherface eval --json`, manifests and caches have always used."""
-        data: dict = {**self.by_setting(), "images": self.images, "faces": dict(self.faces)}
+        data: dict = {**self.headline(), "faces": dict(self.faces)}
         if self.curves:
             data["curves"] = {s: dict(curve) for s, curve in self.curves.items()}
-        if self.protocol:
-            data["protocol"] = self.protocol
+        if self.events is not None:
+            data["events"] = {event: ap.to_json() for event, ap in self.events.items()}
         if self.seconds is not None:
             data["seconds"] = self.seconds
-        if self.events:
-            data["events"] = {event: ap.to_json() for event, ap in self.events.items()}
+        if self.protocol:
+            data["protocol"] = self.protocol
         return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> "WiderAP":
+        events = data.get("events")
         return cls(
-            **{s: float(data[s]) for s in SETTINGS}, images=int(data["images"]), faces=dict(data.get("faces", {})),
+            **{s: float(data[s]) for s in SETTINGS}, images=int(data["images"]), faces=dict(data["faces"]),
             curves=dict(data.get("curves", {})), protocol=data.get("protocol", ""), seconds=data.get("seconds"),
-            events={event: cls.from_json(ap) for event, ap in data.get("events", {}).items()},
+            events=None if events is None else {event: cls.from_json(ap) for event, ap in events.items()},
         )
 
 

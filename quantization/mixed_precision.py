@@ -32,7 +32,7 @@ class SearchStep:
 
     def to_json(self) -> dict:
         """The manifest's search step: AP as fractions beside the file's size."""
-        accuracy = {**self.ap.by_setting(), "images": self.ap.images} if self.ap else {}
+        accuracy = self.ap.headline() if self.ap else {}
         if self.size_bytes is not None:
             accuracy["size_bytes"] = self.size_bytes
         return {"kept_float": self.kept_float, "accuracy": accuracy, "losses": self.losses, "holds": self.holds}

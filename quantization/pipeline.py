@@ -76,11 +76,6 @@ def equalized_model(model: nn.Module, calibration: np.ndarray) -> nn.Module:
     return quantizable_activations(equalize(model, np.ascontiguousarray(calibration[:EQUALIZATION_IMAGES].transpose(0, 3, 1, 2))))
 
 
-def _ap_record(ap: WiderAP) -> dict:
-    """AP as the quantization record keeps it: fractions and the image count, no curves."""
-    return {**ap.by_setting(), "images": ap.images}
-
-
 def build_int8_onnx2tf(
     onnx_path: Path, float_tflite: Path, calibration: np.ndarray, stage: Path, size: InputSize,
     options: Int8Options, accuracy: AccuracyCheck | None, progress: Progress,
@@ -99,7 +94,7 @@ def build_int8_onnx2tf(
         record["budget"] = BUDGET_NOT_CHECKED
     else:
         reference, measured = accuracy.reference(progress), accuracy.of_path(full_path)
-        record.update(budget=asdict(options.budget), reference_ap=_ap_record(reference), losses=options.budget.losses(reference, measured))
+        record.update(budget=asdict(options.budget), reference_ap=reference.headline(), losses=options.budget.losses(reference, measured))
         if not options.budget.holds(reference, measured):
             raise BudgetNotMet.single(record["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -143,7 +138,7 @@ def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], P
         return accuracy.of_path(path), path.stat().st_size
 
     result = search(groups, evaluate, reference, budget, progress)
-    return {"budget": asdict(budget), "reference_ap": _ap_record(reference), "search": [step.to_json() for step in result.steps],
+    return {"budget": asdict(budget), "reference_ap": reference.headline(), "search": [step.to_json() for step in result.steps],
             "kept_float": result.final.kept_float}
 
 

@@ -116,11 +116,11 @@ def test_report_summary_carries_the_advice_above_the_table():
 
 
 def test_report_table_shows_plain_and_robust_recall_side_by_side():
-    from featherface.converters.report_table import display_row, file_record
+    from featherface.converters.report_table import display_row, file_row
 
     entry = file_entry("model_int8.tflite", "int8", 480_000, 18.2)
     entry["parity"]["detections"] = {"recall": 0.957, "robust_recall": 1.0}
-    cells = display_row(file_record(manifest("pi4", [entry], preferred="model_int8.tflite"), entry))
+    cells = display_row(file_row(manifest("pi4", [entry], preferred="model_int8.tflite"), entry))
     assert cells["recall vs PyTorch (plain / robust)"] == "0.957 / 1.000"
 
 

@@ -282,3 +282,4 @@ def test_ap_records_read_back_from_the_json_they_write():
     assert "curves" not in data["events"]["0--Parade"]
     assert WiderAP.from_json(data) == full
     assert full.percent() == "50.0 / 50.0 / 50.0"
+    assert "events" not in scored.to_json() and replace(scored, events={}).to_json()["events"] == {}  # none scored vs none found
