@@ -43,7 +43,7 @@ class Skipped:
         return 1 if self.failures or not done else 0
 
 
-def _annotated_name(frame_name: str, used: set[str]) -> str:
+def annotated_name(frame_name: str, used: set[str]) -> str:
     stem = Path(frame_name.split("#", 1)[0]).stem
     if "#frame=" in frame_name:
         stem += f"_frame{int(frame_name.rsplit('=', 1)[1]):06d}"
@@ -77,7 +77,7 @@ def run_detect(
                 if as_json:
                     print(json.dumps({"image": frame.name, "faces": [face_json(f) for f in faces]}), flush=True)
                 if out_dir:
-                    save_annotated(rgb, faces, Path(out_dir) / _annotated_name(frame.name, used_names))
+                    save_annotated(rgb, faces, Path(out_dir) / annotated_name(frame.name, used_names))
         except SourceError as err:
             skipped.add(err)
     elapsed = time.perf_counter() - start

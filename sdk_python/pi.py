@@ -24,7 +24,7 @@ from featherface.cli_help import add_examples
 from featherface.quiet import runtime_noise_filtered
 
 from .annotate import annotate, save_annotated
-from .detect_command import Skipped, _annotated_name as annotated_name, face_json
+from .detect_command import Skipped, annotated_name, face_json
 from .detector import Detector
 from .image_io import ImageError, load_image
 from .sources import Frame, SourceError, expand_inputs, video_frames

@@ -9,8 +9,8 @@ scripts) and the official Easy/Medium/Hard evaluator. `featherface eval --arch` 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 
 from featherface.config import PRIORS, WIDER_EVAL_THRESHOLDS, Thresholds
+from featherface.evaluation import evaluate_detector, protocol_name
 from featherface.paths import WIDERFACE
 from featherface.sdk.box_coding import make_priors
 from featherface.sdk.faces import postprocess_arrays
-from featherface.evaluation import evaluate_detector, protocol_name
 from featherface.sdk.preprocess import preprocess, preprocess_original_size
 from featherface.widerface import WiderAP
 
