@@ -23,7 +23,7 @@ class WiderAP:
     `curves[setting]` is the precision envelope for plots (`pr_envelope`); `protocol` how
     the images reached the detector ("letterboxed 640", "original size"), `seconds` the
     evaluation's wall time and `events` the same score per WIDER event, where the caller
-    measured them (empty otherwise).
+    measured them (None or empty otherwise).
     """
 
     easy: float
