@@ -256,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-
     def write(results: dict) -> None:
         write_text_atomic(out, render_model_card(runs, results, weights, args.arch, args.compare, args.command, tuple(args.note)))
         progress(f"wrote {out}")
