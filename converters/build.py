@@ -217,5 +217,5 @@ def print_table(manifest: Manifest, stream=sys.stdout) -> None:
     from .report import summary_rows
 
     print(f"\n{manifest.target}: {manifest.arch} @ {manifest.input.size}", file=stream)
-    for row in summary_rows(manifest.to_json()):
+    for row in summary_rows(manifest):
         print("  " + row, file=stream)

@@ -8,10 +8,11 @@ from typing import Callable
 
 from featherface.atomic import write_text_atomic
 from featherface.config import TARGETS
-from featherface.records import Manifest, ManifestError
+from featherface.records import FileEntry, Manifest, ManifestError
 from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
+from .report_golden import BundleView, run_golden
 from .report_table import accuracy_notes, markdown_table, protocols, ship_lines, table_rows
 
 HEADER = ("file", "format", "precision", "size", "parity", "max abs error", "recall", "precision", "robust recall", "robust precision", "convert s")
@@ -24,76 +25,79 @@ class ReportError(ValueError):
     """A report asked of something that is neither a bundle nor a directory of bundles."""
 
 
-def _row(entry: dict) -> tuple[str, ...]:
-    parity = entry["parity"]
-    max_error = max(t["max_abs_error"] for t in parity["tensor"].values())
-    detections = parity["detections"]
+def _row(entry: FileEntry) -> tuple[str, ...]:
+    parity = entry.parity
+    max_error = max(t["max_abs_error"] for t in parity.tensor.values())
+    detections = parity.detections
     return (
-        entry["file"], entry["format"], entry["precision"], f"{entry['size_bytes'] / 1e6:.2f} MB",
-        parity["status"], f"{max_error:.2e}", f"{detections['recall']:.3f}", f"{detections['precision']:.3f}",
-        f"{detections['robust_recall']:.3f}", f"{detections['robust_precision']:.3f}", f"{parity['conversion_seconds']:.1f}",
+        entry.file, entry.format, entry.precision, f"{entry.size_bytes / 1e6:.2f} MB",
+        parity.status, f"{max_error:.2e}", f"{detections['recall']:.3f}", f"{detections['precision']:.3f}",
+        f"{detections['robust_recall']:.3f}", f"{detections['robust_precision']:.3f}", f"{parity.conversion_seconds:.1f}",
     )
 
 
-def summary_rows(manifest: dict) -> list[str]:
-    rows = [HEADER] + [_row(entry) for entry in manifest["files"]]
+def summary_rows(manifest: Manifest) -> list[str]:
+    rows = [HEADER] + [_row(entry) for entry in manifest.files]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
 
 
-def _intro(manifest: dict) -> str:
-    first = manifest["files"][0]["parity"] if manifest["files"] else {"images": []}
+def _parity_images(manifest: Manifest) -> list[str]:
+    return manifest.files[0].parity.images if manifest.files else []
+
+
+def _intro(manifest: Manifest) -> str:
     return (
-        f"Input {manifest['input']['width']}x{manifest['input']['height']} ({manifest['input']['layout']}), "
+        f"Input {manifest.input.width}x{manifest.input.height} ({manifest.input.layout}), "
         f"letterboxed; every file run as shipped and compared with PyTorch FP32 on "
-        f"{len(first['images'])} validation images. Detections: score > {manifest['thresholds']['score']}, "
-        f"NMS {manifest['thresholds']['nms_iou']}, matched at IoU {MATCH_IOU}. Robust recall (precision) asks every face {ROBUST_MARGIN} "
+        f"{len(_parity_images(manifest))} validation images. Detections: score > {manifest.thresholds.score}, "
+        f"NMS {manifest.thresholds.nms_iou}, matched at IoU {MATCH_IOU}. Robust recall (precision) asks every face {ROBUST_MARGIN} "
         f"above the threshold in PyTorch (the file) to be found {ROBUST_MARGIN} below it in the file (PyTorch); "
         f"the verdict uses the robust figures, so a score merely crossing the threshold is not a lost face."
     )
 
 
-def _summary_lines(manifests: list[dict]) -> list[str]:
-    rows = table_rows(manifests)
+def _summary_lines(bundles: list[BundleView]) -> list[str]:
+    rows = table_rows(bundles)
     protocol = ", ".join(protocols(rows))
     ap = f"AP: WIDER FACE validation subset ({protocol}), percent, difference to PyTorch FP32 in points." if protocol else "AP: not measured."
     notes = [f"- {note}" for note in accuracy_notes(rows)]
-    ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(manifests)], ""]
+    ship = ["**What to ship**", "", *[f"- {line}" for line in ship_lines(bundles)], ""]
     return ["## Summary", "", *ship, *markdown_table(rows), "", f"{ap} Recall vs PyTorch: plain (faces PyTorch finds above the score threshold that the file finds above it too) / robust (the verdict's: a face {ROBUST_MARGIN} above the threshold must be found {ROBUST_MARGIN} below it). Max output error: the largest |file - PyTorch| over the raw outputs, box and landmark offsets encoded against the priors (in prior sizes over the variances, not pixels) and face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report (`featherface bench` measures more).", ""] + (notes + [""] if notes else [])
 
 
-def _parity_lines(manifest: dict) -> list[str]:
+def _parity_lines(manifest: Manifest) -> list[str]:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(_row(entry)) + " |" for entry in manifest["files"]]
+    lines += ["| " + " | ".join(_row(entry)) + " |" for entry in manifest.files]
     lines += [""]
-    for entry in manifest["files"]:
-        tensor = entry["parity"]["tensor"]
+    for entry in manifest.files:
+        tensor = entry.parity.tensor
         cells = ", ".join(f"{name}: max {t['max_abs_error']:.2e}, cosine {t['cosine']:.6f}" for name, t in tensor.items())
-        lines.append(f"- `{entry['file']}`: {cells}; thresholds {entry['parity']['thresholds']}")
+        lines.append(f"- `{entry.file}`: {cells}; thresholds {entry.parity.thresholds}")
     return lines
 
 
 SENSITIVITY_LINES = 10  # most sensitive ops listed in Markdown (all of the manifest's in HTML)
 
 
-def _quantization_lines(manifests: list[dict]) -> list[str]:
+def _quantization_lines(manifests: list[Manifest]) -> list[str]:
     """What each quantized file kept in float, its most sensitive ops and its budget search."""
     lines = []
     for manifest in manifests:
-        for entry in manifest["files"]:
-            record = entry.get("quantization")
-            if not record:
+        for entry in manifest.files:
+            if entry.quantization is None:
                 continue
-            kept = ", ".join(map(str, record.get("kept_float") or [])) or "nothing"
-            always = ", ".join(f"{name} ({ops} ops)" for name, ops in (record.get("always_float") or {}).items())
-            lines += [f"### `{entry['file']}` ({manifest['target']}, {entry['precision']})", "",
+            details = entry.quantization.details
+            kept = ", ".join(map(str, details.get("kept_float") or [])) or "nothing"
+            always = ", ".join(f"{name} ({ops} ops)" for name, ops in (details.get("always_float") or {}).items())
+            lines += [f"### `{entry.file}` ({manifest.target}, {entry.precision})", "",
                       f"Kept in float by the budget search: {kept}." + (f" Always float: {always}." if always else ""), ""]
-            if record.get("sensitivity"):
+            if details.get("sensitivity"):
                 lines += ["| # | tensor | op | added NMSE |", "|---|---|---|---|"]
                 lines += [f"| {i} | `{row['tensor']}` | {row['op']} | {row['added_nmse']:.3g} |"
-                          for i, row in enumerate(record["sensitivity"][:SENSITIVITY_LINES], start=1)]
+                          for i, row in enumerate(details["sensitivity"][:SENSITIVITY_LINES], start=1)]
                 lines.append("")
-            for step in record.get("search") or []:
+            for step in details.get("search") or []:
                 ap = " / ".join(f"{100 * step['accuracy'][s]:.1f}" for s in SETTINGS)
                 losses = " / ".join(f"{step['losses'][s]:.2f}" for s in SETTINGS)
                 size = step["accuracy"].get("size_bytes")
@@ -103,47 +107,49 @@ def _quantization_lines(manifests: list[dict]) -> list[str]:
     return (["## Quantization", ""] + lines) if lines else []
 
 
-def _images_line(manifest: dict) -> str:
-    first = manifest["files"][0]["parity"] if manifest["files"] else {"images": []}
-    return f"Images: {', '.join(first['images'])}"
+def _images_line(manifest: Manifest) -> str:
+    return f"Images: {', '.join(_parity_images(manifest))}"
 
 
-def markdown(manifest: dict) -> str:
-    lines = [f"# Parity report: {manifest['arch']} for {manifest['target']}", "", _intro(manifest), ""]
-    lines += _summary_lines([manifest]) + ["## Parity", ""] + _parity_lines(manifest) + [""] + _quantization_lines([manifest])
+def _title(bundles: list[BundleView]) -> str:
+    arches = ", ".join(dict.fromkeys(b.manifest.arch for b in bundles))
+    return f"Parity report: {arches} for {', '.join(b.name for b in bundles)}"
+
+
+def markdown(bundle: BundleView) -> str:
+    manifest = bundle.manifest
+    lines = [f"# {_title([bundle])}", "", _intro(manifest), ""]
+    lines += _summary_lines([bundle]) + ["## Parity", ""] + _parity_lines(manifest) + [""] + _quantization_lines([manifest])
     lines += ["", _images_line(manifest), "", "Plots and detection pictures: parity.html.", ""]
     return "\n".join(lines)
 
 
-def combined_markdown(names: list[str], manifests: list[dict]) -> str:
-    arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
-    lines = [f"# Parity report: {arches} for {', '.join(names)}", "", _intro(manifests[0]), ""]
-    lines += _summary_lines(manifests)
-    for name, manifest in zip(names, manifests):
-        lines += [f"## {name}", ""] + _parity_lines(manifest) + [""]
-    lines += _quantization_lines(manifests)
-    lines += [_images_line(manifests[0]), "", "Plots and detection pictures: report.html.", ""]
+def combined_markdown(bundles: list[BundleView]) -> str:
+    first = bundles[0].manifest
+    lines = [f"# {_title(bundles)}", "", _intro(first), ""]
+    lines += _summary_lines(bundles)
+    for bundle in bundles:
+        lines += [f"## {bundle.name}", ""] + _parity_lines(bundle.manifest) + [""]
+    lines += _quantization_lines([b.manifest for b in bundles])
+    lines += [_images_line(first), "", "Plots and detection pictures: report.html.", ""]
     return "\n".join(lines)
 
 
-def write_parity_report(bundle_dir: Path, typed: Manifest) -> None:
+def write_parity_report(bundle_dir: Path, manifest: Manifest) -> None:
     """parity.md, parity.json and parity.html into the bundle (the files and golden.npz
     must already be there: the HTML page re-runs every file on the golden images)."""
-    from .report_golden import run_golden, with_latency
-    from .report_html import BundleView, render
+    from .report_html import render
 
-    golden = run_golden(bundle_dir, typed)
-    manifest = with_latency(typed.to_json(), golden)
-    write_text_atomic(bundle_dir / "parity.md", markdown(manifest))
-    tables = {"summary": [row.to_json() for row in table_rows([manifest])], "parity": {f["file"]: f["parity"] for f in manifest["files"]}}
+    bundle = BundleView(manifest.target, manifest, run_golden(bundle_dir, manifest))
+    write_text_atomic(bundle_dir / "parity.md", markdown(bundle))
+    tables = {"summary": [row.to_json() for row in table_rows([bundle])], "parity": {f.file: f.parity.to_json() for f in manifest.files}}
     write_text_atomic(bundle_dir / "parity.json", json.dumps(tables, indent=2) + "\n")
-    view = BundleView(manifest["target"], manifest, golden)
-    write_text_atomic(bundle_dir / "parity.html", render(f"Parity report: {manifest['arch']} for {manifest['target']}", [view]))
+    write_text_atomic(bundle_dir / "parity.html", render(_title([bundle]), [bundle]))
 
 
 def _read_manifest(bundle_dir: Path) -> Manifest:
     """The manifest, without the SDK's refusal of fields it does not know: a report must
-    show fields (accuracy, latency) newer than the SDK reading bundles."""
+    show fields newer than the SDK reading bundles."""
     path = bundle_dir / "manifest.json"
     try:
         manifest = Manifest.from_json(json.loads(path.read_text()), str(path), strict=False)
@@ -175,21 +181,17 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     bundles = [p for p in path.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()]
     if not bundles:
         raise ReportError(f"{path}: not a bundle (no manifest.json) and holds no bundles (no */manifest.json)")
-    from .report_golden import run_golden, with_latency
-    from .report_html import BundleView, render
+    from .report_html import render
 
     bundles.sort(key=lambda p: (TARGETS.index(p.name) if p.name in TARGETS else len(TARGETS), p.name))
-    typed = [_read_manifest(bundle) for bundle in bundles]  # every bad manifest fails before minutes of runs
+    manifests = [_read_manifest(bundle) for bundle in bundles]  # every bad manifest fails before minutes of runs
     views = []
-    for bundle, manifest in zip(bundles, typed):
+    for bundle, manifest in zip(bundles, manifests):
         progress(f"re-running the files of {bundle.name} on its golden images")
-        golden = run_golden(bundle, manifest)
-        views.append(BundleView(bundle.name, with_latency(manifest.to_json(), golden), golden))
-    manifests = [view.manifest for view in views]
-    names = [v.name for v in views]
-    arches = ", ".join(dict.fromkeys(m["arch"] for m in manifests))
+        views.append(BundleView(bundle.name, manifest, run_golden(bundle, manifest)))
+    summary = [row.to_json() for row in table_rows(views)]
     return [
-        write_text_atomic(path / "report.md", combined_markdown(names, manifests)),
-        write_text_atomic(path / "report.json", json.dumps({"bundles": names, "summary": [row.to_json() for row in table_rows(manifests)]}, indent=2) + "\n"),
-        write_text_atomic(path / "report.html", render(f"Parity report: {arches} for {', '.join(names)}", views)),
+        write_text_atomic(path / "report.md", combined_markdown(views)),
+        write_text_atomic(path / "report.json", json.dumps({"bundles": [v.name for v in views], "summary": summary}, indent=2) + "\n"),
+        write_text_atomic(path / "report.html", render(_title(views), views)),
     ]

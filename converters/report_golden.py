@@ -1,6 +1,7 @@
 """Each file of a bundle re-run on the bundle's golden images, for the report's error
 histograms and detection pictures: the PyTorch side comes from golden.npz, so no torch
-network is needed (only the runtimes that open the files)."""
+network is needed (only the runtimes that open the files). `BundleView` is a bundle as the
+report reads it: its manifest and this re-run, whose timings fill the latency column."""
 from __future__ import annotations
 
 import platform
@@ -58,6 +59,21 @@ class GoldenRun:
     files: dict[str, FileRun]  # by file name, in manifest order
 
 
+@dataclass(frozen=True)
+class BundleView:
+    """One bundle as the report sees it: its name (the directory; the target in the bundle's own
+    report), its manifest and its golden re-run (None: no golden vectors)."""
+
+    name: str
+    manifest: Manifest
+    golden: GoldenRun | None
+
+    def latency_ms(self, file: str) -> float | None:
+        """The file's p50 measured here by the golden re-run; None where it could not be timed."""
+        run = self.golden.files.get(file) if self.golden else None
+        return run.latency["p50_ms"] if run and run.latency else None
+
+
 def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference: dict[str, np.ndarray], size: InputSize) -> FileRun:
     model_file = ModelFile(bundle_dir / entry.file, entry.format, entry.precision, 0.0, image_input=entry.image_input)
     try:
@@ -71,15 +87,6 @@ def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference:
     detector.close()
     with Detector(open_for_verification(model_file, 1), detector.spec, detector.model_file) as single_thread:
         return replace(run, latency=model_latency(single_thread, inputs[:1]))
-
-
-def with_latency(manifest: dict, golden: "GoldenRun | None") -> dict:
-    """The manifest with each file's measured `latency` (for the report; not written back)."""
-    if golden is None:
-        return manifest
-    files = [dict(entry, latency=golden.files[entry["file"]].latency) if entry["file"] in golden.files else entry
-             for entry in manifest["files"]]
-    return dict(manifest, files=files)
 
 
 def run_golden(bundle_dir: Path, manifest: Manifest) -> GoldenRun | None:

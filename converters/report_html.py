@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
 
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES
+from featherface.records import Checkpoint
 from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
 from . import report_images as images
 from . import report_plots as plots
-from .report_golden import GoldenRun
+from .report_golden import BundleView
 from .report_table import (
     COLUMNS,
     NOT_MEASURED,
@@ -50,15 +50,6 @@ img { display: block; border: 1px solid #e0e0e0; max-width: 100%; height: auto; 
 """
 
 
-@dataclass(frozen=True)
-class BundleView:
-    """One bundle as the report sees it: its directory name, manifest and golden re-run."""
-
-    name: str
-    manifest: dict
-    golden: GoldenRun | None
-
-
 def _e(value: object) -> str:
     return html.escape(str(value))
 
@@ -89,7 +80,7 @@ def _summary_cell(column: str, text: str, row: SummaryRow) -> str:
 
 
 def _summary(bundles: list[BundleView]) -> str:
-    rows = table_rows([b.manifest for b in bundles])
+    rows = table_rows(bundles)
     head = "".join(f"<th>{_e(c)}</th>" for c in COLUMNS)
     html_rows = [
         f'<tr class="{"reference" if r.is_reference else "file"}">'
@@ -99,15 +90,15 @@ def _summary(bundles: list[BundleView]) -> str:
     protocol = ", ".join(protocols(rows))
     ap = (f"AP: WIDER FACE validation subset, official Easy/Medium/Hard protocol ({_e(protocol)}), in percent, with the "
           "difference to PyTorch FP32 in points." if protocol else "AP: not measured (the manifests carry no accuracy).")
-    thresholds = bundles[0].manifest["thresholds"]
-    ship = "".join(f"<li>{_e(line).replace('`', '')}</li>" for line in ship_lines([b.manifest for b in bundles]))
+    score = bundles[0].manifest.thresholds.score
+    ship = "".join(f"<li>{_e(line).replace('`', '')}</li>" for line in ship_lines(bundles))
     return (
         f"<p><b>What to ship</b></p><ul class=\"ship\">{ship}</ul>"
         f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(html_rows)}</tbody></table></div>"
         f"<p class=\"meta\">{ap} Recall vs PyTorch: plain, the share of the faces PyTorch finds above score "
-        f"{thresholds['score']} that the file finds above it too; robust, which the verdict uses: every face PyTorch "
-        f"finds above score {thresholds['score']} + {ROBUST_MARGIN} must be found by the file above "
-        f"{thresholds['score']} - {ROBUST_MARGIN} (matched at IoU {MATCH_IOU}). Max output error: the largest |file - PyTorch| over "
+        f"{score} that the file finds above it too; robust, which the verdict uses: every face PyTorch "
+        f"finds above score {score} + {ROBUST_MARGIN} must be found by the file above "
+        f"{score} - {ROBUST_MARGIN} (matched at IoU {MATCH_IOU}). Max output error: the largest |file - PyTorch| over "
         "the raw outputs on the parity images: loc and landmarks, offsets encoded against the priors (in prior sizes "
         "over the variances, not pixels), and conf, face probabilities. Latency: p50 of the model alone, 1 thread, on the machine that wrote the report; Core ML files only on a Mac.</p>"
         + "".join(f'<p class="meta">{_e(note)}</p>' for note in accuracy_notes(rows))
@@ -124,11 +115,11 @@ def _curve(label: str, accuracy: dict | None, setting: str) -> plots.Curve | Non
 
 
 def _pr_curves(bundles: list[BundleView], several: bool) -> str:
-    reference_accuracy = next((b.manifest.get("reference_accuracy") for b in bundles if b.manifest.get("reference_accuracy")), None)
+    reference_accuracy = next((b.manifest.reference_accuracy for b in bundles if b.manifest.reference_accuracy), None)
     figures = []
     for setting in SETTINGS:
         reference = _curve("PyTorch FP32", reference_accuracy, setting)
-        files = [curve for b in bundles for e in b.manifest["files"] if (curve := _curve(_label(b, e["file"], several), e.get("accuracy"), setting))]
+        files = [curve for b in bundles for e in b.manifest.files if (curve := _curve(_label(b, e.file, several), e.accuracy, setting))]
         if reference is None and not files:
             return _note(f"Precision-recall curves: {NOT_MEASURED} (no accuracy curves in the manifest).")
         png = plots.pr_curve_png(setting, reference, files)
@@ -166,7 +157,8 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
     for bundle in bundles:
         if bundle.golden is None:
             continue
-        same_network = ((bundle.manifest.get("checkpoint") or {}).get("sha256"), bundle.manifest["input"]["width"], bundle.manifest["input"]["height"])
+        manifest = bundle.manifest
+        same_network = (manifest.checkpoint and manifest.checkpoint.sha256, manifest.input.width, manifest.input.height)
         for index, name in enumerate(bundle.golden.names):
             groups.setdefault((name, *same_network), []).append((bundle, index))
     if not groups:
@@ -178,13 +170,13 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
     ]
     def faces_found(group) -> int:  # PyTorch's faces above the threshold on the group's image
         bundle, index = group[1][0]
-        return len(images.above(bundle.golden.reference[index], bundle.manifest["thresholds"]["score"]).boxes)
+        return len(images.above(bundle.golden.reference[index], bundle.manifest.thresholds.score).boxes)
 
     # Pictures where PyTorch finds faces first: a first picture without a face shows nothing.
     for (name, *_), members in sorted(groups.items(), key=faces_found, reverse=True):
         first, first_index = members[0]
         image_rgb = first.golden.images_rgb[first_index]
-        reference = images.above(first.golden.reference[first_index], first.manifest["thresholds"]["score"])
+        reference = images.above(first.golden.reference[first_index], first.manifest.thresholds.score)
         panels = [f"<figure>{_img(images.jpeg(images.reference_panel(image_rgb, reference)), 'image/jpeg', f'PyTorch on {name}')}"
                   f"<figcaption><b>PyTorch FP32</b>: {len(reference.boxes)} faces</figcaption></figure>"]
         for bundle, index in members:
@@ -193,7 +185,7 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
                 if run.problem:
                     panels.append(f"<figure><figcaption><b>{_e(label)}</b>: {_e(run.problem)}</figcaption></figure>")
                     continue
-                candidate = images.above(run.detections[index], bundle.manifest["thresholds"]["score"])
+                candidate = images.above(run.detections[index], bundle.manifest.thresholds.score)
                 diff = images.difference(reference, candidate)
                 picture = images.jpeg(images.file_panel(image_rgb, reference, candidate, diff))
                 panels.append(f"<figure>{_img(picture, 'image/jpeg', f'{label} on {name}')}<figcaption><b>{_e(label)}</b>: "
@@ -239,25 +231,29 @@ def _records_table(rows: list[dict], first: tuple[str, ...] = (), limit: int | N
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
+def _is_table(value: object) -> bool:
+    """A quantization record's list of dicts (sensitivity, groups, search steps), shown as a table."""
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+
 def _quantization(bundles: list[BundleView], several: bool) -> str:
-    entries = [(b, e) for b in bundles for e in b.manifest["files"] if e.get("quantization") or e["precision"] not in FLOAT_PRECISIONS]
+    entries = [(b, e) for b in bundles for e in b.manifest.files if e.quantization is not None or e.precision not in FLOAT_PRECISIONS]
     if not entries:
         return ""
     parts = ["<h2>Quantization</h2>"]
     for bundle, entry in entries:
-        parts.append(f"<h3>{_e(_label(bundle, entry['file'], several))} ({_e(entry['precision'])})</h3>")
-        record = entry.get("quantization")
-        if not record:
+        parts.append(f"<h3>{_e(_label(bundle, entry.file, several))} ({_e(entry.precision)})</h3>")
+        if entry.quantization is None:
             parts.append(f'<p class="missing">per-layer sensitivity {NOT_MEASURED}</p>')
             continue
-        kept = record.get("kept_float") or []
+        record = entry.quantization
+        kept = record.details.get("kept_float") or []
         parts.append(f"<p>Kept in float: <b>{_e(', '.join(map(str, kept)) or 'nothing')}</b>.</p>")
-        settings = {k: v for k, v in record.items() if k != "kept_float" and not (isinstance(v, list) and v and isinstance(v[0], dict))}
-        if settings:
-            rows = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td>{_e(_compact(v))}</td></tr>" for k, v in settings.items())
-            parts.append(f'<table class="settings"><tbody>{rows}</tbody></table>')
-        for key, rows in record.items():
-            if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+        settings = {"tool": record.tool, **{k: v for k, v in record.details.items() if k != "kept_float" and not _is_table(v)}}
+        cells = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td>{_e(_compact(v))}</td></tr>" for k, v in settings.items())
+        parts.append(f'<table class="settings"><tbody>{cells}</tbody></table>')
+        for key, rows in record.details.items():
+            if _is_table(rows):
                 title = "Per-layer sensitivity, most sensitive first" if key == "sensitivity" else key.replace("_", " ").capitalize()
                 limit = SENSITIVITY_ROWS if key == "sensitivity" else None
                 parts.append(f"<p><b>{_e(title)}</b></p>{_records_table(rows, FIRST_COLUMNS, limit)}")
@@ -268,12 +264,12 @@ def _per_output(bundles: list[BundleView], several: bool) -> str:
     head = "".join(f"<th>{c}</th>" for c in ("file", "output", "max abs error", "bound", "mean abs error", "cosine"))
     rows = []
     for bundle in bundles:
-        for entry in bundle.manifest["files"]:
-            parity = entry["parity"]
-            for name, figures in parity["tensor"].items():
-                bound = (parity.get("error_bounds") or {}).get(name)
+        for entry in bundle.manifest.files:
+            parity = entry.parity
+            for name, figures in parity.tensor.items():
+                bound = parity.error_bounds.get(name)
                 rows.append(
-                    f"<tr><td>{_e(_label(bundle, entry['file'], several))}</td><td>{_e(name)}</td>"
+                    f"<tr><td>{_e(_label(bundle, entry.file, several))}</td><td>{_e(name)}</td>"
                     f"<td class=\"num\">{figures['max_abs_error']:.2e}</td><td class=\"num\">{'-' if bound is None else f'{bound:.2e}'}</td>"
                     f"<td class=\"num\">{figures['mean_abs_error']:.2e}</td><td class=\"num\">{figures['cosine']:.8f}</td></tr>"
                 )
@@ -284,15 +280,15 @@ def render(title: str, bundles: list[BundleView]) -> str:
     """The whole page for one or more bundles (one summary table across all of them)."""
     several = len(bundles) > 1
     first = bundles[0].manifest
-    checkpoint = first.get("checkpoint") or {}
-    parity_images = next((e["parity"]["images"] for b in bundles for e in b.manifest["files"]), [])
+    checkpoint = first.checkpoint or Checkpoint("none", "-")
+    parity_images = next((e.parity.images for b in bundles for e in b.manifest.files), [])
     body = [
         f"<h1>{_e(title)}</h1>",
-        f"<p class=\"meta\">{_e(first['arch'])}, checkpoint {_e(checkpoint.get('name', 'none'))} "
-        f"(sha256 {_e(str(checkpoint.get('sha256', '-'))[:12])}), input {first['input']['width']}x{first['input']['height']} "
-        f"letterboxed; featherface {_e(first['tools'].get('featherface', '?'))}, torch {_e(first['tools'].get('torch', '?'))}.</p>",
+        f"<p class=\"meta\">{_e(first.arch)}, checkpoint {_e(checkpoint.name)} "
+        f"(sha256 {_e(checkpoint.sha256[:12])}), input {first.input.width}x{first.input.height} "
+        f"letterboxed; featherface {_e(first.tools.get('featherface', '?'))}, torch {_e(first.tools.get('torch', '?'))}.</p>",
         f"<p>Every file is run as shipped and compared with PyTorch FP32 on {len(parity_images)} validation images "
-        f"(detections: score &gt; {first['thresholds']['score']}, NMS {first['thresholds']['nms_iou']}); the verdict uses "
+        f"(detections: score &gt; {first.thresholds.score}, NMS {first.thresholds.nms_iou}); the verdict uses "
         "the robust detection figures and, for FP32 files, a bound on every output value.</p>",
         "<h2>Summary</h2>", _summary(bundles),
         "<h2>Precision-recall</h2>", _pr_curves(bundles, several),

@@ -1,16 +1,20 @@
 """The report's one summary table, in the spirit of a benchmark table: a row per model file
 of one or more bundles, plus PyTorch FP32, as raw figures (JSON) and as display text.
 
-Optional manifest fields (absent ones read "not measured"): `reference_accuracy` and each
-file's `accuracy` ({"protocol", "easy", "medium", "hard", "delta_vs_torch": {setting:
-points}}) and `latency` ({"p50_ms"}). Rows are `SummaryRow`s; report.json holds them as JSON.
+Optional figures (absent ones read "not measured"): the manifest's `reference_accuracy` and
+each file's `accuracy` ({"protocol", "easy", "medium", "hard", "delta_vs_torch": {setting:
+points}}), and the latency the golden re-run measured. Rows are `SummaryRow`s; report.json
+holds them as JSON.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from featherface.records import FileEntry, Manifest
 from featherface.units import speed_words
 from featherface.widerface import SETTINGS
+
+from .report_golden import BundleView
 
 NOT_MEASURED = "not measured"
 COLUMNS = (
@@ -73,40 +77,43 @@ def _accuracy(accuracy: dict | None, reference: dict | None) -> RowAccuracy | No
     return RowAccuracy(accuracy.get("protocol"), {s: accuracy.get(s) for s in SETTINGS}, {s: delta.get(s) for s in SETTINGS}, None)
 
 
-def reference_row(manifest: dict) -> SummaryRow:
+def reference_row(manifest: Manifest) -> SummaryRow:
     """The PyTorch FP32 row every file is compared with."""
-    checkpoint = manifest.get("checkpoint") or {}
     return SummaryRow(
-        target=None, format="pytorch", precision="fp32", file=checkpoint.get("name") or f"{manifest['arch']} (no checkpoint)",
-        size_bytes=None, accuracy=_accuracy(manifest.get("reference_accuracy"), None), robust_recall=None,
+        target=None, format="pytorch", precision="fp32",
+        file=(manifest.checkpoint and manifest.checkpoint.name) or f"{manifest.arch} (no checkpoint)",
+        size_bytes=None, accuracy=_accuracy(manifest.reference_accuracy, None), robust_recall=None,
         recall=None, max_abs_error=None, error_bound=None, latency_p50_ms=None, status="reference",
         thresholds=None, reasons=[],
     )
 
 
-def file_row(manifest: dict, entry: dict) -> SummaryRow:
-    parity = entry["parity"]
-    bounds = [b for b in (parity.get("error_bounds") or {}).values() if b is not None]
+def file_row(manifest: Manifest, entry: FileEntry, latency_ms: float | None) -> SummaryRow:
+    parity = entry.parity
+    bounds = [b for b in parity.error_bounds.values() if b is not None]
     return SummaryRow(
-        target=manifest["target"], format=entry["format"], precision=entry["precision"], file=entry["file"],
-        size_bytes=entry["size_bytes"], accuracy=_accuracy(entry.get("accuracy"), manifest.get("reference_accuracy")),
-        robust_recall=parity["detections"]["robust_recall"], recall=parity["detections"]["recall"],
-        max_abs_error=max(t["max_abs_error"] for t in parity["tensor"].values()),
-        error_bound=max(bounds) if bounds else None,
-        latency_p50_ms=(entry.get("latency") or {}).get("p50_ms"),
-        status=parity["status"], thresholds=parity["thresholds"], reasons=parity["reasons"],
+        target=manifest.target, format=entry.format, precision=entry.precision, file=entry.file,
+        size_bytes=entry.size_bytes, accuracy=_accuracy(entry.accuracy, manifest.reference_accuracy),
+        robust_recall=parity.detections["robust_recall"], recall=parity.detections["recall"],
+        max_abs_error=max(t["max_abs_error"] for t in parity.tensor.values()),
+        error_bound=max(bounds) if bounds else None, latency_p50_ms=latency_ms,
+        status=parity.status, thresholds=parity.thresholds, reasons=parity.reasons,
     )
 
 
-def table_rows(manifests: list[dict]) -> list[SummaryRow]:
+def file_rows(bundle: BundleView) -> list[SummaryRow]:
+    return [file_row(bundle.manifest, entry, bundle.latency_ms(entry.file)) for entry in bundle.manifest.files]
+
+
+def table_rows(bundles: list[BundleView]) -> list[SummaryRow]:
     """PyTorch first (once per distinct checkpoint and input size), then every file."""
     rows, seen = [], set()
-    for manifest in manifests:
-        key = (manifest["arch"], (manifest.get("checkpoint") or {}).get("sha256"), manifest["input"]["width"], manifest["input"]["height"])
+    for manifest in (bundle.manifest for bundle in bundles):
+        key = (manifest.arch, manifest.checkpoint and manifest.checkpoint.sha256, manifest.input.width, manifest.input.height)
         if key not in seen:
             seen.add(key)
             rows.append(reference_row(manifest))
-    return rows + [file_row(m, e) for m in manifests for e in m["files"]]
+    return rows + [row for bundle in bundles for row in file_rows(bundle)]
 
 
 def _ap_cell(accuracy: RowAccuracy | None, setting: str) -> str:
@@ -182,14 +189,14 @@ def fastest(times_ms: dict[str, float], sizes: dict[str, int]) -> str:
     return min((name for name, ms in times_ms.items() if ms <= best * (1 + SAME_SPEED)), key=lambda n: (sizes[n], times_ms[n]))
 
 
-def ship_lines(manifests: list[dict]) -> list[str]:
+def ship_lines(bundles: list[BundleView]) -> list[str]:
     """One line per bundle: the file to ship, i.e. the fastest file that passed parity on the
     machine that wrote the report (among files within `SAME_SPEED` of it, the smallest), with
     its latency, size and AP, and how the bundle's preferred file compares."""
     lines = []
-    for manifest in manifests:
-        target = manifest["target"]
-        rows = [file_row(manifest, entry) for entry in manifest["files"]]
+    for bundle in bundles:
+        target = bundle.manifest.target
+        rows = file_rows(bundle)
         passed = [r for r in rows if r.status == "pass"]
         timed = [r for r in passed if r.latency_p50_ms is not None]
         if not passed:
@@ -207,7 +214,7 @@ def ship_lines(manifests: list[dict]) -> list[str]:
         if all(ap.get(s) is not None for s in SETTINGS):
             figures.append("AP " + " / ".join(f"{100 * ap[s]:.1f}" for s in SETTINGS) + " %")
         line = f"{target}: ship `{best.file}` ({', '.join(figures)}), the fastest file that passed parity here"
-        preferred = next((r for r in timed if r.file == manifest.get("preferred_file")), None)
+        preferred = next((r for r in timed if r.file == bundle.manifest.preferred_file), None)
         if preferred is not None and preferred is not best:
             line += (f"; the bundle's preferred `{preferred.file}` is "
                      f"{speed_words(preferred.latency_p50_ms / best.latency_p50_ms)}")

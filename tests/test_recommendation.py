@@ -6,10 +6,13 @@ Pure functions over small hand-made records: no model is run."""
 from __future__ import annotations
 
 import pytest
+from report_records import bundle_view, file_entry, manifest
 
 from featherface.bench.report import fastest_lines, row
 from featherface.converters.report import _summary_lines
+from featherface.converters.report_golden import BundleView
 from featherface.converters.report_table import ship_lines
+from featherface.records import FileEntry
 from featherface.units import speed_words
 
 
@@ -62,30 +65,24 @@ def test_bench_says_when_no_file_passed_parity():
 # ---------------------------------------------------------------- build report
 
 
-def file_entry(name: str, precision: str, size_bytes: int, p50_ms: float | None, status: str = "pass",
-               ap: tuple[float, float, float] | None = None) -> dict:
+def timed_file(name: str, precision: str, size_bytes: int, p50_ms: float | None, status: str = "pass",
+               ap: tuple[float, float, float] | None = None) -> tuple[FileEntry, float | None]:
+    """A file and its p50 measured here (None: not timed)."""
     accuracy = None if ap is None else {"protocol": "letterbox 640", "easy": ap[0], "medium": ap[1], "hard": ap[2]}
-    return {
-        "file": name, "format": "tflite", "precision": precision, "size_bytes": size_bytes,
-        "latency": None if p50_ms is None else {"p50_ms": p50_ms, "runs": 15, "threads": 1},
-        "accuracy": accuracy,
-        "parity": {"status": status, "reasons": [] if status == "pass" else ["robust recall 0.90 < 0.95"],
-                   "thresholds": {"min_recall": 0.95, "min_precision": 0.95}, "error_bounds": {},
-                   "detections": {"recall": 1.0, "robust_recall": 1.0}, "tensor": {"conf": {"max_abs_error": 0.1}}},
-    }
+    return file_entry(name, precision, size_bytes, status, accuracy), p50_ms
 
 
-def manifest(target: str, files: list[dict], preferred: str) -> dict:
-    return {"target": target, "arch": "v2-ultra", "checkpoint": {"name": "v2_ultra.pth", "sha256": "0" * 64},
-            "input": {"height": 640, "width": 640}, "reference_accuracy": None, "preferred_file": preferred, "files": files}
+def bundle(target: str, files: list[tuple[FileEntry, float | None]], preferred: str) -> BundleView:
+    timed = {entry.file: p50_ms for entry, p50_ms in files if p50_ms is not None}
+    return bundle_view(manifest([entry for entry, _ in files], target, preferred), timed)
 
 
 def test_report_advises_the_fastest_passing_file_and_compares_the_preferred_one():
-    pi4 = manifest("pi4", [
-        file_entry("model_fp32.tflite", "fp32", 1_050_000, 16.3, ap=(0.817, 0.683, 0.263)),
-        file_entry("model_fp16.tflite", "fp16", 600_000, 16.2, ap=(0.817, 0.683, 0.263)),
-        file_entry("model_int8.tflite", "int8", 480_000, 21.9, ap=(0.807, 0.678, 0.261)),
-        file_entry("model_dynamic_int8.tflite", "dynamic_int8", 380_000, 9.0, status="fail"),
+    pi4 = bundle("pi4", [
+        timed_file("model_fp32.tflite", "fp32", 1_050_000, 16.3, ap=(0.817, 0.683, 0.263)),
+        timed_file("model_fp16.tflite", "fp16", 600_000, 16.2, ap=(0.817, 0.683, 0.263)),
+        timed_file("model_int8.tflite", "int8", 480_000, 21.9, ap=(0.807, 0.678, 0.261)),
+        timed_file("model_dynamic_int8.tflite", "dynamic_int8", 380_000, 9.0, status="fail"),
     ], preferred="model_int8.tflite")
     [line] = ship_lines([pi4])
     assert line.startswith("pi4: ship `model_fp16.tflite` (16.2 ms, 0.60 MB, AP 81.7 / 68.3 / 26.3 %)")
@@ -93,22 +90,22 @@ def test_report_advises_the_fastest_passing_file_and_compares_the_preferred_one(
 
 
 def test_report_prefers_the_smaller_of_two_equally_fast_files():
-    pi4 = manifest("pi4", [file_entry("model_fp32.tflite", "fp32", 1_050_000, 16.0),
-                           file_entry("model_fp16.tflite", "fp16", 600_000, 16.5)], preferred="model_fp16.tflite")
+    pi4 = bundle("pi4", [timed_file("model_fp32.tflite", "fp32", 1_050_000, 16.0),
+                         timed_file("model_fp16.tflite", "fp16", 600_000, 16.5)], preferred="model_fp16.tflite")
     [line] = ship_lines([pi4])
     assert line.startswith("pi4: ship `model_fp16.tflite`") and "preferred" not in line
 
 
 def test_report_without_timings_or_passing_files_says_so():
-    a14 = manifest("a14", [file_entry("model_fp16.mlpackage", "fp16", 650_000, None)], preferred="model_fp16.mlpackage")
-    onnx = manifest("onnx", [file_entry("model.onnx", "fp32", 1_000_000, 2.0, status="fail")], preferred="model.onnx")
+    a14 = bundle("a14", [timed_file("model_fp16.mlpackage", "fp16", 650_000, None)], preferred="model_fp16.mlpackage")
+    onnx = bundle("onnx", [timed_file("model.onnx", "fp32", 1_000_000, 2.0, status="fail")], preferred="model.onnx")
     untimed, failed = ship_lines([a14, onnx])
     assert untimed.startswith("a14: `model_fp16.mlpackage` passed parity; none could be timed") and "featherface bench" in untimed
     assert failed == "onnx: no file passed parity: nothing to ship."
 
 
 def test_report_summary_carries_the_advice_above_the_table():
-    pi4 = manifest("pi4", [file_entry("model_fp32.tflite", "fp32", 1_050_000, 16.3)], preferred="model_fp32.tflite")
+    pi4 = bundle("pi4", [timed_file("model_fp32.tflite", "fp32", 1_050_000, 16.3)], preferred="model_fp32.tflite")
     lines = _summary_lines([pi4])
     advice = lines.index("**What to ship**")
     assert lines[advice + 2].startswith("- pi4: ship `model_fp32.tflite` (16.3 ms, 1.05 MB)")
@@ -118,9 +115,9 @@ def test_report_summary_carries_the_advice_above_the_table():
 def test_report_table_shows_plain_and_robust_recall_side_by_side():
     from featherface.converters.report_table import display_row, file_row
 
-    entry = file_entry("model_int8.tflite", "int8", 480_000, 18.2)
-    entry["parity"]["detections"] = {"recall": 0.957, "robust_recall": 1.0}
-    cells = display_row(file_row(manifest("pi4", [entry], preferred="model_int8.tflite"), entry))
+    entry = file_entry("model_int8.tflite", "int8", 480_000)
+    entry.parity.detections = {"recall": 0.957, "robust_recall": 1.0}
+    cells = display_row(file_row(manifest([entry], "pi4", preferred="model_int8.tflite"), entry, 18.2))
     assert cells["recall vs PyTorch (plain / robust)"] == "0.957 / 1.000"
 
 

@@ -10,18 +10,21 @@ import json
 import re
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from report_records import bundle_view
 
 from featherface.cli import main
 from featherface.converters import report_images as images
 from featherface.converters import report_plots
 from featherface.converters.report import write_report
-from featherface.converters.report_html import BundleView, render
-from featherface.records import Manifest
+from featherface.converters.report_golden import BundleView
+from featherface.converters.report_html import render
+from featherface.records import Manifest, QuantizationRecord
 from featherface.verify.parity import Detections
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -38,6 +41,10 @@ def _manifest(bundle: Path) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
 
 
+def _typed_manifest(bundle: Path) -> Manifest:
+    return Manifest.from_json(_manifest(bundle))
+
+
 def _external_references(page: str) -> list[str]:
     links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page, flags=re.IGNORECASE)
     links += re.findall(r"url\(([^)]*)\)", page) + re.findall(r"@import", page)
@@ -49,25 +56,22 @@ def _curves(level: float) -> dict:
     return {s: {"recall": recall, "precision": [1.0] * 25 + [0.8] * 25} for s in ("easy", "medium", "hard")}
 
 
-def _with_measurements(manifest: dict) -> dict:
-    """The optional fields the build adds when it measures AP, latency and INT8 sensitivity."""
+def _with_measurements(manifest: Manifest) -> Manifest:
+    """The optional fields the build adds when it measures AP and INT8 sensitivity."""
     manifest = copy.deepcopy(manifest)
-    manifest["reference_accuracy"] = {"protocol": "letterboxed 640", "easy": 0.82, "medium": 0.70, "hard": 0.30, "curves": _curves(0.9)}
-    entry = manifest["files"][0]
-    entry["accuracy"] = {"protocol": "letterboxed 640", "easy": 0.817, "medium": 0.69, "hard": 0.29,
-                         "delta_vs_torch": {"easy": -0.3, "medium": -1.0, "hard": -1.0}, "curves": _curves(0.85)}
-    entry["latency"] = {"p50_ms": 3.25}
-    quantized = copy.deepcopy(entry)
-    quantized.update(file="model_int8.tflite", format="tflite", precision="int8", latency={})
-    quantized["accuracy"] = {"status": "not measured", "reason": "no WIDER FACE data here"}
-    quantized["quantization"] = {
-        "kept_float": ["head_conv"], "weights": "per-channel", "calibration": {"images": 200},
-        "sensitivity": [{"op_index": 7, "op": "CONV_2D", "tensor": f"layer_{i}", "nmse": 0.5 / (i + 1), "added_nmse": 0.1} for i in range(25)],
-    }
-    unmeasured = copy.deepcopy(entry)
-    unmeasured.update(file="model_w8.mlpackage", format="coreml", precision="w8")
-    del unmeasured["accuracy"], unmeasured["latency"]
-    manifest["files"] += [quantized, unmeasured]
+    manifest.reference_accuracy = {"protocol": "letterboxed 640", "easy": 0.82, "medium": 0.70, "hard": 0.30, "curves": _curves(0.9)}
+    entry = manifest.files[0]
+    entry.accuracy = {"protocol": "letterboxed 640", "easy": 0.817, "medium": 0.69, "hard": 0.29,
+                      "delta_vs_torch": {"easy": -0.3, "medium": -1.0, "hard": -1.0}, "curves": _curves(0.85)}
+    quantized = replace(entry, file="model_int8.tflite", format="tflite", precision="int8",
+                        accuracy={"status": "not measured", "reason": "no WIDER FACE data here"},
+                        quantization=QuantizationRecord("onnx2tf", {
+                            "kept_float": ["head_conv"], "weights": "per-channel", "calibration": {"images": 200},
+                            "sensitivity": [{"op_index": 7, "op": "CONV_2D", "tensor": f"layer_{i}", "nmse": 0.5 / (i + 1),
+                                             "added_nmse": 0.1} for i in range(25)],
+                        }))
+    unmeasured = replace(entry, file="model_w8.mlpackage", format="coreml", precision="w8", accuracy=None)
+    manifest.files += [quantized, unmeasured]
     return manifest
 
 
@@ -90,8 +94,8 @@ def test_bundle_report_is_self_contained_with_a_row_per_file(bundle, capsys):
 
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed")
 def test_accuracy_latency_and_quantization_render_when_present(bundle):
-    page = render("report", [BundleView("onnx", _with_measurements(_manifest(bundle)), None)])
-    assert page.count(PNG) == 3  # a precision-recall figure per setting (no golden run: no histogram)
+    page = render("report", [bundle_view(_with_measurements(_typed_manifest(bundle)), {"model.onnx": 3.25})])
+    assert page.count(PNG) == 3  # a precision-recall figure per setting (no golden images: no histogram)
     assert "81.7 (-0.30)" in page and "69.0 (-1.00)" in page  # AP in percent, delta in points
     assert "82.0" in page  # PyTorch's AP in its own row
     assert "3.2 ms" in page
@@ -107,9 +111,9 @@ def test_accuracy_latency_and_quantization_render_when_present(bundle):
 def test_without_matplotlib_the_report_renders_with_a_note(bundle, monkeypatch):
     from featherface.converters.report_golden import run_golden
 
-    manifest = _with_measurements(_manifest(bundle))
+    manifest = _with_measurements(_typed_manifest(bundle))
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
-    page = render("report", [BundleView("onnx", manifest, run_golden(bundle, Manifest.from_json(_manifest(bundle))))])
+    page = render("report", [BundleView("onnx", manifest, run_golden(bundle, _typed_manifest(bundle)))])
     assert html.escape(report_plots.MISSING) in page
     assert PNG not in page
     assert "data:image/jpeg;base64," in page  # detection pictures need only Pillow

@@ -4,9 +4,11 @@ key=value text. Built from hand-made records: no model is run."""
 from __future__ import annotations
 
 import numpy as np
+from report_records import bundle_view, file_entry, manifest
 
-from featherface.converters.report_golden import GoldenRun
-from featherface.converters.report_html import BundleView, _detections, _quantization
+from featherface.converters.report_golden import BundleView, GoldenRun
+from featherface.converters.report_html import _detections, _quantization
+from featherface.records import QuantizationRecord
 from featherface.verify.parity import Detections
 
 
@@ -15,25 +17,20 @@ def detections(count: int) -> Detections:
     return Detections(boxes, np.full(count, 0.9), np.zeros((count, 10)))
 
 
-def manifest(files: list[dict] | None = None) -> dict:
-    return {"target": "pi4", "arch": "v2-ultra", "checkpoint": {"sha256": "0" * 64}, "input": {"height": 64, "width": 64},
-            "thresholds": {"score": 0.5}, "files": files or []}
-
-
 def test_pictures_with_faces_come_before_pictures_without():
     golden = GoldenRun(names=["empty_street.jpg", "crowd.jpg", "one_face.jpg"],
                        images_rgb=[np.zeros((64, 64, 3), np.uint8)] * 3,
                        reference=[detections(0), detections(2), detections(1)], files={})
-    page = _detections([BundleView("pi4", manifest(), golden)], several=False)
+    page = _detections([BundleView("pi4", manifest([]), golden)], several=False)
     order = [page.index(f"<h3>{name}</h3>") for name in ("crowd.jpg", "one_face.jpg", "empty_street.jpg")]
     assert order == sorted(order)
 
 
 def test_quantization_settings_are_a_table():
-    entry = {"file": "model_int8.tflite", "precision": "int8",
-             "quantization": {"kept_float": ["stem"], "calibration_images": 200, "equalized": True,
-                              "sensitivity": [{"tensor": "conv1", "op": "CONV_2D", "added_nmse": 0.01}]}}
-    page = _quantization([BundleView("pi4", manifest([entry]), None)], several=False)
+    entry = file_entry("model_int8.tflite", "int8", quantization=QuantizationRecord("onnx2tf", {
+        "kept_float": ["stem"], "calibration_images": 200, "equalized": True,
+        "sensitivity": [{"tensor": "conv1", "op": "CONV_2D", "added_nmse": 0.01}]}))
+    page = _quantization([bundle_view(manifest([entry]))], several=False)
     assert '<table class="settings">' in page
     assert "<tr><th>calibration images</th><td>200</td></tr>" in page
     assert "<li>" not in page
@@ -53,9 +50,9 @@ def test_search_steps_show_ap_in_percent_and_losses_in_points():
 def test_markdown_search_steps_show_ap_in_percent_with_one_decimal():
     from featherface.converters.report import _quantization_lines
 
-    entry = {"file": "model_int8.tflite", "precision": "int8", "quantization": {"kept_float": ["stem"], "search": [
+    entry = file_entry("model_int8.tflite", "int8", quantization=QuantizationRecord("onnx2tf", {"kept_float": ["stem"], "search": [
         {"kept_float": ["stem"], "accuracy": {"easy": 0.8171, "medium": 0.6829, "hard": 0.2634},
-         "losses": {"easy": 0.97, "medium": 0.88, "hard": 0.43}, "holds": True}]}}
+         "losses": {"easy": 0.97, "medium": 0.88, "hard": 0.43}, "holds": True}]}))
     lines = _quantization_lines([manifest([entry])])
     assert "- search step, float: stem: AP 81.7 / 68.3 / 26.3 % (loss 0.97 / 0.88 / 0.43 points), within budget" in lines
 
@@ -63,5 +60,5 @@ def test_markdown_search_steps_show_ap_in_percent_with_one_decimal():
 def test_summary_says_what_unit_the_max_output_error_is_in():
     from featherface.converters.report import _summary_lines
 
-    text = "\n".join(_summary_lines([manifest()]))
+    text = "\n".join(_summary_lines([bundle_view(manifest([]))]))
     assert "Max output error: the largest |file - PyTorch| over the raw outputs" in text and "not pixels" in text
