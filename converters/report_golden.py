@@ -68,6 +68,13 @@ class BundleView:
     manifest: Manifest
     golden: GoldenRun | None
 
+    @property
+    def network(self) -> tuple:
+        """Bundles with the same network (arch, checkpoint, input size) share one PyTorch
+        reference: one row in the table, one panel per golden image."""
+        manifest = self.manifest
+        return (manifest.arch, manifest.checkpoint and manifest.checkpoint.sha256, manifest.input.width, manifest.input.height)
+
     def latency_ms(self, file: str) -> float | None:
         """The file's p50 measured here by the golden re-run; None where it could not be timed."""
         run = self.golden.files.get(file) if self.golden else None

@@ -157,10 +157,8 @@ def _detections(bundles: list[BundleView], several: bool) -> str:
     for bundle in bundles:
         if bundle.golden is None:
             continue
-        manifest = bundle.manifest
-        same_network = (manifest.checkpoint and manifest.checkpoint.sha256, manifest.input.width, manifest.input.height)
         for index, name in enumerate(bundle.golden.names):
-            groups.setdefault((name, *same_network), []).append((bundle, index))
+            groups.setdefault((name, *bundle.network), []).append((bundle, index))
     if not groups:
         return _note(f"Detection pictures: {NOT_MEASURED} (no golden vectors).")
     parts = [

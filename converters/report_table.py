@@ -106,14 +106,11 @@ def file_rows(bundle: BundleView) -> list[SummaryRow]:
 
 
 def table_rows(bundles: list[BundleView]) -> list[SummaryRow]:
-    """PyTorch first (once per distinct checkpoint and input size), then every file."""
-    rows, seen = [], set()
-    for manifest in (bundle.manifest for bundle in bundles):
-        key = (manifest.arch, manifest.checkpoint and manifest.checkpoint.sha256, manifest.input.width, manifest.input.height)
-        if key not in seen:
-            seen.add(key)
-            rows.append(reference_row(manifest))
-    return rows + [row for bundle in bundles for row in file_rows(bundle)]
+    """PyTorch first (once per network: arch, checkpoint and input size), then every file."""
+    references: dict[tuple, SummaryRow] = {}
+    for bundle in bundles:
+        references.setdefault(bundle.network, reference_row(bundle.manifest))
+    return [*references.values(), *(row for bundle in bundles for row in file_rows(bundle))]
 
 
 def _ap_cell(accuracy: RowAccuracy | None, setting: str) -> str:

@@ -121,6 +121,21 @@ def test_report_table_shows_plain_and_robust_recall_side_by_side():
     assert cells["recall vs PyTorch (plain / robust)"] == "0.957 / 1.000"
 
 
+def test_report_table_has_one_pytorch_row_per_network_in_order_of_first_appearance():
+    from dataclasses import replace
+
+    from featherface.converters.report_table import table_rows
+
+    pi4 = manifest([file_entry("model_fp32.tflite")], "pi4")
+    onnx = manifest([file_entry("model.onnx")], "onnx")
+    other = manifest([file_entry("model.onnx")], "onnx")
+    other.checkpoint = replace(other.checkpoint, name="retrained.pth", sha256="1" * 64)
+    rows = table_rows([bundle_view(m) for m in (pi4, other, onnx)])
+    assert [(r.status, r.file) for r in rows] == [
+        ("reference", "v2_ultra.pth"), ("reference", "retrained.pth"),
+        ("pass", "model_fp32.tflite"), ("pass", "model.onnx"), ("pass", "model.onnx")]
+
+
 def test_the_build_prefers_the_fastest_file_or_a_smaller_one_as_fast():
     from featherface.converters.preference import fastest
 
