@@ -116,14 +116,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: unexpected {type(err).__name__}: {first} (set FEATHERFACE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
         print(summary_text(report))
     for path in written:
         _progress(f"wrote {path}")
     for line in picked:
         _progress(line)
-    return 1 if report["parity"] == "fail" else 0
+    return 1 if report.parity == "fail" else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,8 @@ from featherface.sdk.bundle import BundleError, read_manifest
 from featherface.sdk.sources import image_files, spread
 from featherface.verify.parity import ROBUST_MARGIN
 
+from .records import BenchReport
+
 PROG = "pi-check"
 CPU = "cortex-a72"  # the Raspberry Pi 4's core (BCM2711)
 PYTHON = "usr/bin/python3.11"  # Debian bookworm's, as on Raspberry Pi OS 64-bit
@@ -216,9 +218,9 @@ def compare_detections(host: dict[str, list[dict]], emulated: dict[str, list[dic
     return result
 
 
-def exit_status(bench_report: dict | None, detect_results: Mapping[str, dict]) -> int:
+def exit_status(bench_report: BenchReport | None, detect_results: Mapping[str, dict]) -> int:
     """0 when the bench's parity and every file's detections passed, else 1."""
-    if bench_report is None or bench_report.get("parity") != "pass" or not bench_report.get("results"):
+    if bench_report is None or bench_report.parity != "pass" or not bench_report.results:
         return 1
     return 0 if all(r.get("status") == "pass" for r in detect_results.values()) else 1
 
@@ -440,15 +442,15 @@ def prepare(args: argparse.Namespace, layout: Layout, timings: dict[str, float])
     return Emulator(qemu, args.cpu, layout.sysroot, sdk, wheels), name, installed_version(wheels, "ai-edge-litert")
 
 
-def summarize(report: dict, detections: Mapping[str, dict]) -> None:
+def summarize(report: BenchReport, detections: Mapping[str, dict]) -> None:
     """One line per file on stderr: golden parity here, detect against x86."""
-    for entry in report["results"]:
-        parity, found = entry["parity"], detections.get(entry["file"], {})
+    for result in report.results:
+        parity, found = result.parity, detections.get(result.file, {})
         why = "; ".join(parity.get("reasons") or []) if parity["status"] != "pass" else ""
         if found.get("status") == "fail":
             why += ("; " if why else "") + (found.get("reason") or "clear faces or boxes differ from x86's")
         why = "; ".join(filter(None, [why, found.get("note")]))
-        _progress(f"{entry['label']}: golden parity {parity['status']}, detect vs x86 {found.get('status', '-')}"
+        _progress(f"{result.label}: golden parity {parity['status']}, detect vs x86 {found.get('status', '-')}"
                   + (f" ({why})" if why else ""))
 
 
@@ -476,8 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = emulator.run(bench_argv(script, bundle, layout.out / "bench", args.threads), stdout=subprocess.PIPE)
     timings["bench_s"] = time.perf_counter() - step
     try:
-        report = json.loads(bench.stdout) if bench.stdout.strip() else None
-    except ValueError:
+        report = BenchReport.from_json(json.loads(bench.stdout)) if bench.stdout.strip() else None
+    except ValueError:  # json's errors too
         report = None
     if report is None:
         print(f"{PROG}: error: the emulated bench exited {bench.returncode} without a report "
@@ -486,15 +488,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     step = time.perf_counter()
     detections = check_detections(emulator, script, bundle, files, photos, _progress)
     timings["detect_s"] = time.perf_counter() - step
-    report["emulation"] = {
+    checked = report.to_json()
+    checked["emulation"] = {
         "emulator": name, "cpu": args.cpu, "python": "Debian bookworm python3.11 (arm64)",
         "wheels": list(wheel_specs(args.litert)), "ai_edge_litert": litert,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "note": "latency under emulation means nothing; time a real Pi with `featherface bench`",
     }
-    report["detect_vs_x86"] = {"photos": [str(p) for p in photos], "files": detections}
-    print(json.dumps(report, indent=2))
-    (layout.out / "pi-check.json").write_text(json.dumps(report, indent=2) + "\n")
+    checked["detect_vs_x86"] = {"photos": [str(p) for p in photos], "files": detections}
+    print(json.dumps(checked, indent=2))
+    (layout.out / "pi-check.json").write_text(json.dumps(checked, indent=2) + "\n")
     summarize(report, detections)
     status = exit_status(report, detections)
     _progress(("every file passed" if status == 0 else "FAILED") + f" on the emulated {args.cpu} "

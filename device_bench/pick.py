@@ -8,33 +8,34 @@ from pathlib import Path
 from featherface.records import PreferredBy
 from featherface.sdk.bundle import read_manifest, write_manifest
 
+from .records import BenchReport, BenchResult
 from .report import device_line, fastest_passing
 
 
-def bundle_choice(report: dict, bundle: str) -> dict | None:
+def bundle_choice(report: BenchReport, bundle: str) -> BenchResult | None:
     """`bundle`'s fastest passing result at the first thread count benched, or None."""
-    results = [e for e in report["results"] if e["bundle"] == bundle]
-    return fastest_passing(results, results[0]["threads"]) if results else None
+    results = [r for r in report.results if r.bundle == bundle]
+    return fastest_passing(results, results[0].threads) if results else None
 
 
-def pick(report: dict) -> list[str]:
+def pick(report: BenchReport) -> list[str]:
     """Write each benched bundle's choice into its manifest.json (atomically); the lines
     saying what was chosen. A bundle with no passing file keeps its manifest as it was."""
     lines = []
-    for bundle in dict.fromkeys(e["bundle"] for e in report["results"]):
+    for bundle in dict.fromkeys(r.bundle for r in report.results):
         best = bundle_choice(report, bundle)
         if best is None:
             lines.append(f"{bundle}: nothing picked, no file passed parity")
             continue
-        timed = [e for e in report["results"] if e["bundle"] == bundle and e["threads"] == best["threads"]]
+        timed = [r for r in report.results if r.bundle == bundle and r.threads == best.threads]
         manifest = read_manifest(bundle)
-        manifest.preferred_file = best["file"]
+        manifest.preferred_file = best.file
         manifest.preferred_by = PreferredBy(
-            "featherface bench --pick", device_line(report["device"]), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            threads=best["threads"], model_p50_ms={e["file"]: e["model_ms"]["p50"] for e in timed},
-            detect_p50_ms={e["file"]: e["total_ms"]["p50"] for e in timed},
+            "featherface bench --pick", device_line(report.device), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            threads=best.threads, model_p50_ms={r.file: r.model_ms.p50 for r in timed},
+            detect_p50_ms={r.file: r.total_ms.p50 for r in timed},
         )
         write_manifest(Path(bundle), manifest)
-        lines.append(f"{bundle}: preferred file is now {best['file']} (detect p50 {best['total_ms']['p50']:.2f} ms, "
-                     f"{best['threads'] or 'the runtime default'} thread(s))")
+        lines.append(f"{bundle}: preferred file is now {best.file} (detect p50 {best.total_ms.p50:.2f} ms, "
+                     f"{best.threads or 'the runtime default'} thread(s))")
     return lines

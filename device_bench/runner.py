@@ -27,10 +27,10 @@ from featherface.verify.golden import content_rgb
 
 from .device import describe_device, peak_rss_mb
 from .parity import device_parity
+from .records import SCHEMA, BaselineRatio, BenchReport, BenchResult, BenchSettings, Frame, LoadBreakdown, Samples, Timing
 from .stats import interleaved_schedule, paired_ratio, summarize, throughput
 from .targets import Golden, Opened, Target, open_target
 
-SCHEMA = "featherface-bench/1"
 FRAME_LONG_SIDE = 1280  # a 720p-class camera frame: pre-processing really resizes
 MEMORY_PROBE_RUNS = 5
 PROBE_CANNOT_START = "memory probe could not start"
@@ -59,7 +59,7 @@ def synthetic_frame(width: int = FRAME_LONG_SIDE, height: int = 720) -> np.ndarr
     return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def choose_frame(targets: list[Target], image_rgb: np.ndarray | None, image_name: str | None) -> tuple[np.ndarray, dict]:
+def choose_frame(targets: list[Target], image_rgb: np.ndarray | None, image_name: str | None) -> tuple[np.ndarray, Frame]:
     """The one frame every target detects on (the same pixels for all: a fair comparison)."""
     if image_rgb is not None:
         frame, source = image_rgb, f"--image {image_name}"
@@ -70,7 +70,7 @@ def choose_frame(targets: list[Target], image_rgb: np.ndarray | None, image_name
         else:
             frame = golden_frame(with_golden.golden, with_golden.manifest.input.mean)
             source = f"golden image 0 of {with_golden.bundle.name} ({with_golden.golden.names[0]}), resized"
-    return frame, {"source": source, "width": int(frame.shape[1]), "height": int(frame.shape[0])}
+    return frame, Frame(source, int(frame.shape[1]), int(frame.shape[0]))
 
 
 # ---------------------------------------------------------------- timing
@@ -191,84 +191,58 @@ def probe_memory(target: Target, threads: int | None, frame_path: Path) -> tuple
 # ---------------------------------------------------------------- the whole run
 
 
-def jsonable(value):
-    """Non-finite floats -> None (JSON has no Infinity/NaN); NumPy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def result_entry(m: Measured, baseline: Measured | None) -> dict:
-    model, total = summarize(m.model), summarize(m.total)
-    pre, post = summarize(m.pre), summarize(m.post)
+def result_of(m: Measured, baseline: Measured | None, peak_rss: float | None, memory_scope: str) -> BenchResult:
+    """The record of one measured file; its memory comes from `measure_memory`."""
+    target, opened = m.opened.target, m.opened
+    size = target.manifest.input.size
+    model, total, pre, post = (Timing(**summarize(runs)) for runs in (m.model, m.total, m.pre, m.post))
     ratio = None
     if baseline is not None:
-        ratio = {
-            "baseline": baseline.opened.target.label,
-            "model": paired_ratio(m.model, baseline.model),
-            "total": paired_ratio(m.total, baseline.total),
-        }
-    return {
-        **m.opened.target.describe(),
-        "threads": m.opened.threads,
-        "load_ms": m.opened.load_ms,
-        "load_breakdown": {"verify_ms": m.opened.verify_ms, "open_ms": m.opened.open_ms},
-        "first_run_ms": m.first_run_ms,
-        "model_ms": model,
-        "total_ms": total,
-        "pre_ms": pre,
-        "post_ms": post,
-        # (pre + post) / total of the medians: what the SDK adds around the model in a detect.
-        "pre_post_share": (pre["p50"] + post["p50"]) / total["p50"] if total["p50"] else None,
-        "throughput": throughput(total["mean"]),
-        "model_throughput": throughput(model["mean"]),
-        "peak_rss_mb": None,
-        "memory_scope": None,
-        "faces": m.faces,
-        "parity": m.parity,
-        "ratio_to_baseline": ratio,
-        "samples_ms": {"model": [round(v, 4) for v in m.model], "total": [round(v, 4) for v in m.total],
-                       "pre": [round(v, 4) for v in m.pre], "post": [round(v, 4) for v in m.post]},
-    }
+        ratio = BaselineRatio(baseline.opened.target.label, paired_ratio(m.model, baseline.model), paired_ratio(m.total, baseline.total))
+    return BenchResult(
+        label=target.label, bundle=str(target.bundle), file=target.file, arch=target.manifest.arch, target=target.manifest.target,
+        format=target.entry.format, precision=target.entry.precision, runtime=target.runtime_name,
+        compute_units=target.compute_units, input_size=str(size) if not size.is_square else size.height,
+        input_width=size.width, input_height=size.height, size_bytes=target.entry.size_bytes,
+        threads=opened.threads, load_ms=opened.load_ms, load_breakdown=LoadBreakdown(opened.verify_ms, opened.open_ms),
+        first_run_ms=m.first_run_ms, model_ms=model, total_ms=total, pre_ms=pre, post_ms=post,
+        pre_post_share=(pre.p50 + post.p50) / total.p50 if total.p50 else None,
+        throughput=throughput(total.mean), model_throughput=throughput(model.mean),
+        peak_rss_mb=peak_rss, memory_scope=memory_scope, faces=m.faces, parity=m.parity, ratio_to_baseline=ratio,
+        samples_ms=Samples(*([round(v, 4) for v in runs] for runs in (m.model, m.total, m.pre, m.post))),
+    )
 
 
-def _measure_memory(measured: list[tuple[Measured, dict]], frame: np.ndarray, notes: list[str], progress: Progress) -> None:
-    """Each result's peak memory, from a separate process per file (`probe_memory`); the
-    bench's own process stands in, with a note, where a probe cannot run."""
+def measure_memory(measured: list[Measured], frame: np.ndarray, notes: list[str], progress: Progress) -> list[tuple[float | None, str]]:
+    """(peak RSS MiB, memory_scope) of each measured file, from a separate process per file
+    (`probe_memory`); the bench's own process stands in, with a note, where a probe cannot run."""
+    figures = []
     with tempfile.TemporaryDirectory(prefix="featherface-bench-") as scratch:
         frame_path = Path(scratch) / "frame.png"
         Image.fromarray(frame).save(frame_path)
         cannot_start = False  # a probe that cannot start for one file cannot for any: said once
-        for m, entry in measured:
+        for m in measured:
+            target, threads = m.opened.target, m.opened.threads
             value, scope = None, PROBE_CANNOT_START
             if not cannot_start:
-                progress(f"peak memory of {entry['label']} at {entry['threads'] or 'default'} threads (separate process)")
-                value, scope = probe_memory(m.opened.target, entry["threads"] if not m.opened.target.is_coreml else None, frame_path)
+                progress(f"peak memory of {target.label} at {threads or 'default'} threads (separate process)")
+                value, scope = probe_memory(target, threads if not target.is_coreml else None, frame_path)
                 cannot_start = scope.startswith(PROBE_CANNOT_START)
                 if cannot_start:
                     notes.append(f"{scope}; peak_rss_mb of every file is this whole process's")
                 elif value is None:
-                    notes.append(f"{entry['label']}: {scope}; peak_rss_mb is this whole process's")
-            if value is None:
-                entry["peak_rss_mb"], entry["memory_scope"] = peak_rss_mb(), "process"
-            else:
-                entry["peak_rss_mb"], entry["memory_scope"] = value, scope
+                    notes.append(f"{target.label}: {scope}; peak_rss_mb is this whole process's")
+            figures.append((peak_rss_mb(), "process") if value is None else (value, scope))
+    return figures
 
 
 def run_bench(
     targets: list[Target], threads: list[int], runs: int, warmup: int, baseline: Target,
-    frame: np.ndarray, frame_info: dict, notes: list[str], progress: Progress,
-) -> dict:
+    frame: np.ndarray, frame_info: Frame, notes: list[str], progress: Progress,
+) -> BenchReport:
     """The report of a whole run (keys: device_bench/README.md)."""
     started = time.perf_counter()
-    results: list[dict] = []
-    measured_all: list[tuple[Measured, dict]] = []
+    measured: list[tuple[Measured, Measured | None]] = []  # each file and its group's baseline
     if any(t.is_coreml for t in targets):
         notes.append("Core ML files ran once per compute unit (threads do not apply), in the first thread group")
     for index, count in enumerate(threads):
@@ -276,32 +250,20 @@ def run_bench(
         if not group:  # only Core ML files, already run in the first group
             continue
         progress(f"thread group {count}: {len(group)} file(s)")
-        measured = run_group(group, count, frame, warmup, runs, progress)
-        base = next((m for m in measured if m.opened.target is baseline), None)
-        for m in measured:
-            entry = result_entry(m, base)
-            results.append(entry)
-            measured_all.append((m, entry))
-    _measure_memory(measured_all, frame, notes, progress)
-    failed = [e["label"] + (f" @{e['threads']}t" if e["threads"] else "") for e in results if e["parity"]["status"] != "pass"]
-    return jsonable({
-        "schema": SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": describe_device(),
-        "settings": {
-            "runs": runs,
-            "warmup": warmup,
-            "threads": threads,
-            "schedule": "interleaved: each round runs the model of every file in argument order, then the whole detect of every file",
-            "baseline": baseline.label,
-            "ratio": "median over rounds of (file / baseline), same thread count",
-            "frame": frame_info,
-            "gc_paused_while_timing": True,
-        },
-        "results": results,
-        "parity": "fail" if failed else "pass",
-        "parity_failures": failed,
-        "process_peak_rss_mb": peak_rss_mb(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "notes": notes,
-    })
+        group_measured = run_group(group, count, frame, warmup, runs, progress)
+        base = next((m for m in group_measured if m.opened.target is baseline), None)
+        measured += [(m, base) for m in group_measured]
+    memory = measure_memory([m for m, _ in measured], frame, notes, progress)
+    results = [result_of(m, base, *figures) for (m, base), figures in zip(measured, memory)]
+    failed = [r.where for r in results if not r.passed]
+    settings = BenchSettings(
+        runs=runs, warmup=warmup, threads=threads,
+        schedule="interleaved: each round runs the model of every file in argument order, then the whole detect of every file",
+        baseline=baseline.label, ratio="median over rounds of (file / baseline), same thread count", frame=frame_info,
+        gc_paused_while_timing=True,
+    )
+    return BenchReport(
+        schema=SCHEMA, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=describe_device(),
+        settings=settings, results=results, parity="fail" if failed else "pass", parity_failures=failed,
+        process_peak_rss_mb=peak_rss_mb(), wall_seconds=round(time.perf_counter() - started, 1), notes=notes,
+    )

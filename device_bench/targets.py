@@ -45,23 +45,6 @@ class Target:
     def is_coreml(self) -> bool:
         return self.runtime_name == "coreml"
 
-    def describe(self) -> dict:
-        return {
-            "label": self.label,
-            "bundle": str(self.bundle),
-            "file": self.file,
-            "arch": self.manifest.arch,
-            "target": self.manifest.target,
-            "format": self.entry.format,
-            "precision": self.entry.precision,
-            "runtime": self.runtime_name,
-            "compute_units": self.compute_units,
-            "input_size": str(self.manifest.input.size) if not self.manifest.input.size.is_square else self.manifest.input.height,
-            "input_width": self.manifest.input.width,
-            "input_height": self.manifest.input.height,
-            "size_bytes": self.entry.size_bytes,
-        }
-
 
 def runtime_available(runtime: str) -> str | None:
     """None if `runtime` can run here, else why not (checked without importing it)."""

@@ -13,11 +13,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from bench_records import bench_report, bench_result
 
 from featherface.bench import cli, runner
 from featherface.bench.device import cpu_model
 from featherface.bench.export_golden import export_golden
 from featherface.bench.parity import device_parity
+from featherface.bench.records import BenchReport, BenchResult
 from featherface.bench.stats import interleaved_schedule, paired_ratio, percentile, summarize, throughput
 from featherface.bench.targets import BenchError, Opened, load_golden, pick_baseline, resolve_targets
 from featherface.paths import REPO_ROOT
@@ -215,6 +217,16 @@ def test_report_json_has_the_contract_keys_and_files_are_written(bundle, tmp_pat
     assert "## Device" in (out_dir / "bench.md").read_text()
 
 
+def test_a_saved_report_reads_back_as_records_and_writes_out_the_same_json(bundle, capsys):
+    status, out, _ = run_main([str(bundle), *FAST, "--json"], capsys)
+    saved = json.loads(out)
+    report = BenchReport.from_json(saved)
+    assert status == 0 and report.results[0].total_ms.n == 3 and report.settings.frame.width == saved["settings"]["frame"]["width"]
+    assert json.dumps(report.to_json(), indent=2) == json.dumps(saved, indent=2)  # same keys, order and values
+    with pytest.raises(ValueError, match="missing or unexpected field"):
+        BenchReport.from_json({**saved, "results": [{**saved["results"][0], "total_ms": {"p50": 1.0}}]})
+
+
 def test_baseline_names(bundle, tmp_path):
     second = tmp_path / "b" / "onnx"
     shutil.copytree(bundle, second)
@@ -364,22 +376,21 @@ def test_soak_bad_input_is_one_error_line(case, bundle, tmp_path, capsys):
 # ---------------------------------------------------------------- --pick
 
 
-def _result(bundle: str, file: str, threads: int, detect_ms: float, parity: str) -> dict:
-    return {"bundle": bundle, "file": file, "threads": threads, "total_ms": {"p50": detect_ms},
-            "model_ms": {"p50": detect_ms / 2}, "parity": {"status": parity}}
+def _result(bundle: str, file: str, threads: int, detect_ms: float, parity: str) -> BenchResult:
+    return bench_result(f"{bundle}/{file}", threads, detect_ms, detect_ms / 2, parity, bundle=bundle, file=file)
 
 
 def test_pick_takes_the_fastest_passing_file_at_the_first_thread_count():
     from featherface.bench.pick import bundle_choice
 
-    report = {"results": [
+    report = bench_report([
         _result("a", "model_int8.tflite", 1, 10.0, "fail"),  # fastest, but failed parity
         _result("a", "model_fp16.tflite", 1, 12.0, "pass"),
         _result("a", "model_fp32.tflite", 1, 13.0, "pass"),
         _result("a", "model_fp32.tflite", 4, 5.0, "pass"),  # another thread count
         _result("b", "model_int8.tflite", 1, 9.0, "fail"),
-    ]}
-    assert bundle_choice(report, "a")["file"] == "model_fp16.tflite"
+    ])
+    assert bundle_choice(report, "a").file == "model_fp16.tflite"
     assert bundle_choice(report, "b") is None
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench_records import bench_report, bench_result
 
 from featherface.bench import pi_check
 from featherface.bench.device import cpu_model
@@ -123,10 +124,10 @@ def test_a_photo_processed_on_one_machine_only_fails():
 
 
 @pytest.mark.parametrize("bench, detect, status", [
-    ({"parity": "pass", "results": [{}]}, {"m.tflite": {"status": "pass"}}, 0),
-    ({"parity": "fail", "results": [{}]}, {"m.tflite": {"status": "pass"}}, 1),
-    ({"parity": "pass", "results": [{}]}, {"m.tflite": {"status": "fail"}}, 1),
-    ({"parity": "pass", "results": []}, {}, 1),  # nothing ran is no pass
+    (bench_report([bench_result("pi4/m.tflite")]), {"m.tflite": {"status": "pass"}}, 0),
+    (bench_report([bench_result("pi4/m.tflite", status="fail")]), {"m.tflite": {"status": "pass"}}, 1),
+    (bench_report([bench_result("pi4/m.tflite")]), {"m.tflite": {"status": "fail"}}, 1),
+    (bench_report([]), {}, 1),  # nothing ran is no pass
     (None, {}, 1),  # the emulated bench crashed
 ])
 def test_exit_status_is_nonzero_on_any_parity_or_detection_failure(bench, detect, status):

@@ -6,8 +6,10 @@ Pure functions over small hand-made records: no model is run."""
 from __future__ import annotations
 
 import pytest
+from bench_records import bench_report, bench_result
 from report_records import bundle_view, file_entry, manifest
 
+from featherface.bench.records import BaselineRatio
 from featherface.bench.report import fastest_lines, row
 from featherface.converters.report import _summary_lines
 from featherface.converters.report_golden import BundleView
@@ -26,31 +28,21 @@ def test_speed_words_say_slower_or_faster(ratio, words):
 # ---------------------------------------------------------------- bench
 
 
-def bench_entry(label: str, threads: int, total_p50: float, model_p50: float, status: str = "pass", ratio=None) -> dict:
-    timing = lambda p50: {"p50": p50, "p90": p50, "p99": p50, "mean": p50}  # noqa: E731
-    return {
-        "label": label, "threads": threads, "load_ms": 10.0, "model_ms": timing(model_p50), "total_ms": timing(total_p50),
-        "throughput": 1000 / total_p50, "peak_rss_mb": 90.0, "parity": {"status": status, "reasons": []},
-        "ratio_to_baseline": ratio,
-    }
-
-
 def test_bench_ratio_column_says_slower_not_x():
-    entry = bench_entry("pi4/model_int8.tflite", 1, 27.6, 18.2,
-                        ratio={"baseline": "pi4/model_fp32.tflite", "total": 1.34, "model": 1.12})
+    entry = bench_result("pi4/model_int8.tflite", 1, 27.6, 18.2, ratio=BaselineRatio("pi4/model_fp32.tflite", model=1.12, total=1.34))
     assert row(entry)[-1] == "1.34x slower (model 1.12x slower)"
-    faster = bench_entry("pi4/model_fp16.tflite", 1, 20.0, 14.0, ratio={"baseline": "pi4/model_fp32.tflite", "total": 0.8, "model": 1.0})
+    faster = bench_result("pi4/model_fp16.tflite", 1, 20.0, 14.0, ratio=BaselineRatio("pi4/model_fp32.tflite", model=1.0, total=0.8))
     assert row(faster)[-1] == "1.25x faster (model same speed)"
 
 
 def test_bench_names_the_fastest_file_that_passed_parity_per_thread_count():
-    report = {"results": [
-        bench_entry("pi4/model_int8.tflite", 1, 27.6, 18.2),
-        bench_entry("pi4/model_fp16.tflite", 1, 25.0, 16.2),
-        bench_entry("pi4/model_dynamic_int8.tflite", 1, 12.0, 8.0, status="fail"),  # fastest, but failed parity
-        bench_entry("pi4/model_int8.tflite", 4, 9.0, 6.0),
-        bench_entry("pi4/model_fp16.tflite", 4, 11.0, 7.0),
-    ]}
+    report = bench_report([
+        bench_result("pi4/model_int8.tflite", 1, 27.6, 18.2),
+        bench_result("pi4/model_fp16.tflite", 1, 25.0, 16.2),
+        bench_result("pi4/model_dynamic_int8.tflite", 1, 12.0, 8.0, status="fail"),  # fastest, but failed parity
+        bench_result("pi4/model_int8.tflite", 4, 9.0, 6.0),
+        bench_result("pi4/model_fp16.tflite", 4, 11.0, 7.0),
+    ])
     lines = fastest_lines(report)
     assert len(lines) == 2
     assert lines[0].startswith("fastest at 1 thread that passed parity: pi4/model_fp16.tflite (detect p50 25.00 ms")
@@ -58,7 +50,7 @@ def test_bench_names_the_fastest_file_that_passed_parity_per_thread_count():
 
 
 def test_bench_says_when_no_file_passed_parity():
-    assert fastest_lines({"results": [bench_entry("a.onnx", 1, 5.0, 4.0, status="fail")]}) == [
+    assert fastest_lines(bench_report([bench_result("a.onnx", 1, 5.0, 4.0, status="fail")])) == [
         "fastest at 1 thread: none, no file passed parity"]
 
 

@@ -37,6 +37,7 @@ DEVICE_SIDE = (
     "featherface.bench", "featherface.bench.cli", "featherface.bench.runner", "featherface.bench.targets",
     "featherface.bench.parity", "featherface.bench.report", "featherface.bench.export_golden",
     "featherface.bench.memprobe", "featherface.bench.soak", "featherface.bench.coreml", "featherface.bench.device",
+    "featherface.bench.records", "featherface.bench.pick",
 )
 
 
