@@ -58,7 +58,7 @@ def wider_ap(detect: DetectFn, widerface_root: str | Path, progress: Callable[[s
         return evaluate_detector(detect, widerface_root, scratch, progress=progress)
 
 
-MANIFEST_AP_KEYS = ("protocol", "easy", "medium", "hard", "images", "curves")
+MANIFEST_AP_KEYS = ("protocol", *SETTINGS, "images", "curves")
 
 
 def manifest_ap(ap: WiderAP) -> dict:
