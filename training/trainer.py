@@ -40,7 +40,7 @@ from featherface.sdk.bundle import sha256_of
 from .augment import AugmentConfig
 from .data import ParseStats, WiderFaceDataset, collate, resolve_training_data
 from .distill import DistillConfig, distillation_loss, freeze_teacher, same_backbone, teacher_outputs, temperature
-from .distill_config import WEIGHTS, settings_at
+from .distill_config import WEIGHTS, EpochSettings, Phase, settings_at
 from .loss import LossConfig, MultiBoxLoss
 from .outputs import WithFeatures
 from .teacher_cache import TeacherCache, used_priors
@@ -506,7 +506,60 @@ def _run_summary(config: TrainConfig, data: _Data, world: int, start_epoch: int,
     }
 
 
+@dataclass
+class _Run:
+    """What every epoch of one invocation works with."""
+
+    config: TrainConfig
+    ddp: _Distributed
+    progress: Callable[[str], None]
+    out_dir: Path
+    data: _Data
+    steps_per_epoch: int
+    images_per_step: int  # over all processes
+    phases: tuple[Phase, ...]  # the distillation's phase table; empty for one phase
+    student: nn.Module
+    losses: _Losses
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """An epoch's distillation settings (None without a teacher) and the network trained under them."""
+
+    settings: EpochSettings | None
+    net: nn.Module  # what the loop calls (`_wrap`)
+    frozen: bool  # the student's backbone
+    shared_backbone: bool  # one frozen backbone pass serves student and teacher
+
+
 def _train(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], None]) -> TrainResult:
+    run, start_epoch = _set_up(config, ddp, progress)
+    started = time.perf_counter()
+    history: list[dict] = _logged_epochs(run.out_dir / LOG_FILE, start_epoch)
+    earlier_seconds = sum(r["seconds"] for r in history)
+    epoch_seconds: list[float] = []
+    phase: _Phase | None = None
+    stopped_early = False
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, config.epochs):
+        phase = _enter_phase(run, epoch, phase)
+        kd_temperature = temperature(epoch, config.epochs, phase.settings.loss) if phase.settings else float("nan")
+        means, seconds = _train_epoch(run, phase, epoch, kd_temperature)
+        epoch_seconds.append(seconds)
+        row = _epoch_row(run, epoch, means, seconds, kd_temperature)
+        history.append(row)
+        _save_epoch(run, epoch, row, seconds)
+        if _budget_stops(run, epoch, time.perf_counter() - started, epoch_seconds):
+            stopped_early = True
+            break
+    seconds = time.perf_counter() - started + earlier_seconds  # a resumed run counts its earlier epochs
+    return _finish(run, start_epoch, epoch + 1, stopped_early, seconds, history)
+
+
+def _set_up(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], None]) -> tuple[_Run, int]:
+    """The run's parts, with a resumed run's states loaded, and the first epoch to train."""
     phases = config.teacher.loss.phases if config.teacher else ()
     if phases and phases[-1].end != config.epochs:
         raise ValueError(f"the distillation's phase table ends after epoch {phases[-1].end}; epochs must be {phases[-1].end}, not {config.epochs}")
@@ -528,100 +581,124 @@ def _train(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], Non
     losses = _Losses(MultiBoxLoss(config.loss), make_priors(config.input_size, config.input_size), teacher, cache, ddp.rank)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = learning_rate_schedule(optimizer, config.lr, config.epochs * steps_per_epoch, config.warmup_fraction)
-    resume_path = out_dir / RESUME_FILE
-    start_epoch = _resume(config, resume_path, student, optimizer, scheduler, steps_per_epoch, ddp.world, progress)
+    start_epoch = _resume(config, out_dir / RESUME_FILE, student, optimizer, scheduler, steps_per_epoch, ddp.world, progress)
 
     if any(p.freeze_backbone for p in phases) and not hasattr(student, "body"):
         raise ValueError(f"{config.arch} has no MobileNetV1 `body` to freeze in a phased distillation")
-    net: nn.Module | None = None
-    frozen = shared_backbone = False
-    previous = None
     images_per_step = config.batch_size * ddp.world
     progress(
         f"training {config.arch}: {config.epochs} epochs x {steps_per_epoch} steps x {images_per_step} images "
         f"at {config.input_size}px, {ddp.world} process(es), {torch.get_num_threads()} thread(s) each"
         + (f", budget {config.max_minutes:g} min" if config.max_minutes else "")
     )
+    run = _Run(config, ddp, progress, out_dir, data, steps_per_epoch, images_per_step, phases, student, losses, optimizer, scheduler)
+    return run, start_epoch
 
-    started = time.perf_counter()
-    history: list[dict] = _logged_epochs(out_dir / LOG_FILE, start_epoch)
-    earlier_seconds = sum(r["seconds"] for r in history)
-    epoch_seconds: list[float] = []
-    stopped_early = False
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, config.epochs):
-        data.dataset.set_epoch(epoch)
-        data.sampler.set_epoch(epoch)
-        settings = settings_at(epoch, config.teacher.loss) if config.teacher else None
-        freeze = bool(settings and settings.freeze_backbone)
-        if net is None or freeze != frozen:
-            if phases:
-                set_backbone_frozen(student, freeze)
-            frozen, net = freeze, _wrap(student, ddp.world)
-            # A frozen student backbone equal to the teacher's: one pass serves both.
-            shared_backbone = teacher is not None and frozen and same_backbone(student, teacher)
-            if shared_backbone:
-                progress(f"epoch {epoch + 1}: student and teacher share one frozen backbone pass")
-        if phases and settings != previous:
-            weights = ", ".join(f"{k.removesuffix('_weight')} {getattr(settings.loss, k):g}" for k in WEIGHTS if getattr(settings.loss, k))
-            progress(f"epoch {epoch + 1}: phase with backbone {'frozen' if frozen else 'trainable'}; weights {weights}")
-        previous = settings
-        net.train()
-        if frozen:
-            student.body.eval()
-        kd_temperature = temperature(epoch, config.epochs, settings.loss) if settings else float("nan")
-        sums = torch.zeros(len(TERMS), dtype=torch.float64)
-        epoch_start = time.perf_counter()
-        for step, (images, targets) in enumerate(data.loader, start=1):
-            terms = losses(net, student, images, targets, shared_backbone, epoch, step, kd_temperature, settings)
-            total = terms["loss"]
-            if not torch.isfinite(total):
-                raise RuntimeError(f"non-finite loss at epoch {epoch + 1} step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items()))
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            scheduler.step()
-            sums += torch.tensor([float(terms[k].detach()) if torch.is_tensor(terms[k]) else terms[k] for k in TERMS], dtype=torch.float64)
-            if step % config.log_every == 0 or step == steps_per_epoch:
-                progress(_step_line(config, epoch, step, steps_per_epoch, sums, time.perf_counter() - epoch_start, images_per_step,
-                               kd_temperature if teacher is not None else None, scheduler.get_last_lr()[0]))
-        ddp.sync_buffers(student)
-        means = ddp.all_mean(sums / steps_per_epoch)
-        seconds = time.perf_counter() - epoch_start
-        epoch_seconds.append(seconds)
-        row = {
-            "epoch": epoch + 1,
-            "steps": steps_per_epoch,
-            "images": steps_per_epoch * images_per_step,
-            "seconds": round(seconds, 2),
-            "images_per_s": round(steps_per_epoch * images_per_step / seconds, 2),
-            "lr": scheduler.get_last_lr()[0],
-            "temperature": kd_temperature,
-            **{k: round(float(v), 6) for k, v in zip(TERMS, means)},
-        }
-        history.append(row)
-        if ddp.main:
-            save_weights(student, out_dir / WEIGHTS_FILE)
-            _save_resume(resume_path, epoch, student, optimizer, scheduler, config, steps_per_epoch, ddp.world)
-            _append_csv(out_dir / LOG_FILE, row)
-        progress(f"epoch {epoch + 1}/{config.epochs} done in {_format_duration(seconds)}: loss {row['loss']:.4f}, {row['images_per_s']} img/s; saved {out_dir / WEIGHTS_FILE}")
-        spent = time.perf_counter() - started
-        over_budget = bool(config.max_minutes) and spent + sum(epoch_seconds) / len(epoch_seconds) > config.max_minutes * 60
-        if epoch + 1 < config.epochs and ddp.agree(over_budget):
-            stopped_early = True
-            progress(f"time budget of {config.max_minutes:g} min reached after {_format_duration(spent)}: stopping after epoch {epoch + 1}")
-            break
 
-    seconds = time.perf_counter() - started + earlier_seconds  # a resumed run counts its earlier epochs
-    done = epoch + 1
-    if ddp.main:
-        if config.save:
-            save_weights(student, config.save)
-            progress(f"final weights: {config.save}")
-        summary = _run_summary(config, data, ddp.world, start_epoch, done, stopped_early, seconds, history)
-        write_text_atomic(out_dir / RUN_FILE, json.dumps(summary, indent=2) + "\n")
+def _enter_phase(run: _Run, epoch: int, current: _Phase | None) -> _Phase:
+    """`epoch`'s settings and network: the student is rewrapped when its backbone's frozen
+    state changes, and a phased run says where each phase starts."""
+    settings = settings_at(epoch, run.config.teacher.loss) if run.config.teacher else None
+    frozen = bool(settings and settings.freeze_backbone)
+    if current is None or frozen != current.frozen:
+        net, shared_backbone = _rewrap(run, frozen, epoch)
+    else:
+        net, shared_backbone = current.net, current.shared_backbone
+    if run.phases and (current is None or settings != current.settings):
+        weights = ", ".join(f"{k.removesuffix('_weight')} {getattr(settings.loss, k):g}" for k in WEIGHTS if getattr(settings.loss, k))
+        run.progress(f"epoch {epoch + 1}: phase with backbone {'frozen' if frozen else 'trainable'}; weights {weights}")
+    return _Phase(settings, net, frozen, shared_backbone)
+
+
+def _rewrap(run: _Run, frozen: bool, epoch: int) -> tuple[nn.Module, bool]:
+    """The network the loop calls (DDP hooks only the parameters that learn when it is built),
+    and whether the frozen student backbone equals the teacher's, so that one pass serves both."""
+    if run.phases:
+        set_backbone_frozen(run.student, frozen)
+    net = _wrap(run.student, run.ddp.world)  # before the comparison: DDP makes every replica rank 0's
+    teacher = run.losses.teacher
+    shared_backbone = teacher is not None and frozen and same_backbone(run.student, teacher)
+    if shared_backbone:
+        run.progress(f"epoch {epoch + 1}: student and teacher share one frozen backbone pass")
+    return net, shared_backbone
+
+
+def _train_epoch(run: _Run, phase: _Phase, epoch: int, kd_temperature: float) -> tuple[torch.Tensor, float]:
+    """One optimizer step per batch, with progress lines: the loss terms (TERMS) averaged over
+    the epoch's steps and all processes, and the epoch's seconds."""
+    config, data = run.config, run.data
+    data.dataset.set_epoch(epoch)
+    data.sampler.set_epoch(epoch)
+    phase.net.train()
+    if phase.frozen:
+        run.student.body.eval()
+    shown_temperature = kd_temperature if run.losses.teacher is not None else None
+    sums = torch.zeros(len(TERMS), dtype=torch.float64)
+    epoch_start = time.perf_counter()
+    for step, (images, targets) in enumerate(data.loader, start=1):
+        terms = run.losses(phase.net, run.student, images, targets, phase.shared_backbone, epoch, step, kd_temperature, phase.settings)
+        total = terms["loss"]
+        if not torch.isfinite(total):
+            raise RuntimeError(f"non-finite loss at epoch {epoch + 1} step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in terms.items()))
+        run.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        sums += torch.tensor([float(terms[k].detach()) if torch.is_tensor(terms[k]) else terms[k] for k in TERMS], dtype=torch.float64)
+        if step % config.log_every == 0 or step == run.steps_per_epoch:
+            run.progress(_step_line(config, epoch, step, run.steps_per_epoch, sums, time.perf_counter() - epoch_start, run.images_per_step,
+                                    shown_temperature, run.scheduler.get_last_lr()[0]))
+    run.ddp.sync_buffers(run.student)
+    means = run.ddp.all_mean(sums / run.steps_per_epoch)
+    return means, time.perf_counter() - epoch_start
+
+
+def _epoch_row(run: _Run, epoch: int, means: torch.Tensor, seconds: float, kd_temperature: float) -> dict:
+    """`epoch`'s row of log.csv and of the run's history."""
+    images = run.steps_per_epoch * run.images_per_step
+    return {
+        "epoch": epoch + 1,
+        "steps": run.steps_per_epoch,
+        "images": images,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(images / seconds, 2),
+        "lr": run.scheduler.get_last_lr()[0],
+        "temperature": kd_temperature,
+        **{k: round(float(v), 6) for k, v in zip(TERMS, means)},
+    }
+
+
+def _save_epoch(run: _Run, epoch: int, row: dict, seconds: float) -> None:
+    """The epoch's checkpoints and log row (rank 0), so that a stopped run loses at most one epoch."""
+    if run.ddp.main:
+        save_weights(run.student, run.out_dir / WEIGHTS_FILE)
+        _save_resume(run.out_dir / RESUME_FILE, epoch, run.student, run.optimizer, run.scheduler, run.config, run.steps_per_epoch, run.ddp.world)
+        _append_csv(run.out_dir / LOG_FILE, row)
+    run.progress(f"epoch {epoch + 1}/{run.config.epochs} done in {_format_duration(seconds)}: loss {row['loss']:.4f}, "
+                 f"{row['images_per_s']} img/s; saved {run.out_dir / WEIGHTS_FILE}")
+
+
+def _budget_stops(run: _Run, epoch: int, spent: float, epoch_seconds: list[float]) -> bool:
+    """Whether to stop after `epoch`, because one more epoch of the mean length would overrun
+    --max-minutes; rank 0 decides for every process."""
+    config = run.config
+    over_budget = bool(config.max_minutes) and spent + sum(epoch_seconds) / len(epoch_seconds) > config.max_minutes * 60
+    if epoch + 1 < config.epochs and run.ddp.agree(over_budget):
+        run.progress(f"time budget of {config.max_minutes:g} min reached after {_format_duration(spent)}: stopping after epoch {epoch + 1}")
+        return True
+    return False
+
+
+def _finish(run: _Run, start_epoch: int, done: int, stopped_early: bool, seconds: float, history: list[dict]) -> TrainResult:
+    """The final weights (--save) and run.json (rank 0), and the run's result (every rank)."""
+    if run.ddp.main:
+        if run.config.save:
+            save_weights(run.student, run.config.save)
+            run.progress(f"final weights: {run.config.save}")
+        summary = _run_summary(run.config, run.data, run.ddp.world, start_epoch, done, stopped_early, seconds, history)
+        write_text_atomic(run.out_dir / RUN_FILE, json.dumps(summary, indent=2) + "\n")
     trained = sum(r["images"] for r in history)
     return TrainResult(
-        student, done, start_epoch, stopped_early, seconds,
-        trained / seconds if seconds > 0 else math.nan, out_dir, history,
+        run.student, done, start_epoch, stopped_early, seconds,
+        trained / seconds if seconds > 0 else math.nan, run.out_dir, history,
     )
