@@ -134,7 +134,11 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """Save the state dict atomically: a crash never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+    """Save the state dict atomically: a crash never leaves a half-written checkpoint.
+
+    Written through a file object, so the zip's inner folder is torch's fixed "archive"
+    rather than the temporary file's random name: equal weights give equal bytes (and sha256).
+    """
+    with atomic_path(path) as tmp, tmp.open("wb") as stream:
+        torch.save(model.state_dict(), stream)
     return Path(path)

@@ -144,6 +144,13 @@ def test_v2_ultra_saves_and_loads_back_strictly_with_identical_outputs(tmp_path)
         assert torch.equal(again(x)[0], expected[0])
 
 
+def test_equal_weights_saved_under_different_names_are_byte_identical(tmp_path):
+    model = build("v2-ultra", seed=1)
+    first = save_weights(model, tmp_path / "a.pth").read_bytes()
+    second = save_weights(model, tmp_path / "other_name.pth").read_bytes()
+    assert first == second
+
+
 def _hidden_modules(model: nn.Module) -> list[str]:
     """Attributes holding modules, parameters or trainable tensors outside PyTorch's
     registration (plain dicts, lists, tuples): never trained, never saved."""
