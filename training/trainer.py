@@ -506,6 +506,11 @@ def _run_summary(config: TrainConfig, data: _Data, world: int, start_epoch: int,
     }
 
 
+def _phases(config: TrainConfig) -> tuple[Phase, ...]:
+    """The distillation's phase table; empty for one phase."""
+    return config.teacher.loss.phases if config.teacher else ()
+
+
 @dataclass
 class _Run:
     """What every epoch of one invocation works with."""
@@ -515,13 +520,23 @@ class _Run:
     progress: Callable[[str], None]
     out_dir: Path
     data: _Data
-    steps_per_epoch: int
-    images_per_step: int  # over all processes
-    phases: tuple[Phase, ...]  # the distillation's phase table; empty for one phase
     student: nn.Module
     losses: _Losses
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data.loader)
+
+    @property
+    def images_per_step(self) -> int:
+        """Over all processes."""
+        return self.config.batch_size * self.ddp.world
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        return _phases(self.config)
 
 
 @dataclass(frozen=True)
@@ -560,7 +575,7 @@ def _train(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], Non
 
 def _set_up(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], None]) -> tuple[_Run, int]:
     """The run's parts, with a resumed run's states loaded, and the first epoch to train."""
-    phases = config.teacher.loss.phases if config.teacher else ()
+    phases = _phases(config)
     if phases and phases[-1].end != config.epochs:
         raise ValueError(f"the distillation's phase table ends after epoch {phases[-1].end}; epochs must be {phases[-1].end}, not {config.epochs}")
     if config.threads > 0:
@@ -591,7 +606,7 @@ def _set_up(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], No
         f"at {config.input_size}px, {ddp.world} process(es), {torch.get_num_threads()} thread(s) each"
         + (f", budget {config.max_minutes:g} min" if config.max_minutes else "")
     )
-    run = _Run(config, ddp, progress, out_dir, data, steps_per_epoch, images_per_step, phases, student, losses, optimizer, scheduler)
+    run = _Run(config, ddp, progress, out_dir, data, student, losses, optimizer, scheduler)
     return run, start_epoch
 
 
