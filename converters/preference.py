@@ -1,5 +1,5 @@
 """The build's default preferred file: the fastest model on the build machine, by the
-report's "what to ship" rule (`report_table.fastest`). On the device `featherface bench
+report's "what to ship" rule (`featherface.choice.fastest`). On the device `featherface bench
 --pick` chooses again: an x86 core and a Cortex-A72 do not rank INT8 and FP32 alike."""
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from featherface.choice import fastest
 from featherface.config import InputSize
 from featherface.records import PreferredBy
 from featherface.verify.files import ModelFile, open_file_detector
 
 from .report_golden import model_latency
-from .report_table import fastest
 
 # Files the build may prefer by the fixed rule alone: Core ML runs here only through our
 # MIL evaluator, whose speed says nothing about an iPhone.

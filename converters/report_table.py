@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from featherface.choice import fastest
 from featherface.records import FileEntry, Manifest
 from featherface.units import speed_words
 from featherface.widerface import SETTINGS
@@ -177,18 +178,9 @@ def markdown_table(rows: list[SummaryRow]) -> list[str]:
     return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(row.values()) + " |" for row in cells]
 
 
-SAME_SPEED = 0.05  # files within 5 % of the fastest count as equally fast: the smaller one is advised
-
-
-def fastest(times_ms: dict[str, float], sizes: dict[str, int]) -> str:
-    """The file to ship or prefer: among those within `SAME_SPEED` of the fastest, the smallest."""
-    best = min(times_ms.values())
-    return min((name for name, ms in times_ms.items() if ms <= best * (1 + SAME_SPEED)), key=lambda n: (sizes[n], times_ms[n]))
-
-
 def ship_lines(bundles: list[BundleView]) -> list[str]:
     """One line per bundle: the file to ship, i.e. the fastest file that passed parity on the
-    machine that wrote the report (among files within `SAME_SPEED` of it, the smallest), with
+    machine that wrote the report (among files within `choice.SAME_SPEED` of it, the smallest), with
     its latency, size and AP, and how the bundle's preferred file compares."""
     lines = []
     for bundle in bundles:

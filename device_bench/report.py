@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from featherface.atomic import atomic_path, write_text_atomic
+from featherface.choice import fastest
 from featherface.units import speed_words
 
 from .records import BenchReport, BenchResult
@@ -72,10 +73,12 @@ def parity_lines(report: BenchReport) -> list[str]:
 
 
 def fastest_passing(results: list[BenchResult], threads: int | None) -> BenchResult | None:
-    """The result at `threads` whose whole detect (p50) is fastest among those that passed
-    parity: what to ship on this device; None when none passed."""
-    passed = [r for r in results if r.threads == threads and r.passed]
-    return min(passed, key=lambda r: r.total_ms.p50) if passed else None
+    """The result at `threads` to ship on this device, by the build's rule (`choice.fastest`)
+    on whole-detect p50 among those that passed parity; None when none passed."""
+    passed = {r.label: r for r in results if r.threads == threads and r.passed}
+    if not passed:
+        return None
+    return passed[fastest({k: r.total_ms.p50 for k, r in passed.items()}, {k: r.size_bytes for k, r in passed.items()})]
 
 
 def fastest_lines(report: BenchReport) -> list[str]:

@@ -394,6 +394,23 @@ def test_pick_takes_the_fastest_passing_file_at_the_first_thread_count():
     assert bundle_choice(report, "b") is None
 
 
+def test_pick_follows_the_builds_rule_a_smaller_file_within_five_percent_wins():
+    """`bench --pick` and the build choose alike (featherface.choice.fastest): an INT8 file
+    4 % slower than FP32 but a quarter of its size is the one to ship."""
+    from dataclasses import replace
+
+    from featherface.bench.pick import bundle_choice
+    from featherface.choice import fastest
+
+    fp32 = replace(_result("a", "model_fp32.tflite", 1, 10.0, "pass"), size_bytes=4_000_000)
+    int8 = replace(_result("a", "model_int8.tflite", 1, 10.4, "pass"), size_bytes=1_000_000)
+    fp16 = replace(_result("a", "model_fp16.tflite", 1, 10.6, "pass"), size_bytes=500_000)  # 6 % slower: not the same speed
+    report = bench_report([fp32, int8, fp16])
+    assert bundle_choice(report, "a").file == "model_int8.tflite"
+    times = {r.file: r.total_ms.p50 for r in report.results}
+    assert bundle_choice(report, "a").file == fastest(times, {r.file: r.size_bytes for r in report.results})
+
+
 def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles_alone(bundle, corrupted, tmp_path, capsys):
     good, bad = tmp_path / "good" / "onnx", tmp_path / "bad" / "onnx"
     shutil.copytree(bundle, good)

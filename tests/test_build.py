@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
+from featherface.choice import fastest
 from featherface.config import (
     DEPLOY_THRESHOLDS,
     FLOAT32_NOISE_FACTOR,
@@ -29,7 +30,7 @@ from featherface.config import (
     OUTPUT_WIDTHS,
     PARITY_THRESHOLDS,
 )
-from featherface.converters.preference import FIXED, fastest
+from featherface.converters.preference import FIXED
 
 pytestmark = [
     pytest.mark.slow,

@@ -129,7 +129,7 @@ def test_report_table_has_one_pytorch_row_per_network_in_order_of_first_appearan
 
 
 def test_the_build_prefers_the_fastest_file_or_a_smaller_one_as_fast():
-    from featherface.converters.preference import fastest
+    from featherface.choice import fastest
 
     sizes = {"model_fp32.tflite": 1_000_000, "model_fp16.tflite": 520_000, "model_int8.tflite": 380_000}
     assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 10.2, "model_int8.tflite": 14.0}, sizes) == "model_fp16.tflite"
