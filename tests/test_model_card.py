@@ -1,6 +1,8 @@
 """The model card's Markdown: AP in points, the recipe as run, quoted reference rows."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from featherface.training.model_card import render_model_card
@@ -63,3 +65,33 @@ def test_a_two_stage_card_gives_each_stage_its_recipe_and_command_and_the_total_
     assert card.count("3 x loc + 1 x conf") == 1 and card.count("2 x loc + 1 x conf + 1 x landmarks (smooth L1).") == 1
     with pytest.raises(ValueError, match="one command per run"):
         render_model_card([frozen, relu], {}, weights, "v2-ultra", [], ["only one"])
+
+
+@pytest.mark.parametrize("case", ["no_run_json", "not_json", "not_a_run", "no_weights", "unknown_compare", "zero_threads"])
+def test_card_cli_refuses_bad_input_in_one_line_before_evaluating(case, tmp_path, capsys):
+    from featherface.training.model_card import main
+
+    run_dir, weights, out = tmp_path / "run", tmp_path / "w.pth", tmp_path / "MODEL_CARD.md"
+    run_dir.mkdir()
+    weights.write_bytes(b"weights")
+    if case == "not_json":
+        (run_dir / "run.json").write_text("{")
+    elif case != "no_run_json":
+        run = {"epochs_done": 1} if case == "not_a_run" else _run("face")
+        (run_dir / "run.json").write_text(json.dumps(run))
+    if case == "no_weights":
+        weights.unlink()
+    argv = ["--run", str(run_dir), "--command", "cmd", "--weights", str(weights), "--out", str(out),
+            "--compare", "no-such-net" if case == "unknown_compare" else "retinaface-mnet025"]
+    if case == "zero_threads":
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--threads", "0"])
+        status = exit_info.value.code
+    else:
+        status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2 and not out.exists()
+    assert len(err.strip().splitlines()) == 1 if case != "zero_threads" else "--threads: must be at least 1" in err
+    expected = {"no_run_json": "run.json: no such file", "not_json": "run.json: not JSON", "not_a_run": "missing config, data, seconds",
+                "no_weights": "no such weights file", "unknown_compare": "unknown architecture 'no-such-net'", "zero_threads": "at least 1"}
+    assert expected[case] in err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -18,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from featherface.arg_types import thread_count
 from featherface.atomic import write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, PRIORS, WIDER_EVAL_THRESHOLDS
 from featherface.paths import WIDERFACE
+from featherface.sdk.bundle import sha256_of
 from featherface.widerface import WiderAP
 
 from .augment import AugmentConfig
@@ -151,7 +152,7 @@ def render_model_card(runs: list[dict], results: dict, weights: Path, arch: str,
     first_teacher = runs[0]["config"].get("teacher")
     data = run["data"]
     size_bytes = weights.stat().st_size
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    digest = sha256_of(weights)
     info = results.get(f"{arch}@info", {})
     minutes = sum(r["seconds"] for r in runs) / 60
     eval_minutes = sum(v.get("seconds", 0) for k, v in results.items() if k.startswith(f"{arch}@") and "seconds" in v) / 60
@@ -240,19 +241,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="where MODEL_CARD.md goes")
     parser.add_argument("--compare", nargs="*", default=["v1", "retinaface-mnet025"], help="reference variants, default weights")
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    parser.add_argument("--threads", type=thread_count, default=1, help="torch threads (default %(default)s)")
     parser.add_argument("--command", action="append", default=[], help="each stage's training command, quoted in the card (one per --run)")
     parser.add_argument("--note", action="append", default=[], help="a sentence for the recipe section (repeatable)")
     args = parser.parse_args(argv)
+    if len(args.command) != len(args.run):
+        parser.error(f"give one --command per --run ({len(args.run)} runs, {len(args.command)} commands)")
+    try:
+        return _write_card(args)
+    except (ValueError, OSError) as err:  # a run, weights file or variant that is not what the card needs
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
 
+
+def _read_run(run_dir: Path) -> dict:
+    """A stage's run.json; ValueError naming the file when it is missing or not a run summary."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (--run takes a directory written by `featherface distill --out`)")
+    try:
+        run = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    missing = [key for key in ("config", "data", "seconds") if not isinstance(run, dict) or key not in run]
+    if missing:
+        raise ValueError(f"{path}: not a run summary (missing {', '.join(missing)})")
+    return run
+
+
+def _write_card(args: argparse.Namespace) -> int:
     from featherface.model.registry import get_variant
 
-    torch.set_num_threads(args.threads)
     run_dirs, weights, out = [Path(r) for r in args.run], Path(args.weights), Path(args.out)
-    if len(args.command) != len(run_dirs):
-        parser.error(f"give one --command per --run ({len(run_dirs)} runs, {len(args.command)} commands)")
-    runs = [json.loads((d / "run.json").read_text()) for d in run_dirs]
+    runs = [_read_run(d) for d in run_dirs]
+    if not weights.is_file():
+        raise ValueError(f"{weights}: no such weights file")
+    for name in [args.arch, *args.compare]:
+        get_variant(name)  # an unknown name fails here, before any evaluation
+    torch.set_num_threads(args.threads)
     run_dir = run_dirs[-1]
+
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
