@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from featherface.versions import package_versions as installed_versions
+from featherface.versions import package_versions
 
 # Package names as installed (pip), in the order shown in reports.
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "coremltools", "numpy", "pillow")
@@ -78,11 +78,6 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def package_versions(names: tuple[str, ...] = RUNTIME_PACKAGES) -> dict[str, str]:
-    """Installed versions of the runtimes (metadata only: nothing is imported)."""
-    return installed_versions(names)
-
-
 def memory_total_mb() -> float | None:
     text = _read(Path("/proc/meminfo"))
     if text:
@@ -111,7 +106,7 @@ def describe_device() -> dict:
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "featherface": __version__,
-        "runtimes": package_versions(),
+        "runtimes": package_versions(RUNTIME_PACKAGES),
         "cpu_governor": _read(GOVERNOR),
         "cpu_max_mhz": round(int(max_freq) / 1000) if max_freq and max_freq.isdigit() else None,
     }

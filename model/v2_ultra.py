@@ -16,7 +16,7 @@ Default parts (`featherface info --arch v2-ultra` counts them):
   adds a second one, dilated 2 and residual (an SSH-style wider context for small faces;
   off: it bought 0.2 hard points in a side-by-side run, docs/design.md).
 - heads: a class / box / landmark 1x1 head per level (`level_heads`; off: one set shared by
-  the three levels, 3,136 parameters fewer, the same ops and time).
+  the three levels: fewer parameters, the same ops and time).
 ReLU everywhere on top of the backbone: an INT8 conv fuses it, whereas a LeakyReLU is
 requantized over its full range.
 

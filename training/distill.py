@@ -8,7 +8,7 @@ total = task_weight * MultiBoxLoss
 with T(epoch) = temperature_range * (1 - epoch / max_epochs) + temperature_min.
 
 Both networks see the same input, so their levels have the same spatial sizes (strides
-8/16/32) but different widths (V1: 64 channels, V2 Ultra: 32). The two feature terms
+8/16/32) but may differ in width (`--channels`). The two feature terms
 are therefore adapter-free, comparing per-pixel summaries that do not depend on the
 channel count:
 - feature alignment: each level's channel-mean map [N, H*W], standardised per image

@@ -42,7 +42,7 @@ SEED_3PHASE: tuple[Phase, ...] = (
 )
 # V2 Ultra's recipe: the student's backbone is the teacher's (RetinaFace-mnet0.25, trained
 # on all of WIDER FACE), frozen throughout, so one backbone pass serves both networks and
-# only the ~32K parameters on top of it learn (docs/design.md).
+# only the pyramid, context and heads on top of it learn (docs/design.md).
 # Run with `--switch relu_backbone`: the shared backbone keeps the teacher's LeakyReLU.
 ULTRA_FROZEN: tuple[Phase, ...] = (Phase(10, freeze_backbone=True),)
 # Then the ReLU backbone that full INT8 runs fastest: from the frozen phase's weights
