@@ -651,6 +651,36 @@ def test_ddp_two_processes_keep_replicas_equal(tiny_label_txt, tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 
+def test_cli_defaults_are_the_run_configs_own(monkeypatch):
+    """The parser reads its defaults from TrainConfig and TeacherConfig (one copy): a changed
+    default there is the CLI's default too, and a bare command builds the default config."""
+    from dataclasses import dataclass, replace
+
+    from featherface.training import run_config
+    from featherface.training.run_config import TeacherConfig
+
+    def parse(command):
+        parser = argparse.ArgumentParser()
+        commands = parser.add_subparsers(dest="command")
+        for add in (add_train_parser, add_distill_parser):
+            add(commands)
+        return train_config_from_args(parser.parse_args([command]), distill=command == "distill")
+
+    trained = parse("train")
+    assert replace(trained, out_dir=TrainConfig.out_dir) == TrainConfig()
+    assert parse("distill").teacher.arch == TeacherConfig.arch
+
+    @dataclass(frozen=True)
+    class Changed(run_config.TrainConfig):
+        batch_size: int = 7
+        lr: float = 0.005
+        log_every: int = 3
+
+    monkeypatch.setattr("featherface.training.cli.TrainConfig", Changed)
+    changed = parse("train")
+    assert (changed.batch_size, changed.lr, changed.log_every) == (7, 0.005, 3)
+
+
 def test_cli_registers_subcommands_and_builds_the_configs(tmp_path):
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command")

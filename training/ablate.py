@@ -27,7 +27,8 @@ from featherface.model.v2_ultra import INNOVATIONS, FeatherFaceV2UltraConfig
 from featherface.paths import WIDERFACE
 
 from .evaluate import evaluate_model, protocol_name
-from .trainer import TeacherConfig, TrainConfig, train
+from .run_config import TeacherConfig, TrainConfig
+from .trainer import train
 
 __all__ = ["AblationRun", "ablate", "default_runs", "measure_latency", "render_table"]
 

@@ -18,6 +18,7 @@ from featherface.paths import WIDERFACE
 
 from .augment import AugmentConfig
 from .distill_config import PRESETS, DistillConfig
+from .run_config import TeacherConfig, TrainConfig
 
 __all__ = [
     "add_ablate_parser",
@@ -83,31 +84,32 @@ def _mosaic_grids(text: str) -> tuple[int, ...]:
 
 
 def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> None:
+    defaults = TrainConfig()  # one copy of every default
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
-    parser.add_argument("--epochs", type=_positive(int), help="epochs; fixes the OneCycle schedule (default 350, the paper's; with --preset, the preset's)")
-    parser.add_argument("--batch-size", type=_positive(int), default=32, help="images per step and process (default %(default)s)")
-    parser.add_argument("--input-size", type=square_input_size, default=DEFAULT_INPUT_SIZE, help="square training size (default %(default)s)")
-    parser.add_argument("--lr", type=_positive(float), default=1e-3, help="AdamW peak learning rate of OneCycle (default %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default %(default)s)")
-    parser.add_argument("--warmup-fraction", type=float, default=0.1, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and augmentation (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default %(default)s: in the training process)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (default: torch's choice)")
-    parser.add_argument("--max-minutes", type=float, default=0.0, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
-    parser.add_argument("--max-images", type=int, default=0, help="train on the first N images only (default: all)")
-    parser.add_argument("--log-every", type=_positive(int), default=10, help="progress line every N steps (default %(default)s)")
+    parser.add_argument("--epochs", type=_positive(int), help=f"epochs; fixes the OneCycle schedule (default {defaults.epochs}, the paper's; with --preset, the preset's)")
+    parser.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size, help="images per step and process (default %(default)s)")
+    parser.add_argument("--input-size", type=square_input_size, default=defaults.input_size, help="square training size (default %(default)s)")
+    parser.add_argument("--lr", type=_positive(float), default=defaults.lr, help="AdamW peak learning rate of OneCycle (default %(default)s)")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay (default %(default)s)")
+    parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation, data order and augmentation (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="data-loading processes (default %(default)s: in the training process)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process (default: torch's choice)")
+    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
+    parser.add_argument("--max-images", type=int, default=defaults.max_images, help="train on the first N images only (default: all)")
+    parser.add_argument("--log-every", type=_positive(int), default=defaults.log_every, help="progress line every N steps (default %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from --out/resume.pth when present")
     parser.add_argument("--init-weights", help="start from this full checkpoint (strict)")
     parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
     parser.add_argument("--switch", action="append", default=[], choices=SWITCHES, metavar="SWITCH",
                         help=f"flip a v2-ultra switch from its default (repeatable): {', '.join(SWITCHES)}")
-    parser.add_argument("--channels", type=_positive(int), default=0,
+    parser.add_argument("--channels", type=_positive(int), default=defaults.channels,
                         help="v2-ultra pyramid width (default: the variant's); a narrower --init-weights is widened, starting as itself")
     parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
                         f"(default: RetinaFace's {','.join(f'{s:g}' for s in AugmentConfig.crop_scales)})")
-    parser.add_argument("--mosaic", type=_probability, default=0.0, metavar="P",
+    parser.add_argument("--mosaic", type=_probability, default=defaults.augment.mosaic, metavar="P",
                         help="probability that a sample is a grid of augmented photos (--mosaic-grids): "
                         "crowds of small faces (default %(default)s)")
     parser.add_argument("--mosaic-grids", type=_mosaic_grids, default=AugmentConfig.mosaic_grids, metavar="N,N,...",
@@ -119,7 +121,7 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
 
 def _add_distill_options(parser: argparse.ArgumentParser) -> None:
     from_defaults = "(default %(default)s)"
-    parser.add_argument("--teacher-arch", default="v1", choices=ARCH_NAMES, help=f"teacher variant {from_defaults}")
+    parser.add_argument("--teacher-arch", default=TeacherConfig.arch, choices=ARCH_NAMES, help=f"teacher variant {from_defaults}")
     parser.add_argument("--teacher-weights", help="teacher checkpoint (default: the variant's default weights)")
     backbone = parser.add_mutually_exclusive_group()
     backbone.add_argument("--no-teacher-backbone", action="store_true",
@@ -145,8 +147,6 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace, distill: bool):
     """The TrainConfig that a parsed `train` / `distill` / `ablate` command describes."""
-    from .trainer import TeacherConfig, TrainConfig
-
     phases = PRESETS[args.preset] if getattr(args, "preset", None) else ()
     teacher = None
     if distill:
@@ -189,7 +189,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "(--out/last.pth) and resumes with --resume. Several processes: torchrun --nproc_per_node N "
         "-m featherface.training.cli train ...",
     )
-    parser.add_argument("--arch", default="v2-ultra", choices=ARCH_NAMES, help="network variant (default %(default)s)")
+    parser.add_argument("--arch", default=TrainConfig.arch, choices=ARCH_NAMES, help="network variant (default %(default)s)")
     _add_training_options(parser, "runs/train")
     parser.set_defaults(run=_run_train, command_kind="train")
     return parser
@@ -202,7 +202,7 @@ def add_distill_parser(subparsers) -> argparse.ArgumentParser:
         "+ feature alignment + attention transfer (+ optional regression towards the teacher), "
         "T(epoch) = range x (1 - epoch / epochs) + min.",
     )
-    parser.add_argument("--arch", default="v2-ultra", choices=ARCH_NAMES, help="student variant (default %(default)s)")
+    parser.add_argument("--arch", default=TrainConfig.arch, choices=ARCH_NAMES, help="student variant (default %(default)s)")
     _add_training_options(parser, "runs/distill")
     _add_distill_options(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS),

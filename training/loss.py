@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featherface.config import NUM_LANDMARKS, PRIORS
+from featherface.config import NUM_LANDMARKS
 from featherface.model.box_coding import encode_boxes, encode_landmarks, iou_matrix
+
+from .run_config import LossConfig
 
 __all__ = ["LossConfig", "Matches", "MultiBoxLoss", "LossTerms", "match", "mine_hard_negatives"]
 
@@ -21,23 +23,6 @@ __all__ = ["LossConfig", "Matches", "MultiBoxLoss", "LossTerms", "match", "mine_
 BOX = slice(0, 4)
 POINTS = slice(4, 4 + 2 * NUM_LANDMARKS)
 FLAG = POINTS.stop
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """iou_threshold: a prior is a face when its best face overlaps it at least this much.
-    force_min_iou: each face's best prior becomes a positive whatever its IoU, provided it
-    reaches this (RetinaFace's guard against faces no prior can represent; 0 = always).
-    negative_ratio: hard negatives kept per positive. Weights: total = loc_weight * loc +
-    conf_weight * conf + landmark_weight * landmarks."""
-
-    iou_threshold: float = 0.35
-    force_min_iou: float = 0.2
-    negative_ratio: int = 7
-    loc_weight: float = 2.0
-    conf_weight: float = 1.0
-    landmark_weight: float = 1.0
-    variances: tuple[float, float] = PRIORS.variances
 
 
 @dataclass

@@ -25,7 +25,7 @@ from featherface.sdk.bundle import sha256_of
 from featherface.widerface import WiderAP
 
 from .augment import AugmentConfig
-from .loss import LossConfig
+from .run_config import LossConfig
 
 __all__ = ["main", "render_model_card", "run_evaluations"]
 
