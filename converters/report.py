@@ -27,12 +27,11 @@ class ReportError(ValueError):
 
 def _row(entry: FileEntry) -> tuple[str, ...]:
     parity = entry.parity
-    max_error = max(t["max_abs_error"] for t in parity.tensor.values())
     detections = parity.detections
     return (
         entry.file, entry.format, entry.precision, f"{entry.size_bytes / 1e6:.2f} MB",
-        parity.status, f"{max_error:.2e}", f"{detections['recall']:.3f}", f"{detections['precision']:.3f}",
-        f"{detections['robust_recall']:.3f}", f"{detections['robust_precision']:.3f}", f"{parity.conversion_seconds:.1f}",
+        parity.status, f"{parity.max_abs_error:.2e}", f"{detections.recall:.3f}", f"{detections.precision:.3f}",
+        f"{detections.robust_recall:.3f}", f"{detections.robust_precision:.3f}", f"{parity.conversion_seconds:.1f}",
     )
 
 
@@ -72,7 +71,7 @@ def _parity_lines(manifest: Manifest) -> list[str]:
     lines += [""]
     for entry in manifest.files:
         tensor = entry.parity.tensor
-        cells = ", ".join(f"{name}: max {t['max_abs_error']:.2e}, cosine {t['cosine']:.6f}" for name, t in tensor.items())
+        cells = ", ".join(f"{name}: max {t.max_abs_error:.2e}, cosine {t.cosine:.6f}" for name, t in tensor.items())
         lines.append(f"- `{entry.file}`: {cells}; thresholds {entry.parity.thresholds}")
     return lines
 

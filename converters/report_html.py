@@ -268,8 +268,8 @@ def _per_output(bundles: list[BundleView], several: bool) -> str:
                 bound = parity.error_bounds.get(name)
                 rows.append(
                     f"<tr><td>{_e(_label(bundle, entry.file, several))}</td><td>{_e(name)}</td>"
-                    f"<td class=\"num\">{figures['max_abs_error']:.2e}</td><td class=\"num\">{'-' if bound is None else f'{bound:.2e}'}</td>"
-                    f"<td class=\"num\">{figures['mean_abs_error']:.2e}</td><td class=\"num\">{figures['cosine']:.8f}</td></tr>"
+                    f"<td class=\"num\">{figures.max_abs_error:.2e}</td><td class=\"num\">{'-' if bound is None else f'{bound:.2e}'}</td>"
+                    f"<td class=\"num\">{figures.mean_abs_error:.2e}</td><td class=\"num\">{figures.cosine:.8f}</td></tr>"
                 )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

@@ -95,8 +95,8 @@ def file_row(manifest: Manifest, entry: FileEntry, latency_ms: float | None) -> 
     return SummaryRow(
         target=manifest.target, format=entry.format, precision=entry.precision, file=entry.file,
         size_bytes=entry.size_bytes, accuracy=_accuracy(entry.accuracy, manifest.reference_accuracy),
-        robust_recall=parity.detections["robust_recall"], recall=parity.detections["recall"],
-        max_abs_error=max(t["max_abs_error"] for t in parity.tensor.values()),
+        robust_recall=parity.detections.robust_recall, recall=parity.detections.recall,
+        max_abs_error=parity.max_abs_error,
         error_bound=max(bounds) if bounds else None, latency_p50_ms=latency_ms,
         status=parity.status, thresholds=parity.thresholds, reasons=parity.reasons,
     )

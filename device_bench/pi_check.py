@@ -210,10 +210,9 @@ def compare_detections(host: dict[str, list[dict]], emulated: dict[str, list[dic
     images = sorted(host)
     agreement = detection_agreement([_detections(host[i]) for i in images], [_detections(emulated[i]) for i in images],
                                     DEPLOY_SCORE)
-    ok = (agreement["robust_recall"] >= 1.0 and agreement["robust_precision"] >= 1.0
-          and agreement["mean_iou"] >= MIN_MEAN_IOU)
-    result = {"status": "pass" if ok else "fail", "photos": len(images), **agreement}
-    if agreement["reference_faces"] == agreement["candidate_faces"] == 0:
+    ok = agreement.robust_recall >= 1.0 and agreement.robust_precision >= 1.0 and agreement.mean_iou >= MIN_MEAN_IOU
+    result = {"status": "pass" if ok else "fail", "photos": len(images), **agreement.to_json()}
+    if agreement.reference_faces == agreement.candidate_faces == 0:
         result["note"] = "no face above the threshold in these photos on either machine: nothing was compared"
     return result
 
@@ -446,11 +445,11 @@ def summarize(report: BenchReport, detections: Mapping[str, dict]) -> None:
     """One line per file on stderr: golden parity here, detect against x86."""
     for result in report.results:
         parity, found = result.parity, detections.get(result.file, {})
-        why = "; ".join(parity.get("reasons") or []) if parity["status"] != "pass" else ""
+        why = "; ".join(parity.reasons) if not parity.passed else ""
         if found.get("status") == "fail":
             why += ("; " if why else "") + (found.get("reason") or "clear faces or boxes differ from x86's")
         why = "; ".join(filter(None, [why, found.get("note")]))
-        _progress(f"{result.label}: golden parity {parity['status']}, detect vs x86 {found.get('status', '-')}"
+        _progress(f"{result.label}: golden parity {parity.status}, detect vs x86 {found.get('status', '-')}"
                   + (f" ({why})" if why else ""))
 
 

@@ -4,10 +4,12 @@ for key and in order; `from_json` reads a saved one back (pi_check reads the emu
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any
 
 import numpy as np
+
+from featherface.records import ParityRecord
 
 SCHEMA = "featherface-bench/1"
 
@@ -23,6 +25,15 @@ def jsonable(value):
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def _plain(value):
+    """A field as JSON data: records through their own `to_json`, other dataclasses field by field."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    return asdict(value) if is_dataclass(value) else value
 
 
 @dataclass(frozen=True)
@@ -94,13 +105,13 @@ class BenchResult:
     peak_rss_mb: float | None
     memory_scope: str | None  # "isolated" (a probe process) or "process" (the bench's own)
     faces: int
-    parity: dict  # device_parity's record: status, reasons and the figures judged
+    parity: ParityRecord  # device_parity's: judged as the build judged the file
     ratio_to_baseline: BaselineRatio | None
     samples_ms: Samples
 
     @property
     def passed(self) -> bool:
-        return self.parity["status"] == "pass"
+        return self.parity.passed
 
     @property
     def where(self) -> str:
@@ -108,7 +119,7 @@ class BenchResult:
         return self.label + (f" @{self.threads}t" if self.threads else "")
 
     def to_json(self) -> dict:
-        return jsonable(asdict(self))
+        return jsonable({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
 
     @classmethod
     def from_json(cls, data: dict) -> BenchResult:
@@ -118,6 +129,7 @@ class BenchResult:
         for name, record in nested.items():
             if values[name] is not None:
                 values[name] = record(**values[name])
+        values["parity"] = ParityRecord.from_json(values["parity"], f"results[{data.get('label')!r}].parity")
         return cls(**values)
 
 
@@ -158,7 +170,7 @@ class BenchReport:
     notes: list[str]
 
     def to_json(self) -> dict:
-        return jsonable(asdict(self))
+        return jsonable({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
 
     @classmethod
     def from_json(cls, data: Any) -> BenchReport:

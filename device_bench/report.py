@@ -68,7 +68,7 @@ def parity_lines(report: BenchReport) -> list[str]:
     for result in report.results:
         where = result.label + (f" @{result.threads} threads" if result.threads else "")
         if not result.passed:
-            lines.append(f"parity FAIL {where}: " + "; ".join(result.parity["reasons"]))
+            lines.append(f"parity FAIL {where}: " + "; ".join(result.parity.reasons))
     return lines
 
 
@@ -108,7 +108,7 @@ def summary_text(report: BenchReport) -> str:
         *text_table([row(r) for r in results], COLUMNS),
         "",
     ]
-    lines += parity_lines(report) or [f"parity: all {len(results)} pass on {len(results[0].parity.get('images', []))} golden images"]
+    lines += parity_lines(report) or [f"parity: all {len(results)} pass on {len(results[0].parity.images)} golden images"]
     lines += fastest_lines(report)
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
@@ -169,17 +169,12 @@ def markdown(report: BenchReport, plot_name: str | None) -> str:
               "Against PyTorch FP32's stored outputs, same bars as the build (featherface.config.PARITY_THRESHOLDS).", ""]
     parity_rows = []
     for result in report.results:
-        parity = result.parity
-        tensor = parity.get("tensor", {})
-        bounds = parity.get("error_bounds", {})
-        detections = parity.get("detections", {})
-        errors = ", ".join(
-            f"{name} {_bound(tensor[name]['max_abs_error'])} / {_bound(bounds.get(name))}" for name in ("loc", "conf", "landmarks") if name in tensor
-        )
+        parity, detections = result.parity, result.parity.detections
+        errors = ", ".join(f"{name} {_bound(error.max_abs_error)} / {_bound(parity.error_bounds.get(name))}" for name, error in parity.tensor.items())
         parity_rows.append([
-            result.label, str(result.threads or "-"), parity.get("precision") or "-", parity["status"], errors or "-",
-            f"{detections['robust_recall']:.3f} / {detections['robust_precision']:.3f}" if detections else "-",
-            "; ".join(parity["reasons"]) or "-",
+            result.label, str(result.threads or "-"), result.precision or "-", parity.status, errors or "-",
+            f"{detections.robust_recall:.3f} / {detections.robust_precision:.3f}" if detections else "-",
+            "; ".join(parity.reasons) or "-",
         ])
     lines += _md_table(["file", "threads", "precision", "status", "max abs error / bound", "robust recall / precision", "reasons"], parity_rows)
     lines += ["", "## What to ship on this device", ""] + [f"- {line}" for line in fastest_lines(report)]

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from featherface.records import ParityRecord
 from featherface.verify.golden import content_rgb
 
 from .device import describe_device, peak_rss_mb
@@ -85,7 +86,7 @@ class Measured:
     pre: list[float]  # of the same detect runs as `total`
     post: list[float]
     faces: int
-    parity: dict
+    parity: ParityRecord
 
 
 def _prepared(opened: Opened, frame: np.ndarray) -> np.ndarray:

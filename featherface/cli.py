@@ -223,8 +223,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                 if final.is_dir():
                     shutil.rmtree(final)
                 os.replace(model_file.path, final)
-                print(f"{final}  parity pass: max error {max(t['max_abs_error'] for t in record.tensor.values()):.2e}, "
-                      f"recall {detections['recall']:.3f}, precision {detections['precision']:.3f}")
+                print(f"{final}  parity pass: max error {record.max_abs_error:.2e}, "
+                      f"recall {detections.recall:.3f}, precision {detections.precision:.3f}")
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

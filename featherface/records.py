@@ -1,5 +1,5 @@
 """The bundle's records as types: `Manifest` and its `FileEntry`s, each file's
-`ParityRecord` and `QuantizationRecord`, and `PreferredBy`. One validating `from_json` and one `to_json` each;
+`ParityRecord` (its `OutputError`s and `DetectionAgreement`) and `QuantizationRecord`, and `PreferredBy`. One validating `from_json` and one `to_json` each;
 the converters write them, the SDK, the report and the bench read them.
 
 A bundle is untrusted input on a device. Refused (`ManifestError`, naming the field and
@@ -86,6 +86,12 @@ PARITY_OPTIONAL: Rules = {
     "error_bounds": OBJECT, "torch_fp32_vs_fp64": OBJECT, "images": (_list_of(_is(str)), "a list of strings"),
     "conversion_seconds": NUMBER,
 }
+FINITE_OR_NOT = (lambda v: _is(int, float)(v) or v is None, "a number or null")  # JSON has no Infinity
+OUTPUT_ERROR: Rules = {"max_abs_error": FINITE_OR_NOT, "mean_abs_error": FINITE_OR_NOT, "cosine": NUMBER, "finite": (_is(bool), "true or false")}
+DETECTION_AGREEMENT: Rules = {
+    "reference_faces": INTEGER, "candidate_faces": INTEGER, "matched": INTEGER, "recall": NUMBER, "precision": NUMBER,
+    "robust_recall": NUMBER, "robust_precision": NUMBER, "mean_iou": NUMBER, "landmark_error": NUMBER,
+}
 QUANTIZATION: Rules = {"tool": STRING}
 _MS_BY_FILE = (lambda v: isinstance(v, dict) and all(_is(int, float)(ms) for ms in v.values()), "an object of file -> ms")
 # A bench --pick of before 2026-12-06 wrote the chosen file's figures as plain numbers.
@@ -120,6 +126,59 @@ def check_fields(source: str, where: str, value: dict, rules: Rules, optional: R
             raise fail(f"`{name(key)}` must be {expected}, not {json.dumps(value[key])[:60]}")
 
 
+@dataclass(frozen=True)
+class OutputError:
+    """One output of a file against PyTorch's, over all images (verify.parity.tensor_errors)."""
+
+    max_abs_error: float  # inf where the file's output is not finite
+    mean_abs_error: float
+    cosine: float
+    finite: bool
+
+    @classmethod
+    def from_json(cls, data: Any, where: str, source: str = "") -> "OutputError":
+        check_fields(source, where, _object(data, where, source), OUTPUT_ERROR, closed=False)
+        inf = float("inf")
+        return cls(_or(data["max_abs_error"], inf), _or(data["mean_abs_error"], inf), data["cosine"], data["finite"])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectionAgreement:
+    """A file's faces against PyTorch's over images (verify.parity.detection_agreement): plain
+    figures above the score threshold, robust ones (the verdict's) across its margin."""
+
+    reference_faces: int
+    candidate_faces: int
+    matched: int
+    recall: float
+    precision: float
+    robust_recall: float
+    robust_precision: float
+    mean_iou: float
+    landmark_error: float  # mean landmark distance over the face's size, matched faces
+
+    @classmethod
+    def from_json(cls, data: Any, where: str, source: str = "") -> "DetectionAgreement":
+        check_fields(source, where, _object(data, where, source), DETECTION_AGREEMENT, closed=False)
+        return cls(**{key: data[key] for key in DETECTION_AGREEMENT})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _object(data: Any, where: str, source: str) -> dict:
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: `{where}` must be an object" if source else f"`{where}` must be an object")
+    return data
+
+
+def _or(value: float | None, missing: float) -> float:
+    return missing if value is None else value
+
+
 @dataclass
 class ParityRecord:
     """A file against PyTorch FP32 on real images (featherface.verify.check.judge)."""
@@ -127,8 +186,8 @@ class ParityRecord:
     status: str  # "pass" | "fail"
     reasons: list[str]  # every failed bar, named with its figure
     thresholds: dict = field(default_factory=dict)  # the precision's ParityThresholds
-    tensor: dict = field(default_factory=dict)  # output -> max / mean abs error, cosine, finite
-    detections: dict = field(default_factory=dict)  # detection_agreement's figures
+    tensor: dict[str, OutputError] = field(default_factory=dict)  # by output name
+    detections: DetectionAgreement | None = None  # None: the file produced no outputs to compare
     error_bounds: dict = field(default_factory=dict)  # output -> max abs error allowed (None: not checked)
     torch_fp32_vs_fp64: dict = field(default_factory=dict)  # output -> PyTorch FP32's own error
     images: list[str] = field(default_factory=list)
@@ -139,18 +198,26 @@ class ParityRecord:
     def passed(self) -> bool:
         return self.status == "pass"
 
+    @property
+    def max_abs_error(self) -> float | None:
+        """The largest over every output (None when no output was compared)."""
+        return max((e.max_abs_error for e in self.tensor.values()), default=None)
+
     @classmethod
     def from_json(cls, data: Any, where: str = "parity", source: str = "") -> "ParityRecord":
-        if not isinstance(data, dict):
-            raise ManifestError(f"{source}: `{where}` must be an object" if source else f"`{where}` must be an object")
-        check_fields(source, where, data, PARITY, PARITY_OPTIONAL, closed=False)
+        check_fields(source, where, _object(data, where, source), PARITY, PARITY_OPTIONAL, closed=False)
         known = set(PARITY) | set(PARITY_OPTIONAL)
-        return cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["tensor"] = {name: OutputError.from_json(e, f"{where}.tensor.{name}", source) for name, e in data["tensor"].items()}
+        detections = data["detections"]
+        values["detections"] = DetectionAgreement.from_json(detections, f"{where}.detections", source) if detections else None
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
     def to_json(self) -> dict:
         record = {"status": self.status, "reasons": list(self.reasons), "thresholds": self.thresholds,
                   "error_bounds": self.error_bounds, "torch_fp32_vs_fp64": self.torch_fp32_vs_fp64,
-                  "tensor": self.tensor, "detections": self.detections, "images": list(self.images)}
+                  "tensor": {name: e.to_json() for name, e in self.tensor.items()},
+                  "detections": self.detections.to_json() if self.detections else {}, "images": list(self.images)}
         if self.conversion_seconds is not None:
             record["conversion_seconds"] = self.conversion_seconds
         return {**record, **self.extra}

@@ -3,6 +3,7 @@ others, and a report holding results. No model is run."""
 from __future__ import annotations
 
 from featherface.bench.records import SCHEMA, BaselineRatio, BenchReport, BenchResult, BenchSettings, Frame, LoadBreakdown, Samples, Timing
+from featherface.records import ParityRecord
 
 
 def timing(p50: float) -> Timing:
@@ -18,7 +19,7 @@ def bench_result(label: str, threads: int | None = 1, total_p50: float = 10.0, m
         size_bytes=1_000_000, threads=threads, load_ms=10.0, load_breakdown=LoadBreakdown(2.0, 8.0), first_run_ms=20.0,
         model_ms=timing(model_p50), total_ms=timing(total_p50), pre_ms=timing(1.0), post_ms=timing(1.0),
         pre_post_share=2.0 / total_p50, throughput=1000 / total_p50, model_throughput=1000 / model_p50, peak_rss_mb=90.0,
-        memory_scope="isolated", faces=1, parity={"status": status, "reasons": [] if status == "pass" else ["loc max abs error"]},
+        memory_scope="isolated", faces=1, parity=ParityRecord(status, [] if status == "pass" else ["loc max abs error"]),
         ratio_to_baseline=ratio, samples_ms=Samples([model_p50], [total_p50], [1.0], [1.0]),
     )
 

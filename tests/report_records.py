@@ -6,14 +6,15 @@ from __future__ import annotations
 from featherface.config import OUTPUT_NAMES
 from featherface.converters.manifest import new_manifest
 from featherface.converters.report_golden import BundleView, FileRun, GoldenRun
-from featherface.records import Checkpoint, FileEntry, Manifest, ParityRecord, QuantizationRecord
+from featherface.records import Checkpoint, DetectionAgreement, FileEntry, Manifest, OutputError, ParityRecord, QuantizationRecord
 
 
 def file_entry(name: str, precision: str = "fp32", size_bytes: int = 1_000_000, status: str = "pass",
                accuracy: dict | None = None, quantization: QuantizationRecord | None = None) -> FileEntry:
     reasons = [] if status == "pass" else ["robust recall 0.90 < 0.95"]
     parity = ParityRecord(status, reasons, thresholds={"min_recall": 0.95, "min_precision": 0.95},
-                          tensor={"conf": {"max_abs_error": 0.1}}, detections={"recall": 1.0, "robust_recall": 1.0})
+                          tensor={"conf": OutputError(0.1, 0.01, 1.0, True)},
+                          detections=DetectionAgreement(10, 10, 10, 1.0, 1.0, 1.0, 1.0, 0.9, 0.01))
     return FileEntry(file=name, sha256="0" * 64, output_map={output: output for output in OUTPUT_NAMES}, format="tflite",
                      precision=precision, size_bytes=size_bytes, parity=parity, quantization=quantization, accuracy=accuracy)
 

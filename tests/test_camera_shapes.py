@@ -173,7 +173,7 @@ def test_opencv_and_pillow_resizing_find_the_same_faces_within_the_parity_bars(w
             found[resizer].append(Detections(*postprocess_arrays(loc, conf, landmarks, priors, box, 480, 640, floor, PRIORS.variances)))
     agreement = detection_agreement(found["pillow"], found["opencv"], DEPLOY_THRESHOLDS.score)
     bar = PARITY_THRESHOLDS["fp32"]
-    assert agreement["robust_recall"] >= bar.min_recall and agreement["robust_precision"] >= bar.min_precision, agreement
+    assert agreement.robust_recall >= bar.min_recall and agreement.robust_precision >= bar.min_precision, agreement
     assert sum(len(d.scores) for d in found["pillow"]) > 20  # enough faces to mean something
 
 

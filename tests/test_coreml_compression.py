@@ -160,9 +160,9 @@ def test_palettized_file_passes_its_bar_against_torch(bundle, photos):
     parity = make_parity_set(model, find_images(photos, len(PHOTOS)), SIZE)
     record = check_file(ModelFile(bundle / "model_p6.mlpackage", "coreml", "p6", 0.0), parity, SIZE)
     assert record.thresholds == PARITY_THRESHOLDS["p6"].__dict__
-    assert record.detections["reference_faces"] >= 1
+    assert record.detections.reference_faces >= 1
     assert record.status == "pass", record.reasons
-    assert record.detections["mean_iou"] > 0.9
+    assert record.detections.mean_iou > 0.9
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ agreement (plain and robust), the FP32 error bound and the verdict. Pure NumPy, 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from featherface.config import (
     PRIORS,
     ParityThresholds,
 )
+from featherface.records import DetectionAgreement, OutputError
 from featherface.sdk.box_coding import encode_boxes, encode_landmarks, iou_matrix, make_priors
 from featherface.sdk.faces import postprocess_arrays
 from featherface.sdk.preprocess import Letterbox
@@ -55,7 +57,8 @@ def outputs(seed: int = 0, anchors: int = 50, batch: int = 2) -> dict[str, np.nd
     }
 
 
-GOOD_AGREEMENT = {"recall": 1.0, "precision": 1.0, "robust_recall": 1.0, "robust_precision": 1.0}
+GOOD_AGREEMENT = DetectionAgreement(reference_faces=4, candidate_faces=4, matched=4, recall=1.0, precision=1.0,
+                                    robust_recall=1.0, robust_precision=1.0, mean_iou=1.0, landmark_error=0.0)
 
 
 # ---------------------------------------------------------------- tensor_errors
@@ -66,9 +69,9 @@ def test_tensor_errors_of_identical_outputs():
     errors = tensor_errors(ref, {k: v.copy() for k, v in ref.items()})
     assert set(errors) == set(OUTPUT_NAMES)
     for figures in errors.values():
-        assert figures["max_abs_error"] == 0.0 and figures["mean_abs_error"] == 0.0
-        assert figures["cosine"] == pytest.approx(1.0, abs=1e-12)
-        assert figures["finite"] is True
+        assert figures.max_abs_error == 0.0 and figures.mean_abs_error == 0.0
+        assert figures.cosine == pytest.approx(1.0, abs=1e-12)
+        assert figures.finite is True
 
 
 def test_tensor_errors_max_mean_and_cosine_are_exact():
@@ -78,12 +81,12 @@ def test_tensor_errors_max_mean_and_cosine_are_exact():
     cand["landmarks"] = -ref["landmarks"]  # anti-parallel
     cand["conf"] = 3.0 * ref["conf"]  # parallel, scaled
     errors = tensor_errors(ref, cand)
-    assert errors["loc"]["max_abs_error"] == pytest.approx(0.5, abs=1e-6)
-    assert errors["loc"]["mean_abs_error"] == pytest.approx(0.5 / ref["loc"].size, rel=1e-5)
-    assert errors["landmarks"]["cosine"] == pytest.approx(-1.0, abs=1e-9)
-    assert errors["landmarks"]["max_abs_error"] == pytest.approx(2 * np.abs(ref["landmarks"]).max(), rel=1e-6)
-    assert errors["conf"]["cosine"] == pytest.approx(1.0, abs=1e-9)
-    assert errors["conf"]["max_abs_error"] == pytest.approx(2 * np.abs(ref["conf"]).max(), rel=1e-6)
+    assert errors["loc"].max_abs_error == pytest.approx(0.5, abs=1e-6)
+    assert errors["loc"].mean_abs_error == pytest.approx(0.5 / ref["loc"].size, rel=1e-5)
+    assert errors["landmarks"].cosine == pytest.approx(-1.0, abs=1e-9)
+    assert errors["landmarks"].max_abs_error == pytest.approx(2 * np.abs(ref["landmarks"]).max(), rel=1e-6)
+    assert errors["conf"].cosine == pytest.approx(1.0, abs=1e-9)
+    assert errors["conf"].max_abs_error == pytest.approx(2 * np.abs(ref["conf"]).max(), rel=1e-6)
 
 
 def test_tensor_errors_accumulate_in_float64():
@@ -91,7 +94,7 @@ def test_tensor_errors_accumulate_in_float64():
     ref = {name: np.zeros((1, 200_000, w), np.float32) for name, w in (("loc", 4), ("conf", 2), ("landmarks", 10))}
     cand = {k: v.copy() for k, v in ref.items()}
     cand["loc"][...] = 1e-4
-    assert tensor_errors(ref, cand)["loc"]["mean_abs_error"] == pytest.approx(1e-4, rel=1e-6)
+    assert tensor_errors(ref, cand)["loc"].mean_abs_error == pytest.approx(1e-4, rel=1e-6)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -100,10 +103,10 @@ def test_tensor_errors_flag_non_finite_values(bad):
     cand = {k: v.copy() for k, v in ref.items()}
     cand["conf"][0, 3, 1] = bad
     errors = tensor_errors(ref, cand)
-    assert errors["conf"]["finite"] is False
-    assert math.isinf(errors["conf"]["max_abs_error"]) and math.isinf(errors["conf"]["mean_abs_error"])
-    assert errors["conf"]["cosine"] == 0.0
-    assert errors["loc"]["finite"] is True  # only the broken output is flagged
+    assert errors["conf"].finite is False
+    assert math.isinf(errors["conf"].max_abs_error) and math.isinf(errors["conf"].mean_abs_error)
+    assert errors["conf"].cosine == 0.0
+    assert errors["loc"].finite is True  # only the broken output is flagged
 
 
 def test_tensor_errors_refuse_a_shape_mismatch_naming_the_output():
@@ -117,7 +120,7 @@ def test_tensor_errors_cosine_of_a_zero_candidate_is_zero_not_nan():
     ref = outputs()
     cand = dict(ref, loc=np.zeros_like(ref["loc"]))
     figures = tensor_errors(ref, cand)["loc"]
-    assert figures["cosine"] == 0.0 and not math.isnan(figures["cosine"])
+    assert figures.cosine == 0.0 and not math.isnan(figures.cosine)
 
 
 # ---------------------------------------------------------------- match_detections
@@ -188,24 +191,24 @@ def test_match_detections_properties(ref_boxes, cand_rows, threshold):
 def test_agreement_of_identical_detections():
     ref = [dets([[0, 0, 20, 20], [40, 40, 60, 70]], [0.9, 0.8]), dets(np.zeros((0, 4)), [])]
     agreement = detection_agreement(ref, ref, SCORE)
-    assert agreement["reference_faces"] == agreement["candidate_faces"] == agreement["matched"] == 2
+    assert agreement.reference_faces == agreement.candidate_faces == agreement.matched == 2
     for key in ("recall", "precision", "robust_recall", "robust_precision", "mean_iou"):
-        assert agreement[key] == 1.0
-    assert agreement["landmark_error"] == 0.0
+        assert getattr(agreement, key) == 1.0
+    assert agreement.landmark_error == 0.0
 
 
 def test_agreement_recall_and_precision_count_over_all_images():
     ref = [dets([[0, 0, 20, 20], [40, 40, 60, 60]], [0.9, 0.9]), dets([[0, 0, 20, 20]], [0.9])]
     cand = [dets([[0, 0, 20, 20]], [0.9]), dets([[0, 0, 20, 20], [100, 100, 120, 120]], [0.9, 0.9])]
     agreement = detection_agreement(ref, cand, SCORE)
-    assert (agreement["reference_faces"], agreement["candidate_faces"], agreement["matched"]) == (3, 3, 2)
-    assert agreement["recall"] == pytest.approx(2 / 3) and agreement["precision"] == pytest.approx(2 / 3)
+    assert (agreement.reference_faces, agreement.candidate_faces, agreement.matched) == (3, 3, 2)
+    assert agreement.recall == pytest.approx(2 / 3) and agreement.precision == pytest.approx(2 / 3)
 
 
 def test_agreement_with_no_faces_is_vacuously_perfect():
     empty = [dets(np.zeros((0, 4)), [])] * 2
     agreement = detection_agreement(empty, empty, SCORE)
-    assert agreement["recall"] == agreement["precision"] == agreement["robust_recall"] == agreement["robust_precision"] == 1.0
+    assert agreement.recall == agreement.precision == agreement.robust_recall == agreement.robust_precision == 1.0
 
 
 def test_agreement_needs_as_many_candidate_images_as_reference_images():
@@ -219,15 +222,15 @@ def test_robust_recall_forgives_a_score_that_merely_crosses_the_threshold():
     ref = [dets([[0, 0, 20, 20]], [SCORE + ROBUST_MARGIN + 0.05])]
     cand = [dets([[0, 0, 20, 20]], [SCORE - ROBUST_MARGIN + 0.05])]
     agreement = detection_agreement(ref, cand, SCORE)
-    assert agreement["recall"] == 0.0
-    assert agreement["robust_recall"] == 1.0
+    assert agreement.recall == 0.0
+    assert agreement.robust_recall == 1.0
 
 
 def test_robust_recall_counts_a_vanished_clear_face():
     ref = [dets([[0, 0, 20, 20], [50, 50, 80, 80]], [0.95, 0.95])]
     cand = [dets([[0, 0, 20, 20]], [0.95])]
     agreement = detection_agreement(ref, cand, SCORE)
-    assert agreement["robust_recall"] == 0.5 and agreement["recall"] == 0.5
+    assert agreement.robust_recall == 0.5 and agreement.recall == 0.5
 
 
 def test_robust_recall_ignores_faces_that_are_not_clear():
@@ -235,19 +238,19 @@ def test_robust_recall_ignores_faces_that_are_not_clear():
     ref = [dets([[0, 0, 20, 20]], [SCORE + ROBUST_MARGIN - 0.02])]
     cand = [dets(np.zeros((0, 4)), [])]
     agreement = detection_agreement(ref, cand, SCORE)
-    assert agreement["recall"] == 0.0
-    assert agreement["robust_recall"] == 1.0
+    assert agreement.recall == 0.0
+    assert agreement.robust_recall == 1.0
 
 
 def test_robust_precision_counts_a_clear_face_invented_by_the_file():
     ref = [dets([[0, 0, 20, 20]], [0.9])]
     cand = [dets([[0, 0, 20, 20], [60, 60, 90, 90]], [0.9, 0.9])]
     agreement = detection_agreement(ref, cand, SCORE)
-    assert agreement["precision"] == 0.5 and agreement["robust_precision"] == 0.5
+    assert agreement.precision == 0.5 and agreement.robust_precision == 0.5
     # ... but not one whose reference score sits just under the threshold.
     ref = [dets([[0, 0, 20, 20], [60, 60, 90, 90]], [0.9, SCORE - 0.05])]
     agreement = detection_agreement(ref, cand, SCORE)
-    assert agreement["precision"] == 0.5 and agreement["robust_precision"] == 1.0
+    assert agreement.precision == 0.5 and agreement.robust_precision == 1.0
 
 
 def test_landmark_error_is_relative_to_the_face_size():
@@ -256,8 +259,8 @@ def test_landmark_error_is_relative_to_the_face_size():
     ref = [dets(box, [0.9], [points])]
     cand = [dets(box, [0.9], [points + np.tile([3.0, 4.0], 5)])]  # every point 5 px off
     agreement = detection_agreement(ref, cand, SCORE)
-    assert agreement["landmark_error"] == pytest.approx(5.0 / 10.0)
-    assert agreement["mean_iou"] == pytest.approx(1.0)
+    assert agreement.landmark_error == pytest.approx(5.0 / 10.0)
+    assert agreement.mean_iou == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- error_bound and verdict
@@ -277,11 +280,8 @@ def test_reduced_precision_has_no_tensor_bound(precision):
     assert error_bound(PARITY_THRESHOLDS[precision], 1e-3) is None
 
 
-def errors_with(max_errors: dict[str, float], finite: dict[str, bool] | None = None) -> dict:
-    return {
-        name: {"max_abs_error": value, "mean_abs_error": value / 10, "cosine": 1.0, "finite": (finite or {}).get(name, True)}
-        for name, value in max_errors.items()
-    }
+def errors_with(max_errors: dict[str, float], finite: dict[str, bool] | None = None) -> dict[str, OutputError]:
+    return {name: OutputError(value, value / 10, 1.0, (finite or {}).get(name, True)) for name, value in max_errors.items()}
 
 
 def test_verdict_passes_within_the_bound():
@@ -306,23 +306,23 @@ def test_verdict_flags_non_finite_outputs_even_without_a_tensor_bound():
 def test_verdict_ignores_tensor_errors_for_fp16_but_not_detections():
     big = errors_with({"loc": 0.5, "conf": 0.05, "landmarks": 2.0})
     assert verdict(big, GOOD_AGREEMENT, FP16, NOISE) == ("pass", [])
-    lost = dict(GOOD_AGREEMENT, robust_recall=0.9)
+    lost = replace(GOOD_AGREEMENT, robust_recall=0.9)
     status, reasons = verdict(big, lost, FP16, NOISE)
     assert status == "fail" and len(reasons) == 1 and "recall" in reasons[0] and "0.900" in reasons[0]
 
 
 def test_verdict_judges_detections_on_the_robust_figures():
     """Plain figures hurt by threshold crossings alone do not fail a file; robust ones do."""
-    plain_only = {"recall": 0.5, "precision": 0.5, "robust_recall": 1.0, "robust_precision": 1.0}
+    plain_only = replace(GOOD_AGREEMENT, recall=0.5, precision=0.5)
     assert verdict(errors_with({n: 0.0 for n in OUTPUT_NAMES}), plain_only, FP32, NOISE)[0] == "pass"
-    robust_bad = {"recall": 1.0, "precision": 1.0, "robust_recall": 1.0, "robust_precision": 0.95}
+    robust_bad = replace(GOOD_AGREEMENT, robust_precision=0.95)
     status, reasons = verdict(errors_with({n: 0.0 for n in OUTPUT_NAMES}), robust_bad, FP32, NOISE)
     assert status == "fail" and len(reasons) == 1 and "precision" in reasons[0]
 
 
 def test_verdict_lists_every_failed_bar():
     errors = errors_with({"loc": 1.0, "conf": 1.0, "landmarks": 1.0})
-    bad = {"recall": 0.0, "precision": 0.0, "robust_recall": 0.0, "robust_precision": 0.0}
+    bad = replace(GOOD_AGREEMENT, recall=0.0, precision=0.0, robust_recall=0.0, robust_precision=0.0)
     status, reasons = verdict(errors, bad, FP32, NOISE)
     assert status == "fail" and len(reasons) == 5
     for word in ("loc", "conf", "landmarks", "recall", "precision"):
@@ -375,7 +375,7 @@ def test_hand_built_outputs_pass_against_themselves():
     assert [len(d.scores) for d in _detections(reference, letterboxes, priors)] == [2, 1]
     (status, reasons), agreement = _judge(reference, {k: v.copy() for k, v in reference.items()}, letterboxes, priors)
     assert status == "pass", reasons
-    assert agreement["reference_faces"] == 3 and agreement["matched"] == 3
+    assert agreement.reference_faces == 3 and agreement.matched == 3
 
 
 def test_swapped_conf_columns_fail_parity():
@@ -385,8 +385,8 @@ def test_swapped_conf_columns_fail_parity():
     (status, reasons), agreement = _judge(reference, candidate, letterboxes, priors, FP16)
     assert status == "fail"
     # Background anchors become faces: far more faces than PyTorch's three.
-    assert agreement["candidate_faces"] > 10 * agreement["reference_faces"]
-    assert agreement["robust_precision"] < 0.5
+    assert agreement.candidate_faces > 10 * agreement.reference_faces
+    assert agreement.robust_precision < 0.5
     assert any("precision" in r for r in reasons)
     (status, reasons), _ = _judge(reference, candidate, letterboxes, priors, FP32)
     assert status == "fail" and any(r.startswith("conf max abs error") for r in reasons)
@@ -397,7 +397,7 @@ def test_swapped_images_fail_parity():
     reference, letterboxes, priors = _face_outputs()
     candidate = {k: v[::-1].copy() for k, v in reference.items()}
     (status, reasons), agreement = _judge(reference, candidate, letterboxes, priors, FP16)
-    assert status == "fail" and agreement["robust_recall"] < 1.0 and agreement["robust_precision"] < 1.0
+    assert status == "fail" and agreement.robust_recall < 1.0 and agreement.robust_precision < 1.0
 
 
 def test_swapped_loc_and_landmarks_cannot_pass():

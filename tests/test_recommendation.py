@@ -105,10 +105,12 @@ def test_report_summary_carries_the_advice_above_the_table():
 
 
 def test_report_table_shows_plain_and_robust_recall_side_by_side():
+    from dataclasses import replace
+
     from featherface.converters.report_table import display_row, file_row
 
     entry = file_entry("model_int8.tflite", "int8", 480_000)
-    entry.parity.detections = {"recall": 0.957, "robust_recall": 1.0}
+    entry.parity.detections = replace(entry.parity.detections, recall=0.957, robust_recall=1.0)
     cells = display_row(file_row(manifest([entry], "pi4", preferred="model_int8.tflite"), entry, 18.2))
     assert cells["recall vs PyTorch (plain / robust)"] == "0.957 / 1.000"
 

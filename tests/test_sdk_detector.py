@@ -175,10 +175,10 @@ def test_runtimes_agree_with_the_torch_runtime_on_real_photos(torch_reference, o
     candidate = [as_detections(detector.with_options(score_threshold=FLOOR).detect(path)) for path in photos]
     agreement = detection_agreement(reference, candidate, DEPLOY_THRESHOLDS.score)
     thresholds = PARITY_THRESHOLDS[precision]
-    assert agreement["reference_faces"] == 5  # not vacuous
-    assert agreement["robust_recall"] >= thresholds.min_recall, agreement
-    assert agreement["robust_precision"] >= thresholds.min_precision, agreement
-    assert agreement["mean_iou"] > {"fp32": 0.999, "fp16": 0.95}.get(precision, 0.9), agreement
+    assert agreement.reference_faces == 5  # not vacuous
+    assert agreement.robust_recall >= thresholds.min_recall, agreement
+    assert agreement.robust_precision >= thresholds.min_precision, agreement
+    assert agreement.mean_iou > {"fp32": 0.999, "fp16": 0.95}.get(precision, 0.9), agreement
     if precision == "fp32":  # same faces, same order, same pixels
         for ref, cand in zip(reference, candidate):
             keep = ref.scores > DEPLOY_THRESHOLDS.score

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featherface.config import FLOAT32_NOISE_FACTOR, NUM_LANDMARKS, OUTPUT_NAMES, ParityThresholds
+from featherface.records import DetectionAgreement, OutputError
 from featherface.sdk.box_coding import iou_matrix
 
 # A face near the score threshold flips with the tiniest change; the robust agreement
@@ -27,7 +28,7 @@ class Detections:
     landmarks: np.ndarray  # [K, 10] x, y pairs
 
 
-def tensor_errors(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+def tensor_errors(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, OutputError]:
     """Per output: max and mean absolute error and cosine similarity, over all images."""
     errors = {}
     for name in OUTPUT_NAMES:
@@ -38,12 +39,12 @@ def tensor_errors(reference: dict[str, np.ndarray], candidate: dict[str, np.ndar
         diff = np.abs(ref - cand)
         finite = bool(np.isfinite(cand).all())
         denom = np.linalg.norm(ref) * np.linalg.norm(cand)
-        errors[name] = {
-            "max_abs_error": float(diff.max()) if finite else float("inf"),
-            "mean_abs_error": float(diff.mean()) if finite else float("inf"),
-            "cosine": float(ref @ cand / denom) if finite and denom > 0 else 0.0,
-            "finite": finite,
-        }
+        errors[name] = OutputError(
+            max_abs_error=float(diff.max()) if finite else float("inf"),
+            mean_abs_error=float(diff.mean()) if finite else float("inf"),
+            cosine=float(ref @ cand / denom) if finite and denom > 0 else 0.0,
+            finite=finite,
+        )
     return errors
 
 
@@ -69,7 +70,7 @@ def _subset(d: Detections, keep: np.ndarray) -> Detections:
 
 def detection_agreement(
     reference: list[Detections], candidate: list[Detections], score_threshold: float, iou_threshold: float = MATCH_IOU
-) -> dict[str, float | int]:
+) -> DetectionAgreement:
     """Recall and precision of the candidate's faces against the reference's, over images.
 
     Both lists hold detections above a floor of `score_threshold - ROBUST_MARGIN`. The
@@ -99,17 +100,17 @@ def detection_agreement(
             clear = _subset(clear_side, clear_side.scores > score_threshold + ROBUST_MARGIN)
             robust[key][0] += len(match_detections(other, clear, iou_threshold))
             robust[key][1] += len(clear.scores)
-    return {
-        "reference_faces": ref_total,
-        "candidate_faces": cand_total,
-        "matched": matched,
-        "recall": matched / ref_total if ref_total else 1.0,
-        "precision": matched / cand_total if cand_total else 1.0,
-        "robust_recall": robust["recall"][0] / robust["recall"][1] if robust["recall"][1] else 1.0,
-        "robust_precision": robust["precision"][0] / robust["precision"][1] if robust["precision"][1] else 1.0,
-        "mean_iou": float(np.mean(ious)) if ious else 1.0,
-        "landmark_error": float(np.mean(landmark_errors)) if landmark_errors else 0.0,
-    }
+    return DetectionAgreement(
+        reference_faces=ref_total,
+        candidate_faces=cand_total,
+        matched=matched,
+        recall=matched / ref_total if ref_total else 1.0,
+        precision=matched / cand_total if cand_total else 1.0,
+        robust_recall=robust["recall"][0] / robust["recall"][1] if robust["recall"][1] else 1.0,
+        robust_precision=robust["precision"][0] / robust["precision"][1] if robust["precision"][1] else 1.0,
+        mean_iou=float(np.mean(ious)) if ious else 1.0,
+        landmark_error=float(np.mean(landmark_errors)) if landmark_errors else 0.0,
+    )
 
 
 def error_bound(thresholds: ParityThresholds, float32_noise: float) -> float | None:
@@ -120,21 +121,21 @@ def error_bound(thresholds: ParityThresholds, float32_noise: float) -> float | N
 
 
 def verdict(
-    errors: dict[str, dict[str, float]], agreement: dict[str, float | int], thresholds: ParityThresholds,
+    errors: dict[str, OutputError], agreement: DetectionAgreement, thresholds: ParityThresholds,
     float32_noise: dict[str, float],
 ) -> tuple[str, list[str]]:
     """("pass" | "fail", reasons): every failed bar, named with its figure."""
     reasons = []
     for name, figures in errors.items():
         bound = error_bound(thresholds, float32_noise[name])
-        if not figures["finite"]:
+        if not figures.finite:
             reasons.append(f"{name} has non-finite values (overflow?)")
-        elif bound is not None and figures["max_abs_error"] > bound:
-            reasons.append(f"{name} max abs error {figures['max_abs_error']:.2e} > {bound:.2e}")
+        elif bound is not None and figures.max_abs_error > bound:
+            reasons.append(f"{name} max abs error {figures.max_abs_error:.2e} > {bound:.2e}")
     # Judged on the robust figures: with scores packed at the threshold (an untrained
     # network) float32 noise alone flips plain matches; the plain figures are reported.
-    if agreement["robust_recall"] < thresholds.min_recall:
-        reasons.append(f"detection recall (robust) {agreement['robust_recall']:.3f} < {thresholds.min_recall}")
-    if agreement["robust_precision"] < thresholds.min_precision:
-        reasons.append(f"detection precision (robust) {agreement['robust_precision']:.3f} < {thresholds.min_precision}")
+    if agreement.robust_recall < thresholds.min_recall:
+        reasons.append(f"detection recall (robust) {agreement.robust_recall:.3f} < {thresholds.min_recall}")
+    if agreement.robust_precision < thresholds.min_precision:
+        reasons.append(f"detection precision (robust) {agreement.robust_precision:.3f} < {thresholds.min_precision}")
     return ("fail" if reasons else "pass"), reasons
