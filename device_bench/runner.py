@@ -128,18 +128,12 @@ def run_group(
                     item.detector.runtime.run(prepared)
                     elapsed = time.perf_counter() - start
                 else:  # Detector.detect, stage by stage
-                    detector = item.detector
-                    start = time.perf_counter()
-                    tensor, letterbox = detector.frame_input(frame)
-                    prepared_at = time.perf_counter()
-                    outputs = detector.run_input(tensor)
-                    ran_at = time.perf_counter()
-                    found = detector.decode(outputs, 0, letterbox)
-                    elapsed = time.perf_counter() - start
+                    found, seconds = item.detector.detect_timed(frame)
+                    elapsed = seconds.total
                     faces[step.target] = len(found)
                     if step.timed:
-                        pre[step.target].append(1000 * (prepared_at - start))
-                        post[step.target].append(1000 * (start + elapsed - ran_at))
+                        pre[step.target].append(1000 * seconds.pre)
+                        post[step.target].append(1000 * seconds.post)
                 if step.timed:
                     (model if step.kind == "model" else total)[step.target].append(1000 * elapsed)
         finally:

@@ -6,6 +6,7 @@ mapping, default thresholds) comes from the bundle's manifest, never from defaul
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
@@ -95,6 +96,19 @@ class VideoFaces:
 
     timestamp_ms: float
     faces: list[Face]
+
+
+@dataclass(frozen=True)
+class StageSeconds:
+    """Where one `detect` spent its time: letterboxing into the input, the model, decoding."""
+
+    pre: float
+    model: float
+    post: float
+
+    @property
+    def total(self) -> float:
+        return self.pre + self.model + self.post
 
 
 class _SharedRuntime:
@@ -266,6 +280,18 @@ class Detector:
         Equal to `decode(run_input(frame_input(image)))`, the three stages the bench times."""
         tensor, letterbox = self.frame_input(image, bgr)
         return self.decode(self.run_input(tensor), 0, letterbox)
+
+    def detect_timed(self, image: ImageSource, bgr: bool = False, thresholds: Thresholds | None = None) -> tuple[list[Face], StageSeconds]:
+        """`detect` (at `thresholds`, default the ones in force) with the seconds of each of its
+        three stages: what featherface-pi prints and the bench times."""
+        start = time.perf_counter()
+        tensor, letterbox = self.frame_input(image, bgr)
+        prepared_at = time.perf_counter()
+        outputs = self.run_input(tensor)
+        ran_at = time.perf_counter()
+        faces = self.decode(outputs, 0, letterbox, thresholds)
+        decoded_at = time.perf_counter()
+        return faces, StageSeconds(prepared_at - start, ran_at - prepared_at, decoded_at - ran_at)
 
     def detect_for_video(self, frame: ImageSource, timestamp_ms: float, bgr: bool = False) -> list[Face]:
         """`detect` on one frame of a video or camera stream (MediaPipe's video mode):

@@ -163,14 +163,8 @@ def run(args: argparse.Namespace) -> int:
             except ImageError as err:
                 skipped.add(err)
                 continue
-            t0 = time.perf_counter()
-            tensor, letterbox = detector.frame_input(rgb)  # one input buffer for the whole stream
-            t1 = time.perf_counter()
-            outputs = detector.run_input(tensor)
-            t2 = time.perf_counter()
-            faces = detector.decode(outputs, 0, letterbox, thresholds)
-            t3 = time.perf_counter()
-            stats.add(t1 - t0, t2 - t1, t3 - t2)
+            faces, seconds = detector.detect_timed(rgb, thresholds=thresholds)  # one input buffer for the whole stream
+            stats.add(seconds.pre, seconds.model, seconds.post)
             frames += 1
             if args.json:
                 timestamp = {} if frame.timestamp_ms is None else {"timestamp_ms": round(frame.timestamp_ms, 3)}

@@ -23,6 +23,7 @@ from featherface.bench.records import BenchReport, BenchResult
 from featherface.bench.stats import interleaved_schedule, paired_ratio, percentile, summarize, throughput
 from featherface.bench.targets import BenchError, Opened, load_golden, pick_baseline, resolve_targets
 from featherface.paths import REPO_ROOT
+from featherface.records import ParityRecord
 from featherface.sdk.bundle import read_manifest, sha256_of
 from featherface.sdk.detector import Detector
 
@@ -122,21 +123,23 @@ def test_run_group_times_files_in_turn_and_records_no_warmup(monkeypatch):
         def __init__(self, name):
             self.name, self.runtime = name, FakeRuntime(name)
 
-        def frame_input(self, frame):
+        def frame_input(self, frame, bgr=False):
             return np.zeros((1, 3, 4, 4), np.float32), None
 
         def run_input(self, tensor):
             calls.append((self.name, "total"))
             return {}
 
-        def decode(self, outputs, index, letterbox):
+        def decode(self, outputs, index, letterbox, thresholds=None):
             return []
+
+        detect_timed = Detector.detect_timed  # the stages above, timed as the real detector times them
 
         def close(self):
             pass
 
     monkeypatch.setattr(runner, "open_target", lambda target, threads: Opened(target, FakeDetector(target.label), threads, 0.0, 0.0))
-    monkeypatch.setattr(runner, "device_parity", lambda detector, golden, entry: {"status": "pass", "reasons": []})
+    monkeypatch.setattr(runner, "device_parity", lambda detector, golden, entry: ParityRecord("pass", []))
     targets = [SimpleNamespace(label=name, is_coreml=False, golden=None, entry={}) for name in "AB"]
     measured = runner.run_group(targets, 1, np.zeros((8, 8, 3), np.uint8), warmup=2, runs=3, progress=lambda _: None)
     one_round = [("A", "model"), ("B", "model"), ("A", "total"), ("B", "total")]

@@ -217,6 +217,24 @@ def test_detect_reuses_one_input_buffer_and_video_mode_keeps_timestamps(tiny_onn
             detector.detect_for_video(noise(48, 80), 66.7)
 
 
+def test_detect_timed_finds_what_detect_finds_and_times_each_stage(tiny_onnx_bundle):
+    """featherface-pi and the bench time `detect` through `detect_timed`: the same faces, three
+    stage times that add up to the total."""
+    from featherface.config import Thresholds
+    from featherface.sdk import Detector
+
+    low = Thresholds(score=0.01, nms_iou=0.4, top_k=50)  # an untrained tiny network: keep some faces
+    with Detector.load(tiny_onnx_bundle) as detector:
+        image = noise(48, 80, seed=4)
+        tensor, letterbox = detector.frame_input(image)
+        expected = detector.decode(detector.run_input(tensor), 0, letterbox, low)
+        faces, seconds = detector.detect_timed(image, thresholds=low)
+        assert faces == expected and len(faces) > 0
+        assert detector.detect_timed(image)[0] == detector.detect(image)
+    assert min(seconds.pre, seconds.model, seconds.post) > 0
+    assert seconds.total == seconds.pre + seconds.model + seconds.post
+
+
 # --- a non-square bundle end to end ----------------------------------------------------------
 
 
