@@ -27,7 +27,6 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
     if target == "a14" or len(candidates) == 1:
         return (FIXED[target] if FIXED[target] in names else names[0]), None
     from featherface.bench.device import describe_device
-    from featherface.bench.report import device_line
 
     progress(f"timing {', '.join(names)} (model only, 1 thread) to choose the preferred file")
     times = {}
@@ -38,5 +37,5 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
         finally:
             detector.close()
     choice = fastest(times, {f.path.name: f.path.stat().st_size for f in candidates})
-    return choice, PreferredBy("featherface build", device_line(describe_device()), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    return choice, PreferredBy("featherface build", describe_device().line(), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                threads=1, model_p50_ms=times)

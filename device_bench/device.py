@@ -13,6 +13,8 @@ from pathlib import Path
 
 from featherface.versions import package_versions
 
+from .records import DeviceInfo
+
 # Package names as installed (pip), in the order shown in reports.
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "coremltools", "numpy", "pillow")
 
@@ -92,24 +94,24 @@ def memory_total_mb() -> float | None:
         return None
 
 
-def describe_device() -> dict:
+def describe_device() -> DeviceInfo:
     """The device section of a report."""
     from featherface import __version__
 
     max_freq = _read(MAX_FREQ)
-    return {
-        "cpu": cpu_model(),
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "memory_mb": memory_total_mb(),
-        "os": platform.platform(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "featherface": __version__,
-        "runtimes": package_versions(RUNTIME_PACKAGES),
-        "cpu_governor": _read(GOVERNOR),
-        "cpu_max_mhz": round(int(max_freq) / 1000) if max_freq and max_freq.isdigit() else None,
-    }
+    return DeviceInfo(
+        cpu=cpu_model(),
+        machine=platform.machine(),
+        cores=os.cpu_count(),
+        usable_cores=usable_cores(),
+        memory_mb=memory_total_mb(),
+        os=platform.platform(),
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        featherface=__version__,
+        runtimes=package_versions(RUNTIME_PACKAGES),
+        cpu_governor=_read(GOVERNOR),
+        cpu_max_mhz=round(int(max_freq) / 1000) if max_freq and max_freq.isdigit() else None,
+    )
 
 
 def peak_rss_mb() -> float | None:

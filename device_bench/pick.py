@@ -9,7 +9,7 @@ from featherface.records import PreferredBy
 from featherface.sdk.bundle import read_manifest, write_manifest
 
 from .records import BenchReport, BenchResult
-from .report import device_line, fastest_passing
+from .report import fastest_passing
 
 
 def bundle_choice(report: BenchReport, bundle: str) -> BenchResult | None:
@@ -31,7 +31,7 @@ def pick(report: BenchReport) -> list[str]:
         manifest = read_manifest(bundle)
         manifest.preferred_file = best.file
         manifest.preferred_by = PreferredBy(
-            "featherface bench --pick", device_line(report.device), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "featherface bench --pick", report.device.line(), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             threads=best.threads, model_p50_ms={r.file: r.model_ms.p50 for r in timed},
             detect_p50_ms={r.file: r.total_ms.p50 for r in timed},
         )

@@ -37,6 +37,29 @@ def _plain(value):
 
 
 @dataclass(frozen=True)
+class DeviceInfo:
+    """What the bench ran on (device.describe_device); None where the platform does not say."""
+
+    cpu: str
+    machine: str
+    cores: int | None
+    usable_cores: int
+    memory_mb: float | None
+    os: str
+    python: str
+    featherface: str
+    runtimes: dict[str, str]  # installed package -> version, in RUNTIME_PACKAGES order
+    cpu_governor: str | None
+    cpu_max_mhz: int | None
+
+    def line(self) -> str:
+        """One line for progress output and a manifest's `preferred_by.device`."""
+        runtimes = ", ".join(f"{name} {version}" for name, version in self.runtimes.items())
+        return (f"{self.cpu} ({self.machine}), {self.usable_cores}/{self.cores} cores, {self.os}, {self.python}; "
+                f"{runtimes}; governor {self.cpu_governor or 'not readable'}")
+
+
+@dataclass(frozen=True)
 class Timing:
     """Latencies of the timed runs in ms (stats.summarize): percentiles by linear interpolation."""
 
@@ -160,7 +183,7 @@ class BenchReport:
 
     schema: str
     created: str
-    device: dict  # device.describe_device(), also read by the build side
+    device: DeviceInfo
     settings: BenchSettings
     results: list[BenchResult]
     parity: str  # "pass" | "fail"
@@ -181,6 +204,7 @@ class BenchReport:
             values = {f.name: data[f.name] for f in fields(cls)}
             settings = values["settings"]
             values["settings"] = BenchSettings(**{**settings, "frame": Frame(**settings["frame"])})
+            values["device"] = DeviceInfo(**values["device"])
             values["results"] = [BenchResult.from_json(result) for result in values["results"]]
         except (KeyError, TypeError) as err:
             raise ValueError(f"a {SCHEMA} report with a missing or unexpected field: {err}") from None

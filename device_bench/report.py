@@ -48,14 +48,6 @@ def row(result: BenchResult) -> list[str]:
     ]
 
 
-def device_line(device: dict) -> str:
-    runtimes = ", ".join(f"{k} {v}" for k, v in device["runtimes"].items())
-    return (
-        f"{device['cpu']} ({device['machine']}), {device['usable_cores']}/{device['cores']} cores, "
-        f"{device['os']}, {device['python']}; {runtimes}; governor {device['cpu_governor'] or 'not readable'}"
-    )
-
-
 def text_table(rows: list[list[str]], header: tuple[str, ...]) -> list[str]:
     widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(cells, widths))) for cells in [list(header), *rows]]
@@ -99,7 +91,7 @@ def summary_text(report: BenchReport) -> str:
     """What the command prints on stdout without --json."""
     settings, frame, results = report.settings, report.settings.frame, report.results
     lines = [
-        f"device: {device_line(report.device)}",
+        f"device: {report.device.line()}",
         f"frame: {frame.width}x{frame.height}, {frame.source}",
         f"{settings.runs} timed runs after {settings.warmup} warm-up, interleaved; latencies in ms; "
         f"'vs base' = whole detect (and model alone) against {settings.baseline}: median per-round time ratio, "
@@ -135,15 +127,15 @@ def markdown(report: BenchReport, plot_name: str | None) -> str:
         "## Device",
         "",
         *_md_table(["", ""], [
-            ["CPU", f"{device['cpu']} ({device['machine']})"],
-            ["Cores", f"{device['usable_cores']} usable of {device['cores']}"],
-            ["Memory", "-" if device["memory_mb"] is None else f"{device['memory_mb']:.0f} MiB"],
-            ["OS", device["os"]],
-            ["Python", device["python"]],
-            ["Runtimes", ", ".join(f"{k} {v}" for k, v in device["runtimes"].items())],
-            ["CPU governor", device["cpu_governor"] or "not readable"],
-            ["CPU max", "-" if device["cpu_max_mhz"] is None else f"{device['cpu_max_mhz']} MHz"],
-            ["featherface", device["featherface"]],
+            ["CPU", f"{device.cpu} ({device.machine})"],
+            ["Cores", f"{device.usable_cores} usable of {device.cores}"],
+            ["Memory", "-" if device.memory_mb is None else f"{device.memory_mb:.0f} MiB"],
+            ["OS", device.os],
+            ["Python", device.python],
+            ["Runtimes", ", ".join(f"{name} {version}" for name, version in device.runtimes.items())],
+            ["CPU governor", device.cpu_governor or "not readable"],
+            ["CPU max", "-" if device.cpu_max_mhz is None else f"{device.cpu_max_mhz} MHz"],
+            ["featherface", device.featherface],
         ]),
         "",
         "## Method",
@@ -207,7 +199,7 @@ def plot(report: BenchReport, path: Path) -> str | None:
         axis.set_xlabel("ms (box: quartiles, whiskers: p1-p99)")
         axis.grid(axis="x", alpha=0.3)
     axes[0][0].invert_yaxis()
-    figure.suptitle(f"{report.device['cpu']}, {report.settings.runs} runs", fontsize=10)
+    figure.suptitle(f"{report.device.cpu}, {report.settings.runs} runs", fontsize=10)
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=120, format="png")

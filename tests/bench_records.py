@@ -2,7 +2,18 @@
 others, and a report holding results. No model is run."""
 from __future__ import annotations
 
-from featherface.bench.records import SCHEMA, BaselineRatio, BenchReport, BenchResult, BenchSettings, Frame, LoadBreakdown, Samples, Timing
+from featherface.bench.records import (
+    SCHEMA,
+    BaselineRatio,
+    BenchReport,
+    BenchResult,
+    BenchSettings,
+    DeviceInfo,
+    Frame,
+    LoadBreakdown,
+    Samples,
+    Timing,
+)
 from featherface.records import ParityRecord
 
 
@@ -24,11 +35,16 @@ def bench_result(label: str, threads: int | None = 1, total_p50: float = 10.0, m
     )
 
 
+A_PI = DeviceInfo(cpu="Cortex-A72", machine="aarch64", cores=4, usable_cores=4, memory_mb=3796.0, os="Linux-6.6-aarch64",
+                  python="CPython 3.11.2", featherface="0.1.0", runtimes={"ai-edge-litert": "2.3.0"}, cpu_governor="ondemand",
+                  cpu_max_mhz=1800)
+
+
 def bench_report(results: list[BenchResult]) -> BenchReport:
     failed = [result.where for result in results if not result.passed]
     settings = BenchSettings(runs=1, warmup=0, threads=sorted({r.threads or 1 for r in results}), schedule="interleaved",
                              baseline=results[0].label if results else "", ratio="median over rounds",
                              frame=Frame("synthetic noise", 1280, 720), gc_paused_while_timing=True)
-    return BenchReport(schema=SCHEMA, created="2026-12-01T10:00:00+00:00", device={"cpu": "a Pi"}, settings=settings,
+    return BenchReport(schema=SCHEMA, created="2026-12-01T10:00:00+00:00", device=A_PI, settings=settings,
                        results=results, parity="fail" if failed else "pass", parity_failures=failed, process_peak_rss_mb=100.0,
                        wall_seconds=1.0, notes=[])

@@ -228,6 +228,9 @@ def test_a_saved_report_reads_back_as_records_and_writes_out_the_same_json(bundl
     assert json.dumps(report.to_json(), indent=2) == json.dumps(saved, indent=2)  # same keys, order and values
     with pytest.raises(ValueError, match="missing or unexpected field"):
         BenchReport.from_json({**saved, "results": [{**saved["results"][0], "total_ms": {"p50": 1.0}}]})
+    assert report.device.line().startswith(f"{saved['device']['cpu']} ({saved['device']['machine']}), ")
+    with pytest.raises(ValueError, match="missing or unexpected field"):
+        BenchReport.from_json({**saved, "device": {key: v for key, v in saved["device"].items() if key != "usable_cores"}})
 
 
 def test_baseline_names(bundle, tmp_path):
