@@ -8,7 +8,7 @@ import html
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES
-from featherface.records import Checkpoint
+from featherface.records import Checkpoint, ManifestAP
 from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
@@ -105,12 +105,12 @@ def _summary(bundles: list[BundleView]) -> str:
     )
 
 
-def _curve(label: str, accuracy: dict | None, setting: str) -> plots.Curve | None:
+def _curve(label: str, accuracy: ManifestAP | None, setting: str) -> plots.Curve | None:
     """A manifest accuracy's curve for one setting, labelled with its AP; None if absent."""
-    curve = ((accuracy or {}).get("curves") or {}).get(setting)
+    curve = accuracy.curves.get(setting) if accuracy else None
     if not curve:
         return None
-    ap = accuracy.get(setting)
+    ap = getattr(accuracy, setting)
     return (label if ap is None else f"{label} (AP {100 * ap:.1f})"), curve["recall"], curve["precision"]
 
 

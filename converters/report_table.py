@@ -2,16 +2,15 @@
 of one or more bundles, plus PyTorch FP32, as raw figures (JSON) and as display text.
 
 Optional figures (absent ones read "not measured"): the manifest's `reference_accuracy` and
-each file's `accuracy` ({"protocol", "easy", "medium", "hard", "delta_vs_torch": {setting:
-points}}), and the latency the golden re-run measured. Rows are `SummaryRow`s; report.json
-holds them as JSON.
+each file's `accuracy` (`records.ManifestAP`), and the latency the golden re-run measured.
+Rows are `SummaryRow`s; report.json holds them as JSON.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 from featherface.choice import fastest
-from featherface.records import FileEntry, Manifest
+from featherface.records import FileEntry, Manifest, ManifestAP
 from featherface.units import speed_words
 from featherface.widerface import SETTINGS
 
@@ -65,17 +64,14 @@ class SummaryRow:
         return asdict(self)
 
 
-def _accuracy(accuracy: dict | None, reference: dict | None) -> RowAccuracy | None:
+def _accuracy(accuracy: ManifestAP | None, reference: ManifestAP | None) -> RowAccuracy | None:
     """The manifest's `accuracy` (or `reference_accuracy`) of a file, None when it has none."""
-    if not accuracy:
+    if accuracy is None:
         return None
-    if all(accuracy.get(s) is None for s in SETTINGS):
-        return RowAccuracy(None, {}, {}, accuracy.get("reason"))
-    delta = dict(accuracy.get("delta_vs_torch") or {})
-    for s in SETTINGS:
-        if delta.get(s) is None and reference and reference.get(s) is not None and accuracy.get(s) is not None:
-            delta[s] = 100 * (accuracy[s] - reference[s])
-    return RowAccuracy(accuracy.get("protocol"), {s: accuracy.get(s) for s in SETTINGS}, {s: delta.get(s) for s in SETTINGS}, None)
+    ap = accuracy.ap()
+    if all(value is None for value in ap.values()):
+        return RowAccuracy(None, {}, {}, accuracy.reason)
+    return RowAccuracy(accuracy.protocol, ap, accuracy.delta_points(reference), None)
 
 
 def reference_row(manifest: Manifest) -> SummaryRow:

@@ -1,6 +1,7 @@
-"""The bundle's records as types: `Manifest` and its `FileEntry`s, each file's
-`ParityRecord` (its `OutputError`s and `DetectionAgreement`) and `QuantizationRecord`, and `PreferredBy`. One validating `from_json` and one `to_json` each;
-the converters write them, the SDK, the report and the bench read them.
+"""The bundle's records as types: `Manifest` and its `FileEntry`s, each file's `ParityRecord`
+(its `OutputError`s and `DetectionAgreement`), `QuantizationRecord` and `ManifestAP`, and
+`PreferredBy`. One validating `from_json` and one `to_json` each; the converters write them,
+the SDK, the report and the bench read them.
 
 A bundle is untrusted input on a device. Refused (`ManifestError`, naming the field and
 what was expected): an unknown format version, a missing, unknown or mistyped field (nested
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from featherface.config import MANIFEST_VERSION, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
+from featherface.widerface import SETTINGS
 
 SUPPORTED_VERSIONS = (MANIFEST_VERSION,)
 
@@ -91,6 +93,12 @@ OUTPUT_ERROR: Rules = {"max_abs_error": FINITE_OR_NOT, "mean_abs_error": FINITE_
 DETECTION_AGREEMENT: Rules = {
     "reference_faces": INTEGER, "candidate_faces": INTEGER, "matched": INTEGER, "recall": NUMBER, "precision": NUMBER,
     "robust_recall": NUMBER, "robust_precision": NUMBER, "mean_iou": NUMBER, "landmark_error": NUMBER,
+}
+_FRACTION_OR_NULL = (lambda v: v is None or _is(int, float)(v), "a number or null")
+MANIFEST_AP: Rules = {  # every key optional: a file's AP may be "not measured", with a reason
+    "status": (lambda v: v in ("measured", "not measured"), '"measured" or "not measured"'), "protocol": STRING,
+    "easy": _FRACTION_OR_NULL, "medium": _FRACTION_OR_NULL, "hard": _FRACTION_OR_NULL, "images": INTEGER,
+    "curves": OBJECT, "delta_vs_torch": OBJECT, "reason": STRING,
 }
 QUANTIZATION: Rules = {"tool": STRING}
 _MS_BY_FILE = (lambda v: isinstance(v, dict) and all(_is(int, float)(ms) for ms in v.values()), "an object of file -> ms")
@@ -223,6 +231,46 @@ class ParityRecord:
         return {**record, **self.extra}
 
 
+@dataclass(frozen=True)
+class ManifestAP:
+    """WIDER FACE AP as a manifest holds it: PyTorch FP32's (`reference_accuracy`, no status)
+    or a file's (`accuracy`), fractions 0-1 per setting; a file not measured says why."""
+
+    status: str | None = None  # a file's: "measured" | "not measured"
+    protocol: str | None = None  # e.g. "letterboxed 640"
+    easy: float | None = None
+    medium: float | None = None
+    hard: float | None = None
+    images: int | None = None
+    curves: dict = field(default_factory=dict)  # setting -> {"recall": [...], "precision": [...]}
+    delta_vs_torch: dict | None = None  # a file's AP minus PyTorch's, in points, as the build rounded it
+    reason: str | None = None  # why a file's AP was not measured
+    extra: dict = field(default_factory=dict)  # fields this code does not read, kept as they are
+
+    def ap(self) -> dict[str, float | None]:
+        return {s: getattr(self, s) for s in SETTINGS}
+
+    def delta_points(self, reference: "ManifestAP | None") -> dict[str, float | None]:
+        """Per setting, this AP minus `reference`'s in points: the build's rounded figures where
+        it wrote them, else computed (None where either side was not measured)."""
+        stored = self.delta_vs_torch or {}
+        computed = {s: None if reference is None or None in (getattr(self, s), getattr(reference, s))
+                    else 100 * (getattr(self, s) - getattr(reference, s)) for s in SETTINGS}
+        return {s: stored[s] if stored.get(s) is not None else computed[s] for s in SETTINGS}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str, source: str = "") -> "ManifestAP":
+        check_fields(source, where, _object(data, where, source), {}, MANIFEST_AP, closed=False)
+        return cls(**{k: v for k, v in data.items() if k in MANIFEST_AP}, extra={k: v for k, v in data.items() if k not in MANIFEST_AP})
+
+    def to_json(self) -> dict:
+        record = {k: getattr(self, k) for k in MANIFEST_AP if k != "curves" and getattr(self, k) is not None}
+        if self.curves:
+            record["curves"] = self.curves
+        order = list(MANIFEST_AP)
+        return {**dict(sorted(record.items(), key=lambda item: order.index(item[0]))), **self.extra}
+
+
 @dataclass
 class QuantizationRecord:
     """How a quantized file was made: the tool, and what it did, kept in float and measured
@@ -256,7 +304,7 @@ class FileEntry:
     input: dict | None = None  # a non-tensor input, e.g. Core ML's image input
     parity: ParityRecord | None = None
     quantization: QuantizationRecord | None = None
-    accuracy: dict | None = None  # WIDER FACE AP, when the build measured it
+    accuracy: ManifestAP | None = None  # WIDER FACE AP, when the build measured it
     extra: dict = field(default_factory=dict)  # fields this code does not read, kept as they are
 
     @property
@@ -274,7 +322,7 @@ class FileEntry:
             parity=ParityRecord.from_json(data["parity"], f"{where}.parity", source) if "parity" in data else None,
             quantization=(QuantizationRecord.from_json(data["quantization"], f"{where}.quantization", source)
                           if "quantization" in data else None),
-            accuracy=data.get("accuracy"),
+            accuracy=ManifestAP.from_json(data["accuracy"], f"{where}.accuracy", source) if "accuracy" in data else None,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -294,7 +342,7 @@ class FileEntry:
         if self.quantization is not None:
             entry["quantization"] = self.quantization.to_json()
         if self.accuracy is not None:
-            entry["accuracy"] = self.accuracy
+            entry["accuracy"] = self.accuracy.to_json()
         return {**entry, **self.extra}
 
 
@@ -390,7 +438,7 @@ class Manifest:
     files: list[FileEntry] = field(default_factory=list)
     preferred_file: str | None = None
     golden: dict | None = None  # {"file", "sha256", "images"}: verify.golden checks it
-    reference_accuracy: dict | None = None  # WIDER FACE AP of PyTorch FP32, when measured
+    reference_accuracy: ManifestAP | None = None  # WIDER FACE AP of PyTorch FP32, when measured
     preferred_by: PreferredBy | None = None  # None: chosen by the fixed rule, nothing timed
     extra: dict = field(default_factory=dict)  # newer fields, kept when read with strict=False
 
@@ -431,7 +479,8 @@ class Manifest:
             outputs=[OutputSpec(o["name"], list(o["shape"])) for o in data["outputs"]],
             thresholds=Thresholds(**{k: data["thresholds"][k] for k in THRESHOLDS}),
             tools=dict(data["tools"]), files=files, preferred_file=data["preferred_file"], golden=data["golden"],
-            reference_accuracy=data.get("reference_accuracy"),
+            reference_accuracy=(ManifestAP.from_json(data["reference_accuracy"], "reference_accuracy", source)
+                                if "reference_accuracy" in data else None),
             preferred_by=(PreferredBy.from_json(data["preferred_by"], data["preferred_file"], source)
                           if "preferred_by" in data else None),
             extra={k: v for k, v in data.items() if k not in known},
@@ -453,7 +502,7 @@ class Manifest:
             "golden": self.golden,
         }
         if self.reference_accuracy is not None:
-            manifest["reference_accuracy"] = self.reference_accuracy
+            manifest["reference_accuracy"] = self.reference_accuracy.to_json()
         if self.preferred_by is not None:
             manifest["preferred_by"] = self.preferred_by.to_json()
         return {**manifest, **self.extra}

@@ -11,6 +11,7 @@ import numpy as np
 
 from featherface.config import INT8_AP_BUDGET, WIDER_EVAL_THRESHOLDS, InputSize
 from featherface.evaluation import DetectFn, evaluate_detector
+from featherface.records import ManifestAP
 from featherface.sdk.detector import Detector
 from featherface.sdk.runtimes import open_runtime
 from featherface.verify.files import build_spec, mapped_outputs
@@ -58,14 +59,11 @@ def wider_ap(detect: DetectFn, widerface_root: str | Path, progress: Callable[[s
         return evaluate_detector(detect, widerface_root, scratch, progress=progress)
 
 
-MANIFEST_AP_KEYS = ("protocol", *SETTINGS, "images", "curves")
-
-
-def manifest_ap(ap: WiderAP) -> dict:
-    """The manifest's AP fields (`reference_accuracy`, each file's `accuracy`): no wall time,
+def manifest_ap(ap: WiderAP, status: str | None = None) -> ManifestAP:
+    """The manifest's AP record (`reference_accuracy`, each file's `accuracy`): no wall time,
     which would make two builds of the same files differ."""
-    data = ap.to_json()
-    return {key: data[key] for key in MANIFEST_AP_KEYS if key in data}
+    return ManifestAP(status=status, protocol=ap.protocol or None, **ap.by_setting(), images=ap.images,
+                      curves={s: dict(curve) for s, curve in ap.curves.items()})
 
 
 class AccuracyCheck:
@@ -93,7 +91,7 @@ class AccuracyCheck:
             self._reference = replace(result, protocol=self.protocol)
         return self._reference
 
-    def manifest_reference(self, progress: Callable[[str], None] = lambda _: None) -> dict:
+    def manifest_reference(self, progress: Callable[[str], None] = lambda _: None) -> ManifestAP:
         """The manifest's `reference_accuracy`."""
         return manifest_ap(self.reference(progress))
 
@@ -107,14 +105,13 @@ class AccuracyCheck:
             self._measured[digest] = replace(result, protocol=self.protocol)
         return self._measured[digest]
 
-    def of_file(self, model_file, progress: Callable[[str], None] = lambda _: None) -> dict:
+    def of_file(self, model_file, progress: Callable[[str], None] = lambda _: None) -> ManifestAP:
         """The file's manifest `accuracy`: its AP and the difference to PyTorch in points."""
         import platform
 
         if model_file.format == "coreml" and platform.system() != "Darwin":
-            return {"status": "not measured", "reason": "Core ML runs only on macOS (parity was checked with the MIL evaluator)"}
-        reference = self.reference(progress)
+            return ManifestAP(status="not measured", reason="Core ML runs only on macOS (parity was checked with the MIL evaluator)")
+        reference = manifest_ap(self.reference(progress))
         progress(f"WIDER val AP of {model_file.path.name} ({self.protocol})")
-        measured = self.of_path(model_file.path)
-        return {"status": "measured", **manifest_ap(measured),
-                "delta_vs_torch": {s: round(100 * (getattr(measured, s) - getattr(reference, s)), 2) for s in SETTINGS}}
+        measured = manifest_ap(self.of_path(model_file.path), status="measured")
+        return replace(measured, delta_vs_torch={s: round(d, 2) for s, d in measured.delta_points(reference).items()})

@@ -6,11 +6,20 @@ from __future__ import annotations
 from featherface.config import OUTPUT_NAMES
 from featherface.converters.manifest import new_manifest
 from featherface.converters.report_golden import BundleView, FileRun, GoldenRun
-from featherface.records import Checkpoint, DetectionAgreement, FileEntry, Manifest, OutputError, ParityRecord, QuantizationRecord
+from featherface.records import (
+    Checkpoint,
+    DetectionAgreement,
+    FileEntry,
+    Manifest,
+    ManifestAP,
+    OutputError,
+    ParityRecord,
+    QuantizationRecord,
+)
 
 
 def file_entry(name: str, precision: str = "fp32", size_bytes: int = 1_000_000, status: str = "pass",
-               accuracy: dict | None = None, quantization: QuantizationRecord | None = None) -> FileEntry:
+               accuracy: ManifestAP | None = None, quantization: QuantizationRecord | None = None) -> FileEntry:
     reasons = [] if status == "pass" else ["robust recall 0.90 < 0.95"]
     parity = ParityRecord(status, reasons, thresholds={"min_recall": 0.95, "min_precision": 0.95},
                           tensor={"conf": OutputError(0.1, 0.01, 1.0, True)},

@@ -465,6 +465,8 @@ def damage_bundle(case: str, bundle: Path) -> None:
         edit_manifest(bundle, lambda m: m["input"].update(mean="104,117,123"))
     elif case == "mistyped_parity_figure":
         edit_manifest(bundle, lambda m: m["files"][0]["parity"]["detections"].update(robust_recall="1.0"))
+    elif case == "mistyped_accuracy":
+        edit_manifest(bundle, lambda m: m.update(reference_accuracy={"protocol": "letterboxed 64", "easy": "0.9"}))
     elif case == "output_map_missing_an_output":
         edit_manifest(bundle, lambda m: m["files"][0]["output_map"].pop("conf"))
     elif case == "package_link_out":  # an .mlpackage-like directory holding a link out
@@ -488,6 +490,7 @@ BUNDLES = {  # case -> what the error must say
     "missing_nested_field": "missing fields ['priors.clip']",
     "mistyped_nested_field": '`input.mean` must be 3 numbers, not "104,117,123"',
     "mistyped_parity_figure": '`files[0].parity.detections.robust_recall` must be a number, not "1.0"',
+    "mistyped_accuracy": '`reference_accuracy.easy` must be a number or null, not "0.9"',
     "output_map_missing_an_output": "`files[0].output_map` maps ['landmarks', 'loc']; expected ['conf', 'landmarks', 'loc']",
 }
 

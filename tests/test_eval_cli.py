@@ -104,19 +104,19 @@ def test_the_builds_accuracy_check_fills_the_manifest_fields(small_root, shared)
     """`make build`'s AP columns: PyTorch's reference and a file's AP beside its difference
     to PyTorch in points (the ONNX file of the same network: within a fraction of a point)."""
     from featherface.config import InputSize
-    from featherface.quantization.accuracy import MANIFEST_AP_KEYS, AccuracyCheck
+    from featherface.quantization.accuracy import AccuracyCheck
     from featherface.verify.files import ModelFile
     from test_build import SIZE
 
     check = AccuracyCheck(small_root, shared.model, InputSize.of(SIZE))
     reference = check.manifest_reference()
-    assert set(reference) == set(MANIFEST_AP_KEYS) and reference["protocol"] == f"letterboxed {SIZE}"
-    assert reference["images"] == 4 and 0.3 < reference["easy"] <= 1.0
+    assert list(reference.to_json()) == ["protocol", "easy", "medium", "hard", "images", "curves"]  # no status, no wall time
+    assert reference.protocol == f"letterboxed {SIZE}" and reference.images == 4 and 0.3 < reference.easy <= 1.0
     onnx = shared.bundle("onnx") / "model.onnx"
     measured = check.of_file(ModelFile(onnx, "onnx", "fp32", 0.0))
-    assert measured["status"] == "measured" and measured["images"] == 4
-    assert set(measured["delta_vs_torch"]) == {"easy", "medium", "hard"}
-    assert all(abs(delta) < 1.0 for delta in measured["delta_vs_torch"].values())
-    assert measured["easy"] == pytest.approx(reference["easy"] + measured["delta_vs_torch"]["easy"] / 100, abs=1e-4)
+    assert measured.status == "measured" and measured.images == 4
+    assert set(measured.delta_vs_torch) == {"easy", "medium", "hard"}
+    assert all(abs(delta) < 1.0 for delta in measured.delta_vs_torch.values())
+    assert measured.easy == pytest.approx(reference.easy + measured.delta_vs_torch["easy"] / 100, abs=1e-4)
     if platform.system() != "Darwin":
-        assert check.of_file(ModelFile(onnx.with_suffix(".mlpackage"), "coreml", "fp32", 0.0))["status"] == "not measured"
+        assert check.of_file(ModelFile(onnx.with_suffix(".mlpackage"), "coreml", "fp32", 0.0)).status == "not measured"

@@ -14,7 +14,7 @@ from featherface.bench.report import fastest_lines, row
 from featherface.converters.report import _summary_lines
 from featherface.converters.report_golden import BundleView
 from featherface.converters.report_table import ship_lines
-from featherface.records import FileEntry
+from featherface.records import FileEntry, ManifestAP
 from featherface.units import speed_words
 
 
@@ -60,7 +60,7 @@ def test_bench_says_when_no_file_passed_parity():
 def timed_file(name: str, precision: str, size_bytes: int, p50_ms: float | None, status: str = "pass",
                ap: tuple[float, float, float] | None = None) -> tuple[FileEntry, float | None]:
     """A file and its p50 measured here (None: not timed)."""
-    accuracy = None if ap is None else {"protocol": "letterbox 640", "easy": ap[0], "medium": ap[1], "hard": ap[2]}
+    accuracy = None if ap is None else ManifestAP(protocol="letterbox 640", easy=ap[0], medium=ap[1], hard=ap[2])
     return file_entry(name, precision, size_bytes, status, accuracy), p50_ms
 
 
@@ -137,3 +137,15 @@ def test_the_build_prefers_the_fastest_file_or_a_smaller_one_as_fast():
     assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 10.2, "model_int8.tflite": 14.0}, sizes) == "model_fp16.tflite"
     assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 11.0, "model_int8.tflite": 10.4}, sizes) == "model_int8.tflite"
     assert fastest({"model_fp32.tflite": 10.0, "model_fp16.tflite": 10.6, "model_int8.tflite": 12.0}, sizes) == "model_fp32.tflite"
+
+
+def test_manifest_ap_gives_the_builds_rounded_difference_else_computes_it():
+    """One rule for a file's AP against PyTorch's (the report's AP columns): the build's stored
+    `delta_vs_torch` where present, else this AP minus the reference's, in points."""
+    reference = ManifestAP(protocol="letterboxed 640", easy=0.90, medium=0.80, hard=0.50)
+    computed = ManifestAP(status="measured", easy=0.891, medium=0.80, hard=None)
+    assert computed.delta_points(reference) == {"easy": pytest.approx(-0.9), "medium": 0.0, "hard": None}
+    stored = ManifestAP(status="measured", easy=0.891, medium=0.80, hard=0.49, delta_vs_torch={"easy": -0.9, "medium": 0.0, "hard": -1.0})
+    assert stored.delta_points(None) == {"easy": -0.9, "medium": 0.0, "hard": -1.0}
+    assert ManifestAP.from_json(stored.to_json(), "accuracy") == stored
+    assert list(stored.to_json()) == ["status", "easy", "medium", "hard", "delta_vs_torch"]

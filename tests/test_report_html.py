@@ -24,7 +24,7 @@ from featherface.converters import report_plots
 from featherface.converters.report import write_report
 from featherface.converters.report_golden import BundleView
 from featherface.converters.report_html import render
-from featherface.records import Manifest, QuantizationRecord
+from featherface.records import Manifest, ManifestAP, QuantizationRecord
 from featherface.verify.parity import Detections
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -59,12 +59,12 @@ def _curves(level: float) -> dict:
 def _with_measurements(manifest: Manifest) -> Manifest:
     """The optional fields the build adds when it measures AP and INT8 sensitivity."""
     manifest = copy.deepcopy(manifest)
-    manifest.reference_accuracy = {"protocol": "letterboxed 640", "easy": 0.82, "medium": 0.70, "hard": 0.30, "curves": _curves(0.9)}
+    manifest.reference_accuracy = ManifestAP(protocol="letterboxed 640", easy=0.82, medium=0.70, hard=0.30, curves=_curves(0.9))
     entry = manifest.files[0]
-    entry.accuracy = {"protocol": "letterboxed 640", "easy": 0.817, "medium": 0.69, "hard": 0.29,
-                      "delta_vs_torch": {"easy": -0.3, "medium": -1.0, "hard": -1.0}, "curves": _curves(0.85)}
+    entry.accuracy = ManifestAP(status="measured", protocol="letterboxed 640", easy=0.817, medium=0.69, hard=0.29,
+                                delta_vs_torch={"easy": -0.3, "medium": -1.0, "hard": -1.0}, curves=_curves(0.85))
     quantized = replace(entry, file="model_int8.tflite", format="tflite", precision="int8",
-                        accuracy={"status": "not measured", "reason": "no WIDER FACE data here"},
+                        accuracy=ManifestAP(status="not measured", reason="no WIDER FACE data here"),
                         quantization=QuantizationRecord("onnx2tf", {
                             "kept_float": ["head_conv"], "weights": "per-channel", "calibration": {"images": 200},
                             "sensitivity": [{"op_index": 7, "op": "CONV_2D", "tensor": f"layer_{i}", "nmse": 0.5 / (i + 1),
