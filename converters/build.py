@@ -18,7 +18,16 @@ import torch
 import torch.nn as nn
 
 from featherface.atomic import staging_directory, write_text_atomic
-from featherface.config import CHANNEL_ORDER, GOLDEN_IMAGES, IMAGE_INPUT_NAME, OUTPUT_NAMES, PARITY_THRESHOLDS, TARGETS, InputSize
+from featherface.config import (
+    CHANNEL_ORDER,
+    GOLDEN_IMAGES,
+    IMAGE_INPUT_NAME,
+    OUTPUT_NAMES,
+    PARITY_THRESHOLDS,
+    TARGET_SPECS,
+    TARGETS,
+    InputSize,
+)
 from featherface.records import Manifest, ParityRecord
 from featherface.sdk.bundle import sha256_of, write_manifest
 from featherface.sdk.image_io import load_image
@@ -126,9 +135,6 @@ def _leave_out_failed_comparison_files(files: list[ModelFile], progress: Progres
         if model_file.quantization is not None:
             model_file.quantization.details["comparison_files"] = notes
     return kept
-LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
-
-
 @contextmanager
 def output_lock(out_dir: Path) -> Iterator[None]:
     """One build at a time per output directory: a second one fails clearly."""
@@ -171,7 +177,7 @@ def build_bundle(
         raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
-    manifest = new_manifest(target, arch, checkpoint, size, LAYOUT[target])
+    manifest = new_manifest(target, arch, checkpoint, size, TARGET_SPECS[target].layout)
     with staging_directory(bundle_dir) as stage:
         exporter = (exporter_table or exporters())[target]
         files = exporter(ExportRequest(model, stage, size, embedded_metadata(manifest), progress, int8, accuracy, compression))

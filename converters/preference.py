@@ -9,15 +9,11 @@ from collections.abc import Callable
 import numpy as np
 
 from featherface.choice import fastest
-from featherface.config import InputSize
+from featherface.config import TARGET_SPECS, InputSize
 from featherface.records import PreferredBy
 from featherface.verify.files import ModelFile, open_file_detector
 
 from .report_golden import model_latency
-
-# Files the build may prefer by the fixed rule alone: Core ML runs here only through our
-# MIL evaluator, whose speed says nothing about an iPhone.
-FIXED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}
 
 
 def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.ndarray, size: InputSize,
@@ -25,7 +21,8 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
     """(preferred file name, how it was chosen or None for the fixed rule)."""
     names = [f.path.name for f in candidates]
     if target == "a14" or len(candidates) == 1:
-        return (FIXED[target] if FIXED[target] in names else names[0]), None
+        default = TARGET_SPECS[target].default_file  # Core ML runs here only through our MIL evaluator,
+        return (default if default in names else names[0]), None  # whose speed says nothing about an iPhone
     from featherface.bench.device import describe_device
 
     progress(f"timing {', '.join(names)} (model only, 1 thread) to choose the preferred file")

@@ -26,6 +26,7 @@ from .config import (
     PARITY_IMAGES,
     PRIORS,
     QUANTIZERS,
+    TARGET_SPECS,
     TARGETS,
     WIDER_EVAL_THRESHOLDS,
     InputSize,
@@ -204,11 +205,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .converters.manifest import embedded_metadata, new_manifest
 
     model, weights = _load_model(args)
-    target = {"onnx": "onnx", "tflite": "pi4", "coreml": "a14"}[args.format]
+    target = next(t.name for t in TARGET_SPECS.values() if t.format == args.format)
     out = Path(args.out)
     with output_lock(out):
         parity = _parity_set(args, model)
-        metadata = embedded_metadata(new_manifest(target, args.arch, weights, args.input_size, "NCHW"))
+        metadata = embedded_metadata(new_manifest(target, args.arch, weights, args.input_size, TARGET_SPECS[target].layout))
         scratch = out / f".convert-{args.format}"
         with staging_directory(scratch) as stage:
             files = exporters()[target](ExportRequest(model, stage, args.input_size, metadata, _progress(args.format)))
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export one format and check the file against PyTorch on real images; the file "
         "is written to --out only when it passes.",
     )
-    convert.add_argument("format", choices=("onnx", "tflite", "coreml"), help="output format")
+    convert.add_argument("format", choices=[t.format for t in TARGET_SPECS.values()], help="output format")
     model_options(convert)
     convert.add_argument("--fp16", action="store_true", help="FP16 instead of FP32 (tflite, coreml)")
     convert.set_defaults(run=_cmd_convert)

@@ -144,8 +144,27 @@ INT8_AP_BUDGET: dict[str, float] = {"easy": 1.0, "medium": 1.0, "hard": 2.0}
 CALIBRATION_IMAGES = 200
 
 MANIFEST_VERSION = 1
-# Bundle targets, in the order builds and reports list them.
-TARGETS: tuple[str, ...] = ("onnx", "pi4", "a14")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment target: what its bundle holds, and what the build prefers in it where
+    nothing can be timed here (Core ML, which only an iPhone runs at speed)."""
+
+    name: str
+    format: str  # the model files' format: `featherface convert FORMAT` builds this target's FP32 file
+    layout: str  # the float input layout of its files
+    default_file: str  # the preferred file by the fixed rule
+
+
+# Every target, in the order builds and reports list them: adding one is adding a row here
+# and its exporter (converters.export.exporters).
+TARGET_SPECS: dict[str, Target] = {t.name: t for t in (
+    Target("onnx", "onnx", "NCHW", "model.onnx"),
+    Target("pi4", "tflite", "NHWC", "model_int8.tflite"),
+    Target("a14", "coreml", "NCHW", "model_fp16.mlpackage"),
+)}
+TARGETS: tuple[str, ...] = tuple(TARGET_SPECS)
 INPUT_NAME = "input"
 IMAGE_INPUT_NAME = "image"  # the input of Core ML files that take a picture (mean as bias)
 ONNX_OPSET = 17

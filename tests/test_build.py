@@ -30,7 +30,6 @@ from featherface.config import (
     OUTPUT_WIDTHS,
     PARITY_THRESHOLDS,
 )
-from featherface.converters.preference import FIXED
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,6 +66,7 @@ FILES = {  # target -> file -> (format, precision)
 }
 CALIBRATION_IMAGES = 8  # from WIDER_train: enough for these large faces at 160 px
 LAYOUT = {"onnx": "NCHW", "pi4": "NHWC", "a14": "NCHW"}
+FIXED = {"onnx": "model.onnx", "pi4": "model_int8.tflite", "a14": "model_fp16.mlpackage"}  # preferred where nothing is timed
 
 
 # ---------------------------------------------------------------- the shared bundles

@@ -48,3 +48,16 @@ def test_convert_failing_parity_writes_nothing(images, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "forced failure" in err and "Traceback" not in err
     assert not (out / "model.onnx").exists()
+
+
+def test_every_target_has_one_row_and_an_exporter():
+    """Adding a target is a row of config.TARGET_SPECS and an exporter: the build, `convert`
+    and the fixed preference read the row, so nothing else may list targets."""
+    from featherface.config import TARGET_SPECS, TARGETS
+    from featherface.converters.export import exporters
+    from featherface.sdk.runtimes import runtime_name_for
+
+    assert TARGETS == tuple(TARGET_SPECS) == tuple(exporters())
+    for name, spec in TARGET_SPECS.items():
+        assert spec.name == name and spec.layout in ("NCHW", "NHWC")
+        assert runtime_name_for(spec.default_file) == {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}[spec.format]
