@@ -88,16 +88,16 @@ PARITY_OPTIONAL: Rules = {
     "error_bounds": OBJECT, "torch_fp32_vs_fp64": OBJECT, "images": (_list_of(_is(str)), "a list of strings"),
     "conversion_seconds": NUMBER,
 }
-FINITE_OR_NOT = (lambda v: _is(int, float)(v) or v is None, "a number or null")  # JSON has no Infinity
-OUTPUT_ERROR: Rules = {"max_abs_error": FINITE_OR_NOT, "mean_abs_error": FINITE_OR_NOT, "cosine": NUMBER, "finite": (_is(bool), "true or false")}
+NUMBER_OR_NULL = (lambda v: v is None or _is(int, float)(v), "a number or null")
+# An error is null where the bench wrote a non-finite one (JSON has no Infinity).
+OUTPUT_ERROR: Rules = {"max_abs_error": NUMBER_OR_NULL, "mean_abs_error": NUMBER_OR_NULL, "cosine": NUMBER, "finite": (_is(bool), "true or false")}
 DETECTION_AGREEMENT: Rules = {
     "reference_faces": INTEGER, "candidate_faces": INTEGER, "matched": INTEGER, "recall": NUMBER, "precision": NUMBER,
     "robust_recall": NUMBER, "robust_precision": NUMBER, "mean_iou": NUMBER, "landmark_error": NUMBER,
 }
-_FRACTION_OR_NULL = (lambda v: v is None or _is(int, float)(v), "a number or null")
 MANIFEST_AP: Rules = {  # every key optional: a file's AP may be "not measured", with a reason
     "status": (lambda v: v in ("measured", "not measured"), '"measured" or "not measured"'), "protocol": STRING,
-    "easy": _FRACTION_OR_NULL, "medium": _FRACTION_OR_NULL, "hard": _FRACTION_OR_NULL, "images": INTEGER,
+    "easy": NUMBER_OR_NULL, "medium": NUMBER_OR_NULL, "hard": NUMBER_OR_NULL, "images": INTEGER,
     "curves": OBJECT, "delta_vs_torch": OBJECT, "reason": STRING,
 }
 QUANTIZATION: Rules = {"tool": STRING}
