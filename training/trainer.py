@@ -534,13 +534,12 @@ def _set_up(config: TrainConfig, ddp: _Distributed, progress: Callable[[str], No
 
     if any(p.freeze_backbone for p in phases) and not hasattr(student, "body"):
         raise ValueError(f"{config.arch} has no MobileNetV1 `body` to freeze in a phased distillation")
-    images_per_step = config.batch_size * ddp.world
+    run = _Run(config, ddp, progress, out_dir, data, student, losses, optimizer, scheduler)
     progress(
-        f"training {config.arch}: {config.epochs} epochs x {steps_per_epoch} steps x {images_per_step} images "
+        f"training {config.arch}: {config.epochs} epochs x {run.steps_per_epoch} steps x {run.images_per_step} images "
         f"at {config.input_size}px, {ddp.world} process(es), {torch.get_num_threads()} thread(s) each"
         + (f", budget {config.max_minutes:g} min" if config.max_minutes else "")
     )
-    run = _Run(config, ddp, progress, out_dir, data, student, losses, optimizer, scheduler)
     return run, start_epoch
 
 
