@@ -75,6 +75,11 @@ def open_source(source: str, camera_size: tuple[int, int]) -> Iterator[Frame]:
             return picamera_frames(camera_size)
         except ImportError:
             return usb_camera_frames(0, source, tried="no Pi camera (picamera2 is not installed) and ")
+        except Exception as err:  # installed but broken, e.g. apt's simplejpeg under a venv's numpy 2
+            hint = (" (apt's simplejpeg was built for numpy 1: pip install --force-reinstall simplejpeg in this venv)"
+                    if "numpy" in str(err) else "")
+            raise SourceError(f"--source camera: picamera2 is installed but fails to import "
+                              f"({type(err).__name__}: {err}){hint}") from None
     if source.startswith("usb:"):
         if not source[4:].isdigit():
             raise SourceError(f"--source {source}: expected usb:N, N a camera index such as 0")
