@@ -176,6 +176,56 @@ def test_report_of_a_bad_directory_is_one_line_and_status_2(problem, bundle, tmp
     assert err.startswith(f"featherface: error: {target}")
 
 
+def _parity_files(bundle: Path) -> dict[str, bytes]:
+    return {name: (bundle / name).read_bytes() for name in ("parity.md", "parity.json", "parity.html")}
+
+
+def test_report_refuses_a_model_file_changed_after_the_build(bundle, capsys):
+    before = _parity_files(bundle)
+    model = bundle / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 0xFF  # the manifest's sha256 still names the built file
+    model.write_bytes(bytes(data))
+    assert main(["report", str(bundle)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and "sha256 differs" in err
+    assert _parity_files(bundle) == before
+
+
+def test_report_refuses_a_file_that_no_longer_passes_parity_even_with_its_sha256_updated(bundle, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    from featherface.sdk.bundle import sha256_of
+
+    model_path = bundle / "model.onnx"
+    model = onnx.load(model_path)
+    for weights in model.graph.initializer:  # every conv's sign flipped: another network, same shapes
+        if len(weights.dims) == 4:
+            weights.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weights), weights.name))
+    onnx.save(model, model_path)
+    manifest = _manifest(bundle)
+    manifest["files"][0]["sha256"] = sha256_of(model_path)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    before = _parity_files(bundle)
+    assert main(["report", str(bundle)]) == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("featherface: error:")]
+    assert out == "" and len(errors) == 1 and "Traceback" not in err
+    assert errors[0].startswith("featherface: error: onnx/model.onnx (loc max abs error") and "fails parity on its golden images here" in errors[0]
+    assert _parity_files(bundle) == before
+
+
+def test_a_report_that_fails_to_render_leaves_the_old_files_whole(bundle, monkeypatch):
+    from featherface.converters import report_html
+
+    before = _parity_files(bundle)
+    monkeypatch.setattr(report_html, "render", lambda *args: (_ for _ in ()).throw(ValueError("cannot render")))
+    with pytest.raises(ValueError, match="cannot render"):
+        write_report(bundle)
+    assert _parity_files(bundle) == before
+
+
 def test_build_of_every_target_writes_one_combined_report(tmp_path, capsys):
     """`make build` is `build --target all`: the report over its bundles lands in --out. (128 px:
     at 64 px onnx2tf mis-converts the 2x2 stride-32 maps, which the parity check catches.)"""
