@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from featherface.arg_types import int_at_least
+from featherface.arg_types import MAX_THREADS, int_at_least
 
 DEFAULT_THREADS = (1, 2, 4)
 PROG = "featherface bench"
@@ -28,8 +28,8 @@ def thread_counts(text: str) -> list[int]:
         counts = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,4, got {text!r}") from None
-    if not counts or counts[0] < 1:
-        raise argparse.ArgumentTypeError(f"thread counts must be positive integers, got {text!r}")
+    if not counts or counts[0] < 1 or counts[-1] > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"thread counts must be integers from 1 to {MAX_THREADS}, got {text!r}")
     return counts
 
 

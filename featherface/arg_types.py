@@ -21,8 +21,8 @@ def score_threshold(text: str) -> float:
     return value
 
 
-def int_at_least(minimum: int):
-    """A validator of integers >= `minimum` (e.g. counts of runs, threads)."""
+def int_at_least(minimum: int, maximum: int | None = None):
+    """A validator of integers >= `minimum` (and <= `maximum` when given): counts of runs, threads."""
 
     def parse(text: str) -> int:
         try:
@@ -31,12 +31,17 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
 
 
-thread_count = int_at_least(1)  # a number of inference threads
+# Inference threads. The cap stops a typo before a runtime spawns thousands of threads
+# (LiteRT then crashes, ONNX Runtime exhausts memory); no CPU here has more cores.
+MAX_THREADS = 256
+thread_count = int_at_least(1, MAX_THREADS)
 
 
 def output_folder(text: str) -> str:

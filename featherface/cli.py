@@ -31,7 +31,7 @@ from .config import (
     WIDER_EVAL_THRESHOLDS,
     InputSize,
 )
-from .quiet import runtime_noise_filtered
+from .errors import EXPECTED, run_reporting
 
 if TYPE_CHECKING:
     from .widerface import WiderAP
@@ -455,24 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    try:
-        with runtime_noise_filtered():
-            return run(args)
-    except (UsageError, ValueError, OSError, RuntimeError) as err:
-        # CheckpointError and ImageError are ValueErrors, BuildError and ConversionError
-        # RuntimeErrors: their messages name the input and what was expected.
-        print(f"featherface: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("featherface: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # a bug or a tool's own failure: still one line, no traceback
-        if os.environ.get("FEATHERFACE_DEBUG"):
-            raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"featherface: error: unexpected {type(err).__name__}: {first} "
-              "(set FEATHERFACE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    return run_reporting("featherface", lambda: run(args), (UsageError, *EXPECTED))
 
 
 if __name__ == "__main__":

@@ -44,9 +44,10 @@ class Skipped:
 
 
 def annotated_name(frame_name: str, used: set[str]) -> str:
-    stem = Path(frame_name.split("#", 1)[0]).stem
-    if "#frame=" in frame_name:
-        stem += f"_frame{int(frame_name.rsplit('=', 1)[1]):06d}"
+    """`frame_name`'s annotated copy, a .jpg name not in `used` (which it joins); a video
+    frame ("clip.mp4#frame=12") gets its index in the name."""
+    path, _, index = frame_name.rpartition("#frame=")
+    stem = f"{Path(path).stem}_frame{int(index):06d}" if path and index.isdigit() else Path(frame_name).stem
     name, k = f"{stem}.jpg", 2
     while name in used:
         name, k = f"{stem}_{k}.jpg", k + 1
@@ -54,10 +55,26 @@ def annotated_name(frame_name: str, used: set[str]) -> str:
     return name
 
 
+def refuse_output_among_inputs(inputs: list[str], out_dir: str, flag: str = "--out") -> None:
+    """ValueError when annotated copies in `out_dir` could overwrite an input or be read back
+    as one: `out_dir` holds an input file, or is (inside) an input folder, read recursively."""
+    out = Path(out_dir).resolve()
+    for text in inputs:
+        path = Path(text).resolve()
+        if path.is_dir() and (path == out or path in out.parents):
+            raise ValueError(f"{flag} {out_dir} is inside the input folder {text}: annotated copies would overwrite "
+                             "or join its images; choose a folder outside it")
+        if path.is_file() and path.parent == out:
+            raise ValueError(f"{flag} {out_dir} holds the input {text}: an annotated copy could overwrite it; "
+                             "choose another folder")
+
+
 def run_detect(
     bundle: str, inputs: list[str], *, as_json: bool = False, out_dir: str | None = None,
     score: float | None = None, file: str | None = None, runtime: str | None = None, threads: int | None = None,
 ) -> int:
+    if out_dir:
+        refuse_output_among_inputs(inputs, out_dir)
     detector = Detector.load(bundle, DetectorOptions(score_threshold=score, num_threads=threads), runtime=runtime, file=file)
     skipped = Skipped("featherface")
     images = faces_total = 0

@@ -19,12 +19,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from featherface.arg_types import output_folder, score_threshold, thread_count
+from featherface.arg_types import int_at_least, output_folder, score_threshold, thread_count
 from featherface.cli_help import add_examples
-from featherface.quiet import runtime_noise_filtered
+from featherface.errors import run_reporting
 
 from .annotate import annotate, save_annotated
-from .detect_command import Skipped, annotated_name, face_json
+from .detect_command import Skipped, annotated_name, face_json, refuse_output_among_inputs
 from .detector import Detector
 from .image_io import ImageError, load_image
 from .sources import Frame, SourceError, expand_inputs, video_frames
@@ -143,6 +143,8 @@ class Stats:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save and args.source != "camera" and not args.source.startswith("usb:"):
+        refuse_output_among_inputs([args.source], args.save, "--save")
     if args.show:
         _open_window()
     detector = Detector.load(args.bundle, num_threads=args.threads, file=args.file)
@@ -225,20 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save", type=output_folder, help="write annotated frames into this folder (created if absent)")
     parser.add_argument("--show", action="store_true", help="show annotated frames in a window (needs OpenCV and a display)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per frame on stdout")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: no limit)")
-    parser.add_argument("--camera-width", type=int, default=640, help="Pi camera frame width (default %(default)s)")
-    parser.add_argument("--camera-height", type=int, default=480, help="Pi camera frame height (default %(default)s)")
+    parser.add_argument("--max-frames", type=int_at_least(0), default=0, help="stop after this many frames (0: no limit)")
+    parser.add_argument("--camera-width", type=int_at_least(16, 8192), default=640, help="Pi camera frame width (default %(default)s)")
+    parser.add_argument("--camera-height", type=int_at_least(16, 8192), default=480, help="Pi camera frame height (default %(default)s)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        with runtime_noise_filtered():
-            return run(args)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"featherface-pi: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting("featherface-pi", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -96,3 +96,64 @@ def test_soak_refuses_fewer_than_one_thread_naming_the_option(tiny_onnx_bundle, 
 def test_square_only_commands_refuse_other_sizes(command, value, expected, capsys):
     line = refused(cli.main, [*command, "--input-size", value], capsys)
     assert "--input-size" in line and expected in line
+
+
+@pytest.mark.parametrize("run, argv", [
+    (cli.main, ["detect", "--bundle", "B", "P", "--threads", "100000"]),
+    (pi.main, ["--bundle", "B", "--source", "P", "--threads", "100000"]),
+    (cli.main, ["bench", "B", "--threads", "1,100000"]),
+])
+def test_thread_counts_above_the_cap_are_refused_before_a_runtime_spawns_them(run, argv, capsys):
+    from featherface.arg_types import MAX_THREADS
+
+    line = refused(run, argv, capsys)
+    assert "--threads" in line and str(MAX_THREADS) in line
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--lr", "nan"), ("--lr", "inf"), ("--weight-decay", "-1"), ("--warmup-fraction", "7"), ("--workers", "-2"),
+    ("--threads", "-4"), ("--max-minutes", "-1"), ("--max-images", "-5"), ("--min-face-size", "nan"),
+    ("--crop-scales", "0.5,inf"), ("--kd-weight", "-5"), ("--temperature-range", "nan"), ("--temperature-min", "0"),
+])
+def test_distill_refuses_numbers_it_would_misread(option, value, capsys):
+    line = refused(cli.main, ["distill", option, value], capsys)
+    assert option in line and value in line
+
+
+def test_pi_script_refuses_a_negative_frame_count(tiny_onnx_bundle, photo, capsys):
+    line = refused(pi.main, ["--bundle", str(tiny_onnx_bundle), "--source", str(photo.parent), "--max-frames", "-1"], capsys)
+    assert "--max-frames" in line and "at least 0" in line
+
+
+@pytest.mark.parametrize("where", ["the input folder", "inside the input folder", "beside an input file"])
+def test_detect_refuses_an_out_folder_that_could_overwrite_its_inputs(where, tiny_onnx_bundle, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = photos / "a.jpg"
+    Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8)).save(image)
+    before = image.read_bytes()
+    inputs, out = {"the input folder": ([photos], photos), "inside the input folder": ([photos], photos / "annotated"),
+                   "beside an input file": ([image], photos)}[where]
+    assert cli.main(["detect", "--bundle", str(tiny_onnx_bundle), *map(str, inputs), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"featherface: error: --out {out}") and "Traceback" not in captured.err
+    assert image.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.jpg"]
+
+
+def test_pi_script_refuses_a_save_folder_inside_its_source_folder(tiny_onnx_bundle, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8)).save(photos / "a.jpg")
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", str(photos), "--save", str(photos)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"featherface-pi: error: --save {photos} is inside")
+    assert [p.name for p in photos.iterdir()] == ["a.jpg"]
+
+
+def test_annotated_names_keep_a_video_frame_index_and_any_other_file_name():
+    from featherface.sdk.detect_command import annotated_name
+
+    used: set[str] = set()
+    assert annotated_name("clips/walk.mp4#frame=12", used) == "walk_frame000012.jpg"
+    assert annotated_name("photos/a#frame=b.jpg", used) == "a#frame=b.jpg"  # a file name, not a video frame
+    assert annotated_name("other/walk.mp4#frame=12", used) == "walk_frame000012_2.jpg"

@@ -123,3 +123,15 @@ def test_show_without_a_window_is_one_line_before_any_frame(cv2_module, expected
     assert captured.err.strip().splitlines() == [captured.err.strip()]
     assert captured.err.startswith("featherface-pi: error: --show needs") and expected in captured.err
     assert "fps" not in captured.out + captured.err  # refused before the first frame
+
+
+def test_an_unexpected_error_is_one_line_with_exit_1_not_a_traceback(tiny_onnx_bundle, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise KeyError("nonexistent_tensor")
+
+    monkeypatch.setattr(pi.Detector, "load", broken)
+    monkeypatch.delenv("FEATHERFACE_DEBUG", raising=False)
+    assert pi.main(["--bundle", str(tiny_onnx_bundle), "--source", "camera"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == ["featherface-pi: error: unexpected KeyError: 'nonexistent_tensor' (set FEATHERFACE_DEBUG=1 for the traceback)"]

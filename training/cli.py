@@ -8,10 +8,11 @@ Building the parsers must not import torch (`featherface --help` runs on devices
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
-from featherface.arg_types import square_input_size
+from featherface.arg_types import MAX_THREADS, square_input_size
 from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
 from featherface.paths import WIDERFACE
@@ -40,17 +41,29 @@ def _size_or_zero(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{err} (or 0 for each image's original size)") from None
 
 
-def _positive(kind):
+def _number(kind, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
+    """A finite `kind` above `minimum` (at least it when `inclusive`) and at most `maximum`."""
+    bound = f"at least {minimum:g}" if inclusive else ("positive" if minimum == 0 else f"above {minimum:g}")
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) or value > maximum:
+            limit = f"{bound}{f' and at most {maximum:g}' if maximum < math.inf else ''}"
+            raise argparse.ArgumentTypeError(f"must be {limit}, got {text}")
         return value
 
     return parse
+
+
+def _positive(kind):
+    return _number(kind)
+
+
+def _non_negative(kind, maximum: float = math.inf):
+    return _number(kind, inclusive=True, maximum=maximum)
 
 
 def _probability(text: str) -> float:
@@ -68,7 +81,7 @@ def _crop_scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not all(scale > 0 for scale in scales):
+    if not all(0 < scale < math.inf for scale in scales):
         raise argparse.ArgumentTypeError(f"crop scales must be positive, got {text}")
     return scales
 
@@ -91,13 +104,13 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size, help="images per step and process (default %(default)s)")
     parser.add_argument("--input-size", type=square_input_size, default=defaults.input_size, help="square training size (default %(default)s)")
     parser.add_argument("--lr", type=_positive(float), default=defaults.lr, help="AdamW peak learning rate of OneCycle (default %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay (default %(default)s)")
-    parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
+    parser.add_argument("--weight-decay", type=_non_negative(float), default=defaults.weight_decay, help="AdamW weight decay (default %(default)s)")
+    parser.add_argument("--warmup-fraction", type=_non_negative(float, maximum=1.0), default=defaults.warmup_fraction, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation, data order and augmentation (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="data-loading processes (default %(default)s: in the training process)")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process (default: torch's choice)")
-    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
-    parser.add_argument("--max-images", type=int, default=defaults.max_images, help="train on the first N images only (default: all)")
+    parser.add_argument("--workers", type=_non_negative(int), default=defaults.workers, help="data-loading processes (default %(default)s: in the training process)")
+    parser.add_argument("--threads", type=_non_negative(int, maximum=MAX_THREADS), default=defaults.threads, help="torch threads per process (default: torch's choice)")
+    parser.add_argument("--max-minutes", type=_non_negative(float), default=defaults.max_minutes, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
+    parser.add_argument("--max-images", type=_non_negative(int), default=defaults.max_images, help="train on the first N images only (default: all)")
     parser.add_argument("--log-every", type=_positive(int), default=defaults.log_every, help="progress line every N steps (default %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from --out/resume.pth when present")
     parser.add_argument("--init-weights", help="start from this full checkpoint (strict)")
@@ -115,7 +128,7 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--mosaic-grids", type=_mosaic_grids, default=AugmentConfig.mosaic_grids, metavar="N,N,...",
                         help="the mosaic's grid sides, one drawn per mosaic sample "
                         f"(default {','.join(map(str, AugmentConfig.mosaic_grids))}: 2x2 or 3x3)")
-    parser.add_argument("--min-face-size", type=float, default=AugmentConfig.min_face_size, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
+    parser.add_argument("--min-face-size", type=_non_negative(float), default=AugmentConfig.min_face_size, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
 
@@ -131,18 +144,18 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-cache", metavar="DIR",
                         help="store the teacher's outputs per batch here, or read them when a run with the same data settings did")
     defaults = DistillConfig()  # the seed's recipe, one copy
-    parser.add_argument("--task-weight", type=float, default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
-    parser.add_argument("--kd-weight", type=float, default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
-    parser.add_argument("--feature-weight", type=float, default=defaults.feature_weight, help=f"feature alignment weight {from_defaults}")
-    parser.add_argument("--attention-weight", type=float, default=defaults.attention_weight, help=f"attention transfer weight {from_defaults}")
-    parser.add_argument("--box-weight", type=float, default=defaults.box_weight, help=f"box regression towards the teacher {from_defaults}")
-    parser.add_argument("--landmark-weight", type=float, default=defaults.landmark_weight,
+    parser.add_argument("--task-weight", type=_non_negative(float), default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
+    parser.add_argument("--kd-weight", type=_non_negative(float), default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
+    parser.add_argument("--feature-weight", type=_non_negative(float), default=defaults.feature_weight, help=f"feature alignment weight {from_defaults}")
+    parser.add_argument("--attention-weight", type=_non_negative(float), default=defaults.attention_weight, help=f"attention transfer weight {from_defaults}")
+    parser.add_argument("--box-weight", type=_non_negative(float), default=defaults.box_weight, help=f"box regression towards the teacher {from_defaults}")
+    parser.add_argument("--landmark-weight", type=_non_negative(float), default=defaults.landmark_weight,
                         help=f"landmark regression towards the teacher on matched priors {from_defaults}")
-    parser.add_argument("--temperature-range", type=float, default=defaults.temperature_range,
+    parser.add_argument("--temperature-range", type=_non_negative(float), default=defaults.temperature_range,
                         help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
     parser.add_argument("--kd-per", choices=("prior", "face"), default=defaults.kd_per,
                         help=f"KL normalisation: mean over priors (the seed's) or per expected teacher face prior {from_defaults}")
-    parser.add_argument("--temperature-min", type=float, default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
+    parser.add_argument("--temperature-min", type=_positive(float), default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
 
 
 def train_config_from_args(args: argparse.Namespace, distill: bool):
@@ -234,7 +247,7 @@ def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--innovations", nargs="*", choices=INNOVATIONS, help="innovations to ablate (default: all five)")
     parser.add_argument("--no-distill-off-run", action="store_true", help="skip the run without distillation")
     parser.add_argument("--eval-size", type=_size_or_zero, default=DEFAULT_INPUT_SIZE, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
-    parser.add_argument("--eval-limit", type=int, default=0, help="validation images per evaluation (default: all)")
+    parser.add_argument("--eval-limit", type=_non_negative(int), default=0, help="validation images per evaluation (default: all)")
     parser.add_argument("--latency-size", type=square_input_size, default=DEFAULT_INPUT_SIZE, help="input size of the MACs and latency columns (default %(default)s)")
     parser.set_defaults(run=_run_ablate, command_kind="ablate")
     return parser
