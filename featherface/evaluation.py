@@ -81,9 +81,16 @@ def evaluate_detector(
     Predictions go to a staging folder beside `pred_dir` and move in only once every image
     was read, so an unreadable image (ImageError) leaves `pred_dir` as it was.
     """
+    if limit < 0:
+        raise ValueError(f"the image limit must be 0 (all) or positive, got {limit}")
     root, out = Path(widerface_root), Path(pred_dir)
     images = oriented(val_images(root), orientation)[: limit or None]
+    if not images:
+        raise ValueError(f"{root}: no WIDER_val images{f' in {orientation} orientation' if orientation else ''} to evaluate")
     gt = load_ground_truth(root / "ground_truth")
+    unknown = [f"{event}/{name}" for event, name, _ in images if (event, name) not in gt.images]
+    if unknown:  # found before minutes of inference, not after
+        raise ValueError(f"{root}: {len(unknown)} WIDER_val images are not in the ground truth: {', '.join(unknown[:5])}")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     started = time.perf_counter()

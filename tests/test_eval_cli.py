@@ -120,3 +120,35 @@ def test_the_builds_accuracy_check_fills_the_manifest_fields(small_root, shared)
     assert measured.easy == pytest.approx(reference.easy + measured.delta_vs_torch["easy"] / 100, abs=1e-4)
     if platform.system() != "Darwin":
         assert check.of_file(ModelFile(onnx.with_suffix(".mlpackage"), "coreml", "fp32", 0.0)).status == "not measured"
+
+
+def _root_with(root: Path, small_root: Path, event: str) -> Path:
+    """A WIDER FACE root holding `event` of `small_root` alone (linked)."""
+    (root / "WIDER_val" / "images").mkdir(parents=True)
+    for name in ("ground_truth", "wider_face_split"):
+        (root / name).symlink_to(small_root / name)
+    (root / "WIDER_val" / "images" / event).symlink_to(small_root / "WIDER_val" / "images" / event)
+    return root
+
+
+@pytest.mark.shared
+def test_no_image_to_evaluate_is_one_error_line_not_a_nan_ap(small_root, tmp_path, capsys):
+    root = _root_with(tmp_path / "root", small_root, "0--Parade")  # its two photos are landscape
+    out = tmp_path / "predictions"
+    status, stdout, err = run_cli(["eval", "--arch", "v2-ultra", "--data", str(root), "--out", str(out),
+                                   "--orientation", "portrait", "--json"], capsys)
+    assert status == 2 and stdout == "" and "nan" not in err.lower()
+    assert err.strip().splitlines()[-1] == f"featherface: error: {root}: no WIDER_val images in portrait orientation to evaluate"
+    assert not out.exists()
+
+
+@pytest.mark.shared
+def test_an_image_missing_from_the_ground_truth_is_refused_before_any_inference(small_root, tmp_path, capsys):
+    root = _root_with(tmp_path / "root", small_root, "13--Interview")
+    stray = root / "WIDER_val" / "images" / "0--Parade"
+    stray.mkdir()
+    (stray / "not_in_the_ground_truth.jpg").symlink_to(next((small_root / "WIDER_val" / "images" / "0--Parade").iterdir()))
+    detected = []
+    with pytest.raises(ValueError, match="1 WIDER_val images are not in the ground truth: 0--Parade/not_in_the_ground_truth"):
+        evaluate_detector(lambda rgb: detected.append(1), root, tmp_path / "out")
+    assert detected == [] and not (tmp_path / "out").exists()
