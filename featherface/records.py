@@ -12,11 +12,12 @@ than this code are kept, not refused, so a report can show them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from featherface.config import MANIFEST_VERSION, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
+from featherface.config import CHANNEL_ORDER, MANIFEST_VERSION, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
 from featherface.widerface import SETTINGS
 
 SUPPORTED_VERSIONS = (MANIFEST_VERSION,)
@@ -57,17 +58,33 @@ OPTIONAL_FIELDS: Rules = {
     "reference_accuracy": OBJECT,  # WIDER FACE AP of PyTorch, when the build measured it
     "preferred_by": OBJECT,  # who chose preferred_file (`featherface build` or `bench --pick`), where, when
 }
+
+
+def _in(low: float, high: float, low_open: bool = False) -> Callable[[Any], bool]:
+    """A finite int or float in [low, high] ((low, high] when `low_open`)."""
+    return lambda v: _is(int, float)(v) and math.isfinite(v) and (low < v if low_open else low <= v) and v <= high
+
+
+_PIXELS = (lambda v: _is(int)(v) and 0 < v <= 16384, "an integer from 1 to 16384")
+_POSITIVE_INTS = _list_of(lambda v: _is(int)(v) and v > 0, empty=False)
+# Values the SDK does not read but fixes by convention (config.MEAN_BGR's BGR order, pixels
+# unscaled): a manifest claiming another would be run wrongly, so it is refused.
 INPUT: Rules = {
-    "name": STRING, "height": INTEGER, "width": INTEGER, "layout": STRING, "dtype": STRING,
-    "channel_order": STRING, "mean": (_list_of(_is(int, float), 3), "3 numbers"), "scale": NUMBER, "resize": STRING,
+    "name": STRING, "height": _PIXELS, "width": _PIXELS, "layout": STRING, "dtype": STRING,
+    "channel_order": (lambda v: v == CHANNEL_ORDER, f"{CHANNEL_ORDER!r} (the order the SDK feeds)"),
+    "mean": (_list_of(_in(-1e4, 1e4), 3), "3 finite numbers"),
+    "scale": (lambda v: _is(int, float)(v) and v == 1, "1 (the SDK feeds mean-subtracted pixels unscaled)"), "resize": STRING,
 }
 PRIORS: Rules = {
-    "min_sizes": (_list_of(_list_of(_is(int), empty=False), empty=False), "a list of lists of integers"),
-    "steps": (_list_of(_is(int), empty=False), "a list of integers"),
-    "variances": (_list_of(_is(int, float), 2), "2 numbers"),
+    "min_sizes": (_list_of(_POSITIVE_INTS, empty=False), "a list of lists of positive integers"),
+    "steps": (_POSITIVE_INTS, "a list of positive integers"),
+    "variances": (_list_of(_in(0, 10, low_open=True), 2), "2 positive numbers"),
     "clip": (_is(bool), "true or false"),
 }
-THRESHOLDS: Rules = {"score": NUMBER, "nms_iou": NUMBER, "top_k": INTEGER}
+THRESHOLDS: Rules = {
+    "score": (_in(0, 1), "a number in [0, 1]"), "nms_iou": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "top_k": (lambda v: _is(int)(v) and v >= 0, "an integer >= 0 (0: all)"),
+}
 CHECKPOINT: Rules = {"name": STRING, "sha256": SHA256}
 OUTPUT: Rules = {"name": STRING, "shape": (_list_of(_is(int), empty=False), "a list of integers")}
 # Open: an entry may hold records this code does not read (kept as they are).

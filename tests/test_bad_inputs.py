@@ -488,7 +488,7 @@ BUNDLES = {  # case -> what the error must say
     "unknown_version": "format_version 2 is not supported",
     "unknown_nested_field": "unknown fields ['thresholds.soft_nms']",
     "missing_nested_field": "missing fields ['priors.clip']",
-    "mistyped_nested_field": '`input.mean` must be 3 numbers, not "104,117,123"',
+    "mistyped_nested_field": '`input.mean` must be 3 finite numbers, not "104,117,123"',
     "mistyped_parity_figure": '`files[0].parity.detections.robust_recall` must be a number, not "1.0"',
     "mistyped_accuracy": '`reference_accuracy.easy` must be a number or null, not "0.9"',
     "output_map_missing_an_output": "`files[0].output_map` maps ['landmarks', 'loc']; expected ['conf', 'landmarks', 'loc']",
@@ -551,6 +551,27 @@ def test_bench_refuses_golden_vectors_it_cannot_verify(change, bundle, tmp_path,
     assert status == 2 and out == ""
     assert {"golden_path_leaving": "leaves the bundle", "golden_without_sha256": "needs a `file` and its `sha256`",
             "golden_modified": "sha256 differs"}[change] in assert_one_error_line(err, "featherface bench")
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("thresholds", "score", 5, "a number in [0, 1]"),
+    ("thresholds", "score", -1, "a number in [0, 1]"),
+    ("thresholds", "nms_iou", 0, "a number in (0, 1]"),
+    ("thresholds", "nms_iou", 2, "a number in (0, 1]"),
+    ("thresholds", "top_k", -1, "an integer >= 0"),
+    ("priors", "variances", [0, 0], "2 positive numbers"),
+    ("priors", "steps", [0, 16, 32], "a list of positive integers"),
+    ("input", "mean", [1e300, 0, 0], "3 finite numbers"),
+    ("input", "height", 10 ** 12, "an integer from 1 to 16384"),
+    ("input", "channel_order", "RGB", "'BGR'"),
+    ("input", "scale", 0.00392, "1 (the SDK feeds"),
+])
+def test_manifest_values_the_sdk_would_misuse_are_refused_naming_the_field(section, key, value, expected, bundle, tmp_path):
+    copy = tmp_path / "onnx"
+    shutil.copytree(bundle, copy)
+    edit_manifest(copy, lambda m: m[section].update({key: value}))
+    with pytest.raises(BundleError, match=re.escape(f"`{section}.{key}` must be {expected}")):
+        Detector.load(copy)
 
 
 def test_known_optional_manifest_field_is_accepted(bundle, tmp_path):
