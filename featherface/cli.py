@@ -204,11 +204,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .converters.export import ExportRequest, exporters
     from .converters.manifest import embedded_metadata, new_manifest
 
+    if args.fp16 and args.format == "onnx":
+        raise UsageError("--fp16 is for tflite and coreml; the onnx file is FP32")
     model, weights = _load_model(args)
     target = next(t.name for t in TARGET_SPECS.values() if t.format == args.format)
     out = Path(args.out)
+    parity = _parity_set(args, model)  # bad images fail before --out is created
     with output_lock(out):
-        parity = _parity_set(args, model)
         metadata = embedded_metadata(new_manifest(target, args.arch, weights, args.input_size, TARGET_SPECS[target].layout))
         scratch = out / f".convert-{args.format}"
         with staging_directory(scratch) as stage:
@@ -247,6 +249,8 @@ def _eval_detect_fn(args: argparse.Namespace):
 
         if args.origin_size:
             raise UsageError("a bundle has a fixed input size: --origin-size needs --arch (the torch network)")
+        if args.weights:
+            raise UsageError("--weights is for --arch (the torch network); a bundle's files carry their weights")
         detector = Detector.load(args.bundle, file=args.file)
         size = detector.spec.input_size
         if args.input_size and args.input_size != size:
@@ -260,6 +264,8 @@ def _eval_detect_fn(args: argparse.Namespace):
         return detect, protocol_name(size), {"bundle": args.bundle, "file": detector.model_file}
     if not args.arch:
         raise UsageError("pass --arch NAME (torch network) or --bundle DIR")
+    if args.file:
+        raise UsageError("--file picks a bundle's model file: it needs --bundle, not --arch")
     from .training.evaluate import detect_for_eval
 
     model, weights = _load_model(args)

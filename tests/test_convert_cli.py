@@ -61,3 +61,18 @@ def test_every_target_has_one_row_and_an_exporter():
     for name, spec in TARGET_SPECS.items():
         assert spec.name == name and spec.layout in ("NCHW", "NHWC")
         assert runtime_name_for(spec.default_file) == {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}[spec.format]
+
+
+def test_convert_onnx_refuses_fp16_instead_of_writing_an_fp32_file(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", "onnx", "--fp16", "--arch", "v2-ultra", "--input-size", "64", "--images", str(images), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "featherface: error: --fp16 is for tflite and coreml; the onnx file is FP32"
+    assert not out.exists()
+
+
+def test_convert_with_no_usable_images_leaves_no_out_folder(tmp_path, capsys):
+    empty, out = tmp_path / "empty", tmp_path / "out"
+    empty.mkdir()
+    assert main(["convert", "onnx", "--arch", "v2-ultra", "--input-size", "64", "--images", str(empty), "--out", str(out)]) == 2
+    assert "featherface: error:" in capsys.readouterr().err
+    assert not out.exists()

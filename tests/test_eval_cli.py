@@ -152,3 +152,14 @@ def test_an_image_missing_from_the_ground_truth_is_refused_before_any_inference(
     with pytest.raises(ValueError, match="1 WIDER_val images are not in the ground truth: 0--Parade/not_in_the_ground_truth"):
         evaluate_detector(lambda rgb: detected.append(1), root, tmp_path / "out")
     assert detected == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--bundle", "B", "--weights", "w.pth"], "--weights is for --arch"),
+    (["--arch", "v2-ultra", "--file", "model.onnx"], "--file picks a bundle's model file"),
+])
+def test_eval_refuses_a_flag_that_the_chosen_network_would_ignore(argv, expected, tiny_onnx_bundle, tmp_path, capsys):
+    argv = [str(tiny_onnx_bundle) if a == "B" else a for a in argv]
+    status, out, err = run_cli(["eval", *argv, "--data", str(tmp_path), "--out", str(tmp_path / "p")], capsys)
+    assert status == 2 and out == "" and expected in err.strip().splitlines()[-1]
+    assert not (tmp_path / "p").exists()
