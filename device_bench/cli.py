@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from featherface.arg_types import MAX_THREADS, int_at_least
+from featherface.arg_types import MAX_THREADS, int_at_least, output_folder
 
 DEFAULT_THREADS = (1, 2, 4)
 PROG = "featherface bench"
@@ -55,7 +55,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="make the fastest file that passed parity (first thread count) each bundle's preferred file; "
                         "the manifest records the device and time")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (progress goes to stderr)")
-    parser.add_argument("--out", metavar="DIR", help="write bench.json, bench.md and bench.png (with matplotlib) there")
+    parser.add_argument("--out", metavar="DIR", type=output_folder, help="write bench.json, bench.md and bench.png (with matplotlib) there")
     parser.add_argument(
         "--image", metavar="PHOTO",
         help="photo for total_ms (default: the first bundle's golden image 0, resized to a 1280-pixel long side)",
@@ -90,14 +90,14 @@ def run(args: argparse.Namespace) -> int:
     from .targets import pick_baseline, resolve_targets
 
     try:
+        if args.pick and not all((Path(i) / "manifest.json").is_file() for i in args.inputs):
+            raise ValueError("--pick compares every file of a bundle: pass bundle directories, not single model files")
         notes: list[str] = []
         targets = resolve_targets(list(args.inputs), notes)
         baseline = pick_baseline(targets, args.baseline)
         threads = effective_threads(args.threads, notes)
         image = load_image(args.image) if args.image else None
         frame, frame_info = choose_frame(targets, image, args.image)
-        if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-            raise NotADirectoryError(f"--out {args.out} exists and is not a directory")
         report = run_bench(targets, threads, args.runs, args.warmup, baseline, frame, frame_info, notes, _progress)
         written = write_reports(report, Path(args.out)) if args.out else []
         picked = pick(report) if args.pick else []

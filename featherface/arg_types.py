@@ -49,6 +49,9 @@ def output_folder(text: str) -> str:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is an existing file, not a folder: give a folder for the output")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # found now, not after minutes of work
+        raise argparse.ArgumentTypeError(f"{text} cannot be created: {blocking} is a file, not a folder")
     return text
 
 

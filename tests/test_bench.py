@@ -435,6 +435,25 @@ def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles
     Detector.load(good, num_threads=1).close()
 
 
+def test_bench_pick_of_a_single_model_file_is_refused_and_the_manifest_kept(bundle, tmp_path, capsys):
+    copy = tmp_path / "onnx"
+    shutil.copytree(bundle, copy)
+    before = (copy / "manifest.json").read_text()
+    status, out, err = run_main([str(copy / "model.onnx"), *FAST, "--pick"], capsys)
+    assert status == 2 and out == ""
+    assert err.strip().splitlines()[-1].endswith("--pick compares every file of a bundle: pass bundle directories, not single model files")
+    assert (copy / "manifest.json").read_text() == before
+
+
+def test_bench_out_under_a_file_is_refused_before_any_run(bundle, tmp_path, capsys):
+    blocking = tmp_path / "face.jpg"
+    blocking.write_bytes(b"x")
+    with pytest.raises(SystemExit) as stop:
+        run_main([str(bundle), *FAST, "--out", str(blocking / "report")], capsys)
+    assert stop.value.code == 2
+    assert f"{blocking} is a file, not a folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("runtime_class", ["featherface.bench.coreml.CoreMLImageRuntime", "featherface.converters.mil_eval.MilRuntime"])
 def test_runtimes_outside_the_sdk_give_frame_input_what_it_reads(runtime_class):
     """`Detector.frame_input` reads `input_dtype` and `quantize` from every runtime: the
