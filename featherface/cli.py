@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -110,8 +111,8 @@ def _ap_budget(text: str):
         easy, medium, hard = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three numbers E,M,H (AP points), got {text!r}") from None
-    if min(easy, medium, hard) < 0:
-        raise argparse.ArgumentTypeError(f"AP budgets cannot be negative, got {text!r}")
+    if not all(0 <= v < math.inf for v in (easy, medium, hard)):
+        raise argparse.ArgumentTypeError(f"AP budgets must be finite and not negative, got {text!r}")
     return APBudget(easy, medium, hard)
 
 

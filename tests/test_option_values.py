@@ -157,3 +157,9 @@ def test_annotated_names_keep_a_video_frame_index_and_any_other_file_name():
     assert annotated_name("clips/walk.mp4#frame=12", used) == "walk_frame000012.jpg"
     assert annotated_name("photos/a#frame=b.jpg", used) == "a#frame=b.jpg"  # a file name, not a video frame
     assert annotated_name("other/walk.mp4#frame=12", used) == "walk_frame000012_2.jpg"
+
+
+@pytest.mark.parametrize("value", ["nan,1,2", "1,inf,2", "1,1"])
+def test_build_refuses_an_ap_budget_it_could_not_check(value, capsys):
+    line = refused(cli.main, ["build", "--target", "pi4", "--out", "dist_x", "--ap-budget", value], capsys)
+    assert "--ap-budget" in line and value in line
