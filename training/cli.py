@@ -41,18 +41,18 @@ def _size_or_zero(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{err} (or 0 for each image's original size)") from None
 
 
-def _number(kind, minimum: float = 0.0, inclusive: bool = False, maximum: float = math.inf):
-    """A finite `kind` above `minimum` (at least it when `inclusive`) and at most `maximum`."""
-    bound = f"at least {minimum:g}" if inclusive else ("positive" if minimum == 0 else f"above {minimum:g}")
+def _number(kind, allow_zero: bool = False, maximum: float = math.inf):
+    """A finite `kind` above 0 (or from 0 when `allow_zero`), at most `maximum`: NaN, infinity
+    and negative values would be accepted by `kind` alone and misread by the trainer."""
+    bound = ("at least 0" if allow_zero else "positive") + (f" and at most {maximum:g}" if maximum < math.inf else "")
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) or value > maximum:
-            limit = f"{bound}{f' and at most {maximum:g}' if maximum < math.inf else ''}"
-            raise argparse.ArgumentTypeError(f"must be {limit}, got {text}")
+        if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0) and value <= maximum):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
     return parse
@@ -63,7 +63,7 @@ def _positive(kind):
 
 
 def _non_negative(kind, maximum: float = math.inf):
-    return _number(kind, inclusive=True, maximum=maximum)
+    return _number(kind, allow_zero=True, maximum=maximum)
 
 
 def _probability(text: str) -> float:
@@ -82,7 +82,7 @@ def _crop_scales(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
     if not all(0 < scale < math.inf for scale in scales):
-        raise argparse.ArgumentTypeError(f"crop scales must be positive, got {text}")
+        raise argparse.ArgumentTypeError(f"crop scales must be positive and finite, got {text}")
     return scales
 
 
