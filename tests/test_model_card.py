@@ -95,3 +95,12 @@ def test_card_cli_refuses_bad_input_in_one_line_before_evaluating(case, tmp_path
     expected = {"no_run_json": "run.json: no such file", "not_json": "run.json: not JSON", "not_a_run": "missing config, data, seconds",
                 "no_weights": "no such weights file", "unknown_compare": "unknown architecture 'no-such-net'", "zero_threads": "at least 1"}
     assert expected[case] in err
+
+
+def test_a_reader_meets_the_ap_and_the_limits_before_the_recipe_and_the_data_named_as_trained(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    card = render_model_card([_run("face")], {}, weights, "v2-ultra", [], ["cmd"])
+    assert card.index("## WIDER_val AP") < card.index("## What it is not good at") < card.index("## Recipe")
+    assert "- Accuracy in general: 1,239 photos of 1 WIDER FACE train events (the full set: 12,880 of 61)" in card
+    assert "events absent from the 1 training events." in card
