@@ -128,12 +128,18 @@ def load_ground_truth(gt_dir: Path) -> GroundTruth:
     missing = [n for n in ("face", *SETTINGS) if not (gt_dir / f"wider_{n}_val.mat").is_file()]
     if missing:
         raise FileNotFoundError(f"{gt_dir}: missing WIDER FACE ground truth " + ", ".join(f"wider_{n}_val.mat" for n in missing))
-    face = loadmat(gt_dir / "wider_face_val.mat")
-    keep_lists = {s: _cells(loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"]) for s in SETTINGS}
+    def read(name: str, *keys: str) -> list:
+        path = gt_dir / f"wider_{name}_val.mat"
+        try:
+            data = loadmat(path)
+            return [_cells(data[key]) for key in keys]
+        except Exception as err:  # scipy's MatReadError, ValueError, a missing key: all mean a damaged file
+            raise ValueError(f"{path}: not an official WIDER FACE ground-truth file ({type(err).__name__}: {err})") from None
+
+    events, file_lists, box_lists = read("face", "event_list", "file_list", "face_bbx_list")
+    keep_lists = {s: read(s, "gt_list")[0] for s in SETTINGS}
     images = []
-    for i, (event, files, boxes) in enumerate(
-        zip(_cells(face["event_list"]), _cells(face["file_list"]), _cells(face["face_bbx_list"]))
-    ):
+    for i, (event, files, boxes) in enumerate(zip(events, file_lists, box_lists)):
         for j in range(len(files)):
             keep = {s: keep_lists[s][i][j][0].astype(np.int64).reshape(-1) - 1 for s in SETTINGS}
             images.append(GTImage(str(event[0]), str(files[j][0][0]), boxes[j][0], keep))

@@ -998,3 +998,13 @@ def test_the_learning_rate_schedule_runs_any_number_of_steps(total_steps):
         optimizer.step()
         schedule.step()
     assert all(math.isfinite(lr) and 0 < lr <= 1e-3 for lr in schedule.get_last_lr())
+
+
+@pytest.mark.parametrize("parser", ["parse_label_txt", "parse_wider_gt"])
+def test_a_binary_file_given_as_labels_is_one_error_naming_it(parser, tmp_path):
+    from featherface.training import data
+
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=f"{photo}: not a text label file"):
+        getattr(data, parser)(photo, tmp_path)

@@ -283,3 +283,17 @@ def test_ap_records_read_back_from_the_json_they_write():
     assert WiderAP.from_json(data) == full
     assert full.percent() == "50.0 / 50.0 / 50.0"
     assert "events" not in scored.to_json() and replace(scored, events={}).to_json()["events"] == {}  # none scored vs none found
+
+
+@pytest.mark.parametrize("damage", ["not a mat file", "missing key"])
+def test_a_damaged_ground_truth_file_is_named_in_one_error(damage, tmp_path):
+    from scipy.io import savemat
+
+    from featherface.widerface import load_ground_truth
+
+    for name in ("face", "easy", "medium", "hard"):
+        savemat(tmp_path / f"wider_{name}_val.mat", {"something_else": np.zeros(1)})
+    if damage == "not a mat file":
+        (tmp_path / "wider_face_val.mat").write_bytes(b"\xff" * 300)
+    with pytest.raises(ValueError, match=r"wider_face_val\.mat: not an official WIDER FACE ground-truth file"):
+        load_ground_truth(tmp_path)

@@ -88,6 +88,13 @@ def _finish(path: Path, boxes: list, landmarks: list, stats: ParseStats, out: li
     stats.faces_with_landmarks += int(landmarks_present(lm).sum())
 
 
+def _label_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text label file (WIDER FACE's bbx_gt.txt or RetinaFace's label.txt)") from None
+
+
 def parse_wider_gt(gt_file: str | Path, image_root: str | Path) -> tuple[list[ImageAnnotation], ParseStats]:
     """Parse an official `wider_face_*_bbx_gt.txt` (image path, face count, then per face
     `x y w h blur expression illumination invalid occlusion pose`).
@@ -97,7 +104,7 @@ def parse_wider_gt(gt_file: str | Path, image_root: str | Path) -> tuple[list[Im
     0 faces is followed by one placeholder line of zeros, which is skipped.
     """
     gt_file, image_root = Path(gt_file), Path(image_root)
-    lines = [line.strip() for line in gt_file.read_text().splitlines()]
+    lines = [line.strip() for line in _label_text(Path(gt_file)).splitlines()]
     lines = [line for line in lines if line]
     stats, out, i = ParseStats(), [], 0
     while i < len(lines):
@@ -147,7 +154,7 @@ def parse_label_txt(label_file: str | Path, image_root: str | Path | None = None
     name: str | None = None
     boxes: list[list[float]] = []
     landmarks: list[list[float]] = []
-    for raw in label_file.read_text().splitlines():
+    for raw in _label_text(label_file).splitlines():
         line = raw.strip()
         if not line:
             continue
