@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES, InputSize
-from featherface.records import FileEntry, Manifest, ParityRecord
+from featherface.records import FileEntry, Manifest
 from featherface.sdk.detector import Detector
-from featherface.verify.check import detections_of, identity_letterboxes, judge_golden
+from featherface.verify.check import detections_of, identity_letterboxes
 from featherface.verify.files import ModelFile, build_spec, open_detector
 from featherface.verify.golden import content_rgb, load_golden
 from featherface.verify.parity import Detections
@@ -31,7 +31,6 @@ class FileRun:
     detections: list[Detections]  # per golden image, model-input pixels, down to the robust floor
     problem: str | None = None
     latency: dict | None = None  # {"p50_ms", "runs", "threads"}; None where the file cannot run natively
-    parity: ParityRecord | None = None  # the build's parity check again, on the golden images; None: it could not run
 
 
 # The report's latency column: the model alone, one thread, on the machine writing the
@@ -89,8 +88,7 @@ def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference:
     except Exception as err:  # a runtime missing on this machine must not cost the whole report
         return FileRun({}, [], f"could not run here: {type(err).__name__}: {str(err).strip()[:160]}")
     errors = {name: np.abs(outputs[name].astype(np.float64) - reference[name]).ravel() for name in OUTPUT_NAMES}
-    run = FileRun(errors, detections_of(outputs, identity_letterboxes(size, len(inputs)), detector.spec),
-                  parity=judge_golden(entry, reference, outputs, detector.spec))
+    run = FileRun(errors, detections_of(outputs, identity_letterboxes(size, len(inputs)), detector.spec))
     if entry.format == "coreml" and platform.system() != "Darwin":
         return run  # our MIL evaluator checks numbers, its speed says nothing about Core ML
     detector.close()
@@ -108,10 +106,3 @@ def run_golden(bundle_dir: Path, manifest: Manifest) -> GoldenRun | None:
     images = [content_rgb(chw, manifest.input.mean) for chw in golden.inputs]
     files = {entry.file: _run_file(bundle_dir, entry, golden.inputs, golden.reference, size) for entry in manifest.files}
     return GoldenRun(list(golden.names), images, reference, files)
-
-
-def golden_failures(view: BundleView) -> list[str]:
-    """'bundle/file: reason' for each file that ran here and fails parity on its golden images."""
-    runs = view.golden.files.items() if view.golden else ()
-    return [f"{view.name}/{file} ({run.parity.reasons[0] if run.parity.reasons else 'fails'})"
-            for file, run in runs if run.parity is not None and run.parity.status != "pass"]

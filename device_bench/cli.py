@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from featherface.arg_types import MAX_THREADS, int_at_least, output_folder
+from featherface.arg_types import int_at_least, output_folder
+from featherface.config import MAX_THREADS
 
 DEFAULT_THREADS = (1, 2, 4)
 PROG = "featherface bench"

@@ -134,7 +134,7 @@ def wheel_specs(litert: str) -> tuple[str, ...]:
 
 
 def sdk_install_command(pip: Sequence[str], target: Path, repo: Path) -> list[str]:
-    """The README's `pip install --no-deps ./featherface`, into `target` (no venv to put it in)."""
+    """The README's `pip install --no-deps .`, into `target` (no venv to put it in)."""
     return [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts", "--no-deps",
             "--target", str(target), str(repo)]
 

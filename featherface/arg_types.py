@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from featherface.config import InputSize
+from featherface.config import MAX_THREADS, InputSize
 
 
 def score_threshold(text: str) -> float:
@@ -38,10 +38,7 @@ def int_at_least(minimum: int, maximum: int | None = None):
     return parse
 
 
-# Inference threads. The cap stops a typo before a runtime spawns thousands of threads
-# (LiteRT then crashes, ONNX Runtime exhausts memory); no CPU here has more cores.
-MAX_THREADS = 256
-thread_count = int_at_least(1, MAX_THREADS)
+thread_count = int_at_least(1, MAX_THREADS)  # a number of inference threads
 
 
 def output_folder(text: str) -> str:

@@ -15,6 +15,10 @@ MEAN_BGR: tuple[float, float, float] = (104.0, 117.0, 123.0)
 CHANNEL_ORDER = "BGR"
 
 DEFAULT_INPUT_SIZE = 640  # square, pixels; must be divisible by the largest stride
+MAX_INPUT_SIDE = 16384  # pixels: beyond it a typo, not a camera (its tensors would not fit in memory)
+# Inference threads: the cap stops a typo before a runtime spawns thousands of threads
+# (LiteRT then crashes, ONNX Runtime exhausts memory).
+MAX_THREADS = 256
 
 # Network outputs, in this order everywhere (torch forward, ONNX, TFLite, Core ML).
 OUTPUT_NAMES: tuple[str, str, str] = ("loc", "conf", "landmarks")
@@ -73,6 +77,8 @@ class InputSize:
         width, height = (int(part) for part in (parts * 2)[:2])
         stride = max(PRIORS.steps)
         for name, value in (("width", width), ("height", height)):
+            if value > MAX_INPUT_SIDE:
+                raise ValueError(f"input {name} must be at most {MAX_INPUT_SIDE}, got {value}")
             if value <= 0 or value % stride:
                 below = value // stride * stride
                 nearest = f"{below} or {below + stride}" if below else str(stride)

@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from featherface.config import CHANNEL_ORDER, MANIFEST_VERSION, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
+from featherface.config import CHANNEL_ORDER, MANIFEST_VERSION, MAX_INPUT_SIDE, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
 from featherface.widerface import SETTINGS
 
 SUPPORTED_VERSIONS = (MANIFEST_VERSION,)
@@ -65,7 +65,7 @@ def _in(low: float, high: float, low_open: bool = False) -> Callable[[Any], bool
     return lambda v: _is(int, float)(v) and math.isfinite(v) and (low < v if low_open else low <= v) and v <= high
 
 
-_PIXELS = (lambda v: _is(int)(v) and 0 < v <= 16384, "an integer from 1 to 16384")
+_PIXELS = (lambda v: _is(int)(v) and 0 < v <= MAX_INPUT_SIDE, f"an integer from 1 to {MAX_INPUT_SIDE}")
 _POSITIVE_INTS = _list_of(lambda v: _is(int)(v) and v > 0, empty=False)
 # Values the SDK does not read but fixes by convention (config.MEAN_BGR's BGR order, pixels
 # unscaled): a manifest claiming another would be run wrongly, so it is refused.
@@ -82,7 +82,7 @@ PRIORS: Rules = {
     "clip": (_is(bool), "true or false"),
 }
 THRESHOLDS: Rules = {
-    "score": (_in(0, 1), "a number in [0, 1]"), "nms_iou": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "score": (_in(0, 1), "a number in [0, 1]"), "nms_iou": (_in(0, 1), "a number in [0, 1]"),
     "top_k": (lambda v: _is(int)(v) and v >= 0, "an integer >= 0 (0: all)"),
 }
 CHECKPOINT: Rules = {"name": STRING, "sha256": SHA256}

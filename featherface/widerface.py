@@ -116,28 +116,29 @@ def _cells(mat_field: np.ndarray) -> list[np.ndarray]:
     return [cell[0] for cell in mat_field]
 
 
+def _mat_cells(path: Path, *keys: str) -> list:
+    """The cell arrays `keys` of an official .mat file; any failure names the file."""
+    from scipy.io import loadmat  # scipy only needed when reading the official files
+
+    try:
+        data = loadmat(path)
+        return [_cells(data[key]) for key in keys]
+    except Exception as err:  # scipy's MatReadError, a ValueError, a missing key: all mean a damaged file
+        raise ValueError(f"{path}: not an official WIDER FACE ground-truth file ({type(err).__name__}: {err})") from None
+
+
 def load_ground_truth(gt_dir: Path) -> GroundTruth:
     """Read the official ``wider_{face,easy,medium,hard}_val.mat`` files.
 
     The easy/medium/hard ``gt_list`` cells are 1-based MATLAB indices; they are stored
     0-based here.
     """
-    from scipy.io import loadmat  # scipy only needed when reading the official files
-
     gt_dir = Path(gt_dir)
     missing = [n for n in ("face", *SETTINGS) if not (gt_dir / f"wider_{n}_val.mat").is_file()]
     if missing:
         raise FileNotFoundError(f"{gt_dir}: missing WIDER FACE ground truth " + ", ".join(f"wider_{n}_val.mat" for n in missing))
-    def read(name: str, *keys: str) -> list:
-        path = gt_dir / f"wider_{name}_val.mat"
-        try:
-            data = loadmat(path)
-            return [_cells(data[key]) for key in keys]
-        except Exception as err:  # scipy's MatReadError, ValueError, a missing key: all mean a damaged file
-            raise ValueError(f"{path}: not an official WIDER FACE ground-truth file ({type(err).__name__}: {err})") from None
-
-    events, file_lists, box_lists = read("face", "event_list", "file_list", "face_bbx_list")
-    keep_lists = {s: read(s, "gt_list")[0] for s in SETTINGS}
+    events, file_lists, box_lists = _mat_cells(gt_dir / "wider_face_val.mat", "event_list", "file_list", "face_bbx_list")
+    keep_lists = {s: _mat_cells(gt_dir / f"wider_{s}_val.mat", "gt_list")[0] for s in SETTINGS}
     images = []
     for i, (event, files, boxes) in enumerate(zip(events, file_lists, box_lists)):
         for j in range(len(files)):

@@ -57,15 +57,16 @@ def annotated_name(frame_name: str, used: set[str]) -> str:
 
 def refuse_output_among_inputs(inputs: list[str], out_dir: str, flag: str = "--out") -> None:
     """ValueError when annotated copies in `out_dir` could overwrite an input or be read back
-    as one: `out_dir` holds an input file, or is (inside) an input folder, read recursively."""
+    as one: an input `NAME.jpg` sits in `out_dir`, or `out_dir` is (inside) an input folder,
+    which is read recursively."""
     out = Path(out_dir).resolve()
     for text in inputs:
         path = Path(text).resolve()
         if path.is_dir() and (path == out or path in out.parents):
             raise ValueError(f"{flag} {out_dir} is inside the input folder {text}: annotated copies would overwrite "
                              "or join its images; choose a folder outside it")
-        if path.is_file() and path.parent == out:
-            raise ValueError(f"{flag} {out_dir} holds the input {text}: an annotated copy could overwrite it; "
+        if path.is_file() and out / f"{path.stem}.jpg" == path:
+            raise ValueError(f"{flag} {out_dir} holds the input {text}, which its annotated copy would overwrite; "
                              "choose another folder")
 
 

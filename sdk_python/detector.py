@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from featherface.config import InputSize, PriorConfig, Thresholds
+from featherface.config import MAX_THREADS, InputSize, PriorConfig, Thresholds
 from featherface.records import FileEntry, Manifest
 
 from .box_coding import make_priors
@@ -57,8 +57,8 @@ class DetectorOptions:
                 raise ValueError(f"DetectorOptions.{name} must be a number in [0, 1], got {value!r}")
         if self.top_k is not None and not (_is_number(self.top_k, Integral) and self.top_k >= 0):
             raise ValueError(f"DetectorOptions.top_k must be an integer >= 0 (0: no cap), got {self.top_k!r}")
-        if self.num_threads is not None and not (_is_number(self.num_threads, Integral) and self.num_threads >= 1):
-            raise ValueError(f"DetectorOptions.num_threads must be an integer >= 1, got {self.num_threads!r}")
+        if self.num_threads is not None and not (_is_number(self.num_threads, Integral) and 1 <= self.num_threads <= MAX_THREADS):
+            raise ValueError(f"DetectorOptions.num_threads must be an integer from 1 to {MAX_THREADS}, got {self.num_threads!r}")
 
     def thresholds_over(self, bundle: Thresholds) -> Thresholds:
         """The bundle's thresholds with every value given here in its place."""

@@ -66,6 +66,14 @@ def usb_camera_frames(index: int, source: str, tried: str = "") -> Iterator[Fram
                           "pass --source usb:N, a video file or a folder of images") from None
 
 
+def _broken_picamera2(err: Exception) -> SourceError:
+    """picamera2 is there but cannot import (a missing libcamera, apt's simplejpeg built for
+    numpy 1 under a venv's numpy 2): say so, rather than fall back to a USB camera."""
+    hint = (" (apt's simplejpeg was built for numpy 1: pip install --force-reinstall simplejpeg in this venv)"
+            if "numpy" in str(err) else "")
+    return SourceError(f"--source camera: picamera2 is installed but fails to import ({type(err).__name__}: {err}){hint}")
+
+
 def open_source(source: str, camera_size: tuple[int, int]) -> Iterator[Frame]:
     """'camera' (Pi camera, else USB camera 0), 'usb:N', a video file, or an image folder."""
     if source == "camera":
@@ -73,13 +81,12 @@ def open_source(source: str, camera_size: tuple[int, int]) -> Iterator[Frame]:
             import picamera2  # noqa: F401
 
             return picamera_frames(camera_size)
-        except ImportError:
-            return usb_camera_frames(0, source, tried="no Pi camera (picamera2 is not installed) and ")
+        except ImportError as err:
+            if err.name == "picamera2":
+                return usb_camera_frames(0, source, tried="no Pi camera (picamera2 is not installed) and ")
+            raise _broken_picamera2(err) from None
         except Exception as err:  # installed but broken, e.g. apt's simplejpeg under a venv's numpy 2
-            hint = (" (apt's simplejpeg was built for numpy 1: pip install --force-reinstall simplejpeg in this venv)"
-                    if "numpy" in str(err) else "")
-            raise SourceError(f"--source camera: picamera2 is installed but fails to import "
-                              f"({type(err).__name__}: {err}){hint}") from None
+            raise _broken_picamera2(err) from None
     if source.startswith("usb:"):
         if not source[4:].isdigit():
             raise SourceError(f"--source {source}: expected usb:N, N a camera index such as 0")

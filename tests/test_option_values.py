@@ -1,6 +1,7 @@
-"""Bad option values (issue 19) are refused at parse time by `featherface detect` and
-`featherface-pi`: exit status 2, one error line naming the option, the value and what was
-expected, and nothing run or written. Good boundary values still run.
+"""Bad option values (issue 19, and the audit of 2026-12-06) are refused at parse time by
+`featherface` (detect, bench, build, distill), `featherface-pi` and the soak: exit status 2,
+one error line naming the option, the value and what was expected, and nothing run or
+written. Good boundary values still run; output folders may not overwrite the inputs.
 
 Runs on the tiny random-weight ONNX bundle of conftest and one generated image."""
 from __future__ import annotations
@@ -113,11 +114,19 @@ def test_thread_counts_above_the_cap_are_refused_before_a_runtime_spawns_them(ru
 @pytest.mark.parametrize("option, value", [
     ("--lr", "nan"), ("--lr", "inf"), ("--weight-decay", "-1"), ("--warmup-fraction", "7"), ("--workers", "-2"),
     ("--threads", "-4"), ("--max-minutes", "-1"), ("--max-images", "-5"), ("--min-face-size", "nan"),
-    ("--crop-scales", "0.5,inf"), ("--kd-weight", "-5"), ("--temperature-range", "nan"), ("--temperature-min", "0"),
+    ("--crop-scales", "0.5,inf"), ("--kd-weight", "-5"), ("--temperature-range", "nan"), ("--temperature-min", "-1"),
 ])
 def test_distill_refuses_numbers_it_would_misread(option, value, capsys):
-    line = refused(cli.main, ["distill", option, value], capsys)
+    line = refused(cli.build_parser().parse_args, ["distill", option, value], capsys)  # parsing only: nothing could train
     assert option in line and value in line
+
+
+def test_a_distillation_temperature_of_zero_is_refused_and_a_zero_minimum_with_a_range_is_not():
+    from featherface.training.distill_config import DistillConfig
+
+    assert DistillConfig(temperature_range=2.0, temperature_min=0.0).temperature_min == 0.0
+    with pytest.raises(ValueError, match="temperature must stay above 0"):
+        DistillConfig(temperature_range=0.0, temperature_min=0.0)
 
 
 def test_pi_script_refuses_a_negative_frame_count(tiny_onnx_bundle, photo, capsys):
@@ -159,7 +168,26 @@ def test_annotated_names_keep_a_video_frame_index_and_any_other_file_name():
     assert annotated_name("other/walk.mp4#frame=12", used) == "walk_frame000012_2.jpg"
 
 
-@pytest.mark.parametrize("value", ["nan,1,2", "1,inf,2", "1,1"])
-def test_build_refuses_an_ap_budget_it_could_not_check(value, capsys):
-    line = refused(cli.main, ["build", "--target", "pi4", "--out", "dist_x", "--ap-budget", value], capsys)
+@pytest.mark.parametrize("value", ["nan,1,2", "1,inf,2"])
+def test_build_refuses_an_ap_budget_it_could_not_check(value, tmp_path, capsys):
+    argv = ["build", "--target", "pi4", "--arch", "v2-ultra", "--out", str(tmp_path / "dist"), "--ap-budget", value]
+    line = refused(cli.build_parser().parse_args, argv, capsys)  # parsing only: nothing could build
     assert "--ap-budget" in line and value in line
+
+
+def test_detect_may_write_beside_an_input_its_copy_cannot_overwrite(tiny_onnx_bundle, tmp_path, capsys):
+    image = tmp_path / "b.png"
+    Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8)).save(image)
+    before = image.read_bytes()
+    assert cli.main(["detect", "--bundle", str(tiny_onnx_bundle), str(image), "--out", str(tmp_path)]) == 0
+    assert image.read_bytes() == before and (tmp_path / "b.jpg").is_file()
+
+
+def test_the_sdk_and_the_manifest_rules_share_the_input_and_thread_caps():
+    from featherface.config import MAX_INPUT_SIDE, MAX_THREADS, InputSize
+    from featherface.sdk import DetectorOptions
+
+    with pytest.raises(ValueError, match=f"at most {MAX_INPUT_SIDE}"):
+        InputSize.parse(str(MAX_INPUT_SIDE + 32))  # a bundle the SDK would refuse is never built
+    with pytest.raises(ValueError, match=f"from 1 to {MAX_THREADS}"):
+        DetectorOptions(num_threads=MAX_THREADS + 1)

@@ -86,9 +86,14 @@ def test_camera_without_opencv_says_what_to_install(tiny_onnx_bundle, monkeypatc
     assert line.startswith("featherface-pi: error: --source camera: no Pi camera") and "opencv-python-headless" in line
 
 
-def test_broken_picamera2_is_one_line_with_the_fix_not_a_usb_fallback(tiny_onnx_bundle, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("failure, expected", [
     # apt's picamera2 under a venv's numpy 2: its simplejpeg import raises ValueError
-    (tmp_path / "picamera2.py").write_text('raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")\n')
+    ('raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")', "(ValueError"),
+    # picamera2 from pip in a plain venv: libcamera (apt only) is missing
+    ('raise ModuleNotFoundError("No module named \'libcamera\'", name="libcamera")', "(ModuleNotFoundError"),
+])
+def test_broken_picamera2_is_one_line_not_a_usb_fallback(failure, expected, tiny_onnx_bundle, tmp_path, monkeypatch, capsys):
+    (tmp_path / "picamera2.py").write_text(failure + "\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "picamera2", raising=False)
     monkeypatch.setattr(pi, "video_frames", cannot_open)
@@ -96,8 +101,8 @@ def test_broken_picamera2_is_one_line_with_the_fix_not_a_usb_fallback(tiny_onnx_
     err = capsys.readouterr().err
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
-    assert line.startswith("featherface-pi: error: --source camera: picamera2 is installed but fails to import (ValueError")
-    assert "pip install --force-reinstall simplejpeg" in line and "usb" not in line.lower()
+    assert line.startswith(f"featherface-pi: error: --source camera: picamera2 is installed but fails to import {expected}")
+    assert ("pip install --force-reinstall simplejpeg" in line) == ("numpy" in failure) and "usb" not in line.lower()
 
 
 def test_usb_source_without_a_camera_index_is_refused(tiny_onnx_bundle, capsys):

@@ -192,33 +192,11 @@ def test_report_refuses_a_model_file_changed_after_the_build(bundle, capsys):
     assert _parity_files(bundle) == before
 
 
-def test_report_refuses_a_file_that_no_longer_passes_parity_even_with_its_sha256_updated(bundle, capsys):
-    import onnx
-    from onnx import numpy_helper
-
-    from featherface.sdk.bundle import sha256_of
-
-    model_path = bundle / "model.onnx"
-    model = onnx.load(model_path)
-    for weights in model.graph.initializer:  # every conv's sign flipped: another network, same shapes
-        if len(weights.dims) == 4:
-            weights.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weights), weights.name))
-    onnx.save(model, model_path)
-    manifest = _manifest(bundle)
-    manifest["files"][0]["sha256"] = sha256_of(model_path)
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-    before = _parity_files(bundle)
-    assert main(["report", str(bundle)]) == 2
-    out, err = capsys.readouterr()
-    errors = [line for line in err.splitlines() if line.startswith("featherface: error:")]
-    assert out == "" and len(errors) == 1 and "Traceback" not in err
-    assert errors[0].startswith("featherface: error: onnx/model.onnx (loc max abs error") and "fails parity on its golden images here" in errors[0]
-    assert _parity_files(bundle) == before
-
-
 def test_a_report_that_fails_to_render_leaves_the_old_files_whole(bundle, monkeypatch):
     from featherface.converters import report_html
 
+    for name in ("parity.md", "parity.json", "parity.html"):
+        (bundle / name).write_text(f"the old {name}")  # a rewrite of any one would show
     before = _parity_files(bundle)
     monkeypatch.setattr(report_html, "render", lambda *args: (_ for _ in ()).throw(ValueError("cannot render")))
     with pytest.raises(ValueError, match="cannot render"):

@@ -12,8 +12,8 @@ import math
 import sys
 from collections.abc import Sequence
 
-from featherface.arg_types import MAX_THREADS, square_input_size
-from featherface.config import DEFAULT_INPUT_SIZE
+from featherface.arg_types import square_input_size
+from featherface.config import DEFAULT_INPUT_SIZE, MAX_THREADS
 from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
 from featherface.paths import WIDERFACE
 
@@ -155,7 +155,7 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
                         help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
     parser.add_argument("--kd-per", choices=("prior", "face"), default=defaults.kd_per,
                         help=f"KL normalisation: mean over priors (the seed's) or per expected teacher face prior {from_defaults}")
-    parser.add_argument("--temperature-min", type=_positive(float), default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
+    parser.add_argument("--temperature-min", type=_non_negative(float), default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
 
 
 def train_config_from_args(args: argparse.Namespace, distill: bool):

@@ -89,8 +89,9 @@ def _finish(path: Path, boxes: list, landmarks: list, stats: ParseStats, out: li
 
 
 def _label_text(path: Path) -> str:
+    """A label file's text; a binary file given by mistake is named, not a decoder's message."""
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text label file (WIDER FACE's bbx_gt.txt or RetinaFace's label.txt)") from None
 

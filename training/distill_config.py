@@ -78,6 +78,8 @@ class DistillConfig:
     phases: tuple[Phase, ...] = ()
 
     def __post_init__(self) -> None:
+        if not (self.temperature_min > 0 or self.temperature_range > 0):
+            raise ValueError("the distillation temperature must stay above 0: give temperature_min or temperature_range above 0")
         ends = [p.end for p in self.phases]
         if any(b <= a for a, b in zip([0, *ends], ends)):
             raise ValueError(f"phase ends must be positive and increasing, got {ends}")

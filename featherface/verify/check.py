@@ -7,14 +7,13 @@ from typing import Sequence
 
 import numpy as np
 
-from featherface.config import OUTPUT_NAMES, PARITY_THRESHOLDS, InputSize, ParityThresholds, Thresholds
+from featherface.config import OUTPUT_NAMES, InputSize, ParityThresholds, Thresholds
 from featherface.priors import make_priors
-from featherface.records import FileEntry, ParityRecord
+from featherface.records import ParityRecord
 from featherface.sdk.detector import ModelSpec
 from featherface.sdk.faces import postprocess_arrays
 from featherface.sdk.preprocess import Letterbox
 
-from .golden import recorded_float32_noise
 from .parity import ROBUST_MARGIN, Detections, detection_agreement, error_bound, tensor_errors, verdict
 
 
@@ -66,24 +65,3 @@ def judge(
     agreement = detection_agreement(reference_detections, detections_of(outputs, letterboxes, spec), spec.thresholds.score)
     status, reasons = verdict(errors, agreement, thresholds, float32_noise)
     return ParityRecord(status, reasons, **parity_figures(thresholds, float32_noise), tensor=errors, detections=agreement)
-
-
-def judge_golden(entry: FileEntry, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], spec: ModelSpec) -> ParityRecord:
-    """A bundle file's `outputs` on its golden inputs against the PyTorch `reference` stored
-    beside them, at the bars of its precision and the build's recorded FP32 noise: how the
-    bench and the report re-check a built file. A failed record names why."""
-    extra: dict = {"precision": entry.precision}
-    thresholds = PARITY_THRESHOLDS.get(entry.precision)
-    if thresholds is None:
-        reason = f"no parity thresholds for precision {entry.precision!r} (known: {', '.join(PARITY_THRESHOLDS)})"
-        return ParityRecord("fail", [reason], extra=extra)
-    notes: list[str] = []
-    noise = recorded_float32_noise(entry, notes)
-    if notes:
-        extra["notes"] = notes
-    try:
-        judged = judge(reference, outputs, identity_letterboxes(spec.input_size, len(outputs["loc"])), spec, thresholds, noise)
-    except ValueError as err:
-        return ParityRecord("fail", [str(err)], **parity_figures(thresholds, noise), extra=extra)
-    judged.extra.update(extra)
-    return judged
