@@ -21,8 +21,9 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
     """(preferred file name, how it was chosen or None for the fixed rule)."""
     names = [f.path.name for f in candidates]
     if target == "a14" or len(candidates) == 1:
-        default = TARGET_SPECS[target].default_file  # Core ML runs here only through our MIL evaluator,
-        return (default if default in names else names[0]), None  # whose speed says nothing about an iPhone
+        # Core ML runs here only through our MIL evaluator, whose speed says nothing about an iPhone.
+        default = TARGET_SPECS[target].default_file
+        return (default if default in names else names[0]), None
     from featherface.bench.device import describe_device
 
     progress(f"timing {', '.join(names)} (model only, 1 thread) to choose the preferred file")

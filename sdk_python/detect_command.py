@@ -65,7 +65,7 @@ def refuse_output_among_inputs(inputs: list[str], out_dir: str, flag: str = "--o
         if path.is_dir() and (path == out or path in out.parents):
             raise ValueError(f"{flag} {out_dir} is inside the input folder {text}: annotated copies would overwrite "
                              "or join its images; choose a folder outside it")
-        if path.is_file() and out / f"{path.stem}.jpg" == path:
+        if path.is_file() and out / annotated_name(str(path), set()) == path:
             raise ValueError(f"{flag} {out_dir} holds the input {text}, which its annotated copy would overwrite; "
                              "choose another folder")
 
