@@ -287,7 +287,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     detect, protocol, subject = _eval_detect_fn(args)
     with count_bar("eval", "image", enabled=not args.quiet) as on_image:
         result = evaluate_detector(detect, args.data, args.out, orientation=args.orientation, by_event=args.by_event,
-                                   progress=None if args.quiet else _progress("eval"), on_image=on_image)
+                                   against=args.against, progress=None if args.quiet else _progress("eval"),
+                                   on_image=on_image)
     faces = result.faces
     which = f", {args.orientation} photos" if args.orientation else ""
     human = sys.stderr if args.json else sys.stdout
@@ -295,6 +296,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{faces['medium']}, hard {faces['hard']}): {_ap_text(result)} ({result.seconds:.0f} s)", file=human)
     for event, ap in (result.events or {}).items():
         print(f"  {event} ({ap.images} images, hard faces {ap.faces['hard']}): {_ap_text(ap)}", file=human)
+    if result.against:
+        print(f"minus {args.against}, points with the 95 % interval of a paired bootstrap over the images: "
+              f"{result.against.percent()}", file=human)
     if args.json:
         print(json.dumps({**replace(result, protocol=protocol).to_json(), **subject,
                           **({"orientation": args.orientation} if args.orientation else {})}))
@@ -419,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only the photos wider than tall (landscape) or taller than wide (portrait); default: all")
     evaluate.add_argument("--by-event", action="store_true",
                           help="also the AP of each WIDER event (image folder) alone: shows whether a gap sits in scenes absent from training")
+    evaluate.add_argument("--against", metavar="PREDICTIONS",
+                          help="an earlier eval's --out on the same images: also print this AP minus that one, with a 95 %% "
+                          "interval from a paired bootstrap over the images (is a difference more than the photos' luck?)")
     evaluate.add_argument("--json", action="store_true", help='print {"easy", "medium", "hard", "images", ...} as the last line')
     evaluate.add_argument("--quiet", action="store_true",
                           help="no progress (default: a bar with the time left on a terminal, else a line every 50 images)")

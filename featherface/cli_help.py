@@ -16,7 +16,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "eval": ("featherface eval --bundle dist/pi4 --data ../shared/data/widerface --out predictions/pi4",
              "featherface eval --arch v1 --weights ../shared/weights/featherface_v1_paper.pth --data ../shared/data/widerface "
              "--origin-size --out predictions/v1",
-             "featherface eval --arch v2-ultra --data ../shared/data/widerface --out predictions/v2 --by-event"),
+             "featherface eval --arch v2-ultra --data ../shared/data/widerface --out predictions/v2 --by-event",
+             "featherface eval --bundle dist/pi4 --data ../shared/data/widerface --out predictions/pi4 --against predictions/v2"),
     "report": ("featherface report dist", "featherface report dist/pi4"),
     "bench": ("featherface bench dist/pi4 --threads 1,4 --out bench",
               "featherface bench dist/pi4/model_fp16.tflite dist/pi4/model_int8.tflite --baseline model_int8.tflite"),

@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image
 
 from featherface.sdk.image_io import load_image
-from featherface.widerface import GroundTruth, Key, WiderAP, evaluate, load_ground_truth, read_predictions, write_predictions
+from featherface.widerface import (
+    GroundTruth, Key, WiderAP, evaluate, load_ground_truth, paired_ap_difference, read_predictions, write_predictions,
+)
 
 DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -66,7 +68,7 @@ def _event_ap(predictions: dict[Key, np.ndarray], gt: GroundTruth, event: str) -
 def evaluate_detector(
     detect: DetectFn, widerface_root: str | Path, pred_dir: str | Path, *, limit: int = 0, orientation: str | None = None,
     progress: Callable[[str], None] | None = None, on_image: Callable[[int, int], None] | None = None,
-    by_event: bool = False,
+    by_event: bool = False, against: str | Path | None = None,
 ) -> WiderAP:
     """AP of `detect` on WIDER_val (the first `limit` images; 0 = all; of one `orientation`
     when given: `oriented`), predictions kept in `pred_dir`, with its wall time.
@@ -77,6 +79,11 @@ def evaluate_detector(
     by_event: also score each WIDER event (the images' folder, e.g. 0--Parade) alone, in
     `events` (without curves); a gap that sits in one event tells a domain shift (a scene
     absent from training) from a weakness everywhere.
+
+    against: a baseline's prediction folder (an earlier `featherface eval --out`) covering
+    the same images; `against` in the result is this AP minus the baseline's, with a 95 %
+    interval from a paired bootstrap over the images (`paired_ap_difference`). It is read
+    before any inference, so a folder that lacks an image fails at once.
 
     Predictions go to a staging folder beside `pred_dir` and move in only once every image
     was read, so an unreadable image (ImageError) leaves `pred_dir` as it was.
@@ -91,6 +98,8 @@ def evaluate_detector(
     unknown = [f"{event}/{name}" for event, name, _ in images if (event, name) not in gt.images]
     if unknown:  # found before minutes of inference, not after
         raise ValueError(f"{root}: {len(unknown)} WIDER_val images are not in the ground truth: {', '.join(unknown[:5])}")
+    wanted = {(event, name) for event, name, _ in images}
+    baseline = _baseline(Path(against), wanted) if against is not None else None
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     started = time.perf_counter()
@@ -107,9 +116,24 @@ def evaluate_detector(
             os.replace(staged, out / staged.parent.name / staged.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    wanted = {(event, name) for event, name, _ in images}
     if progress:
         progress(f"scoring Easy / Medium / Hard AP of {len(images)} images")
     predictions = {k: v for k, v in read_predictions(out).items() if k in wanted}
     events = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)} if by_event else None
-    return replace(evaluate(predictions, gt), events=events, seconds=round(time.perf_counter() - started, 1))
+    difference = paired_ap_difference(predictions, baseline, gt) if baseline is not None else None
+    return replace(evaluate(predictions, gt), events=events, against=difference,
+                   seconds=round(time.perf_counter() - started, 1))
+
+
+def _baseline(folder: Path, wanted: set[Key]) -> dict[Key, np.ndarray]:
+    """A baseline's predictions for exactly the `wanted` images; ValueError naming the
+    folder when it is not a prediction folder or lacks one of them."""
+    if not folder.is_dir():
+        raise ValueError(f"baseline {folder}: not a prediction folder (the --out of an earlier featherface eval)")
+    predictions = read_predictions(folder)
+    missing = sorted(wanted - set(predictions))
+    if missing:
+        shown = ", ".join(f"{event}/{name}" for event, name in missing[:3])
+        raise ValueError(f"baseline {folder}: no predictions for {len(missing)} of the {len(wanted)} images "
+                         f"evaluated ({shown}): a paired comparison needs the same images")
+    return {key: predictions[key] for key in wanted}

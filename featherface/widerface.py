@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,9 @@ class WiderAP:
 
     `curves[setting]` is the precision envelope for plots (`pr_envelope`); `protocol` how
     the images reached the detector ("letterboxed 640", "original size"), `seconds` the
-    evaluation's wall time and `events` the same score per WIDER event, where the caller
-    measured them (None or empty otherwise).
+    evaluation's wall time, `events` the same score per WIDER event and `against` the
+    difference from a baseline's predictions on the same images, where the caller measured
+    them (None or empty otherwise).
     """
 
     easy: float
@@ -35,6 +37,7 @@ class WiderAP:
     protocol: str = ""
     seconds: float | None = None
     events: Mapping[str, "WiderAP"] | None = None  # None: not scored by event
+    against: APDifference | None = None  # None: not compared with a baseline
 
     def by_setting(self) -> dict[str, float]:
         return {s: getattr(self, s) for s in SETTINGS}
@@ -54,6 +57,8 @@ class WiderAP:
             data["curves"] = {s: dict(curve) for s, curve in self.curves.items()}
         if self.events is not None:
             data["events"] = {event: ap.to_json() for event, ap in self.events.items()}
+        if self.against is not None:
+            data["against"] = self.against.to_json()
         if self.seconds is not None:
             data["seconds"] = self.seconds
         if self.protocol:
@@ -62,12 +67,41 @@ class WiderAP:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "WiderAP":
-        events = data.get("events")
+        events, against = data.get("events"), data.get("against")
         return cls(
             **{s: float(data[s]) for s in SETTINGS}, images=int(data["images"]), faces=dict(data["faces"]),
             curves=dict(data.get("curves", {})), protocol=data.get("protocol", ""), seconds=data.get("seconds"),
             events=None if events is None else {event: cls.from_json(ap) for event, ap in events.items()},
+            against=None if against is None else APDifference.from_json(against),
         )
+
+
+@dataclass(frozen=True)
+class APDifference:
+    """AP of one prediction set minus a baseline's on the same images (fractions, per
+    setting), with the `confidence` interval of a paired bootstrap over those images: how
+    much of a difference could come from which photos happen to be in a small subset."""
+
+    difference: Mapping[str, float]
+    low: Mapping[str, float]
+    high: Mapping[str, float]
+    images: int
+    samples: int
+    confidence: float
+
+    def to_json(self) -> dict:
+        return {s: {"difference": self.difference[s], "low": self.low[s], "high": self.high[s]} for s in SETTINGS} | {
+            "images": self.images, "samples": self.samples, "confidence": self.confidence}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> APDifference:
+        return cls(*({s: float(data[s][bound]) for s in SETTINGS} for bound in ("difference", "low", "high")),
+                   images=int(data["images"]), samples=int(data["samples"]), confidence=float(data["confidence"]))
+
+    def percent(self) -> str:
+        """"easy -2.2 [-3.7, -1.0], ...": points, as the docs print a difference."""
+        return ", ".join(f"{s} {100 * self.difference[s]:+.1f} [{100 * self.low[s]:+.1f}, {100 * self.high[s]:+.1f}]"
+                         for s in SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -322,28 +356,86 @@ def evaluate(
     image without ground-truth faces contributes nothing, not even false positives.
     The curves are ``pr_envelope``'s, with empty lists for a setting without faces.
     """
+    curves, faces = np.zeros((len(SETTINGS), thresh_num, 2)), np.zeros(len(SETTINGS), dtype=np.int64)
+    images = 0
+    for _, image_curves, image_faces in _image_counts(predictions, gt, iou_threshold, thresh_num):
+        curves += image_curves
+        faces += image_faces
+        images += 1
+    ap = _ap_of_counts(curves, faces)
+    pr_curves = {}
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 at empty thresholds, as official
+        for i, s in enumerate(SETTINGS):
+            found, proposed = curves[i, :, 1], curves[i, :, 0]
+            pr_curves[s] = pr_envelope(found / faces[i], found / proposed) if faces[i] else {"recall": [], "precision": []}
+    return WiderAP(**dict(zip(SETTINGS, ap)), images=images, faces=dict(zip(SETTINGS, faces.tolist())), curves=pr_curves)
+
+
+def _image_counts(
+    predictions: Mapping[Key, np.ndarray], gt: GroundTruth, iou_threshold: float, thresh_num: int
+) -> Iterator[tuple[Key, np.ndarray, np.ndarray]]:
+    """Per predicted image, in ground-truth order: its key, its [settings, thresh_num, 2]
+    (proposals, faces recalled) counts and its [settings] faces that count. AP is a function
+    of their sums, which is what lets `paired_ap_difference` resample images."""
     unknown = sorted(set(predictions) - set(gt.images))
     if unknown:
         shown = ", ".join(f"{e}/{n}" for e, n in unknown[:5])
         raise ValueError(f"{len(unknown)} predicted images are not in the ground truth: {shown}")
     preds = norm_scores(predictions)
-    curves = {s: np.zeros((thresh_num, 2)) for s in SETTINGS}
-    faces = dict.fromkeys(SETTINGS, 0)
     for key, image in gt.images.items():
         if key not in preds:
             continue
         pred = preds[key]
         pred = pred[np.argsort(-pred[:, 4], kind="stable")]
-        for s in SETTINGS:
-            faces[s] += len(image.keep[s])
-            if len(image.boxes) == 0 or len(pred) == 0:
-                continue
-            recall, proposal = image_eval(pred, image.boxes, image.keep[s], iou_threshold)
-            curves[s] += img_pr_info(thresh_num, pred[:, 4], proposal, recall)
-    ap, pr_curves = {}, {}
+        counts = np.zeros((len(SETTINGS), thresh_num, 2))
+        for i, s in enumerate(SETTINGS):
+            if len(image.boxes) and len(pred):
+                recall, proposal = image_eval(pred, image.boxes, image.keep[s], iou_threshold)
+                counts[i] = img_pr_info(thresh_num, pred[:, 4], proposal, recall)
+        yield key, counts, np.array([len(image.keep[s]) for s in SETTINGS])
+
+
+def _ap_of_counts(curves: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """[settings] AP of summed [settings, thresh_num, 2] counts (NaN where no face counts)."""
+    ap = np.full(len(SETTINGS), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 at empty thresholds, as official
-        for s in SETTINGS:
-            found, proposed = curves[s][:, 1], curves[s][:, 0]
-            ap[s] = voc_ap(found / faces[s], found / proposed) if faces[s] else float("nan")
-            pr_curves[s] = pr_envelope(found / faces[s], found / proposed) if faces[s] else {"recall": [], "precision": []}
-    return WiderAP(**ap, images=sum(key in preds for key in gt.images), faces=faces, curves=pr_curves)
+        for i in np.flatnonzero(faces):
+            found, proposed = curves[i, :, 1], curves[i, :, 0]
+            ap[i] = voc_ap(found / faces[i], found / proposed)
+    return ap
+
+
+def paired_ap_difference(
+    predictions: Mapping[Key, np.ndarray], baseline: Mapping[Key, np.ndarray], gt: GroundTruth, *,
+    samples: int = 1000, confidence: float = 0.95, seed: int = 0, iou_threshold: float = 0.5, thresh_num: int = 1000,
+) -> APDifference:
+    """`evaluate(predictions) - evaluate(baseline)` per setting, and its interval from
+    `samples` resamplings of the images with replacement, the same images for both sets
+    (paired: a photo that is hard for one is hard for the other, so the interval of the
+    difference is far narrower than either AP's own). Scores stay normalised over the whole
+    set, as `evaluate` does. Both sets must cover the same images."""
+    if set(predictions) != set(baseline):
+        only = sorted(set(predictions) ^ set(baseline))
+        raise ValueError(f"the two prediction sets cover different images ({len(only)} in one only, e.g. "
+                         f"{only[0][0]}/{only[0][1]}): a paired comparison needs the same images")
+    if samples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"samples must be >= 1 and confidence in (0, 1), got {samples} and {confidence}")
+    sets = []
+    for preds in (predictions, baseline):
+        per_image = list(_image_counts(preds, gt, iou_threshold, thresh_num))
+        sets.append((np.stack([c for _, c, _ in per_image]), np.stack([f for _, _, f in per_image])))
+    (curves_a, faces), (curves_b, _) = sets
+    point = _ap_of_counts(curves_a.sum(0), faces.sum(0)) - _ap_of_counts(curves_b.sum(0), faces.sum(0))
+    rng, images = np.random.default_rng(seed), len(faces)
+    resampled = np.empty((samples, len(SETTINGS)))
+    for k in range(samples):
+        weights = np.bincount(rng.integers(0, images, images), minlength=images).astype(np.float64)
+        sampled_faces = weights @ faces
+        resampled[k] = (_ap_of_counts(np.tensordot(weights, curves_a, 1), sampled_faces)
+                        - _ap_of_counts(np.tensordot(weights, curves_b, 1), sampled_faces))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a setting without faces in every sample: NaN
+        tail = 100 * (1 - confidence) / 2
+        low, high = np.nanpercentile(resampled, [tail, 100 - tail], axis=0)
+    as_dict = lambda values: dict(zip(SETTINGS, (float(v) for v in values)))  # noqa: E731
+    return APDifference(as_dict(point), as_dict(low), as_dict(high), images, samples, confidence)

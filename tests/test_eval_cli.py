@@ -154,6 +154,27 @@ def test_an_image_missing_from_the_ground_truth_is_refused_before_any_inference(
     assert detected == [] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.shared
+def test_against_a_baseline_prints_the_paired_difference_and_refuses_one_of_other_images(small_root, tiny_onnx_bundle,
+                                                                                         tmp_path, capsys):
+    trained = _eval(["--arch", "v2-ultra", "--data", small_root, "--input-size", "320", "--out", tmp_path / "trained"], capsys)
+    untrained = ["--bundle", tiny_onnx_bundle, "--file", "model.onnx", "--data", small_root]
+    result = _eval([*untrained, "--out", tmp_path / "untrained", "--against", tmp_path / "trained"], capsys)
+    for s in ("easy", "medium", "hard"):
+        assert result["against"][s]["difference"] == pytest.approx(result[s] - trained[s])
+        assert result["against"][s]["low"] <= result["against"][s]["difference"] <= result["against"][s]["high"]
+    assert result["against"]["easy"]["high"] < 0  # untrained against trained: behind on every resample
+    assert result["against"]["images"] == 4
+    # A baseline of other images is refused before any inference, and nothing is written.
+    landscape = _eval([*untrained, "--orientation", "landscape", "--out", tmp_path / "landscape"], capsys)
+    assert landscape["images"] < 4
+    status, out, err = run_cli(["eval", *map(str, untrained), "--out", str(tmp_path / "refused"), "--against",
+                                str(tmp_path / "landscape")], capsys)
+    assert status == 2 and out == ""
+    assert err.strip().splitlines()[-1].startswith(f"featherface: error: baseline {tmp_path / 'landscape'}: no predictions for ")
+    assert not (tmp_path / "refused").exists()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--bundle", "B", "--weights", "w.pth"], "--weights is for --arch"),
     (["--arch", "v2-ultra", "--file", "model.onnx"], "--file picks a bundle's model file"),

@@ -18,6 +18,7 @@ from featherface.widerface import (
     evaluate,
     load_ground_truth,
     norm_scores,
+    paired_ap_difference,
     read_predictions,
     write_predictions,
 )
@@ -127,6 +128,46 @@ def test_only_images_with_predictions_are_evaluated():
     result = evaluate({**only_a, ("0--Parade", "b"): np.zeros((0, 5))}, gt)
     assert result.images == 2 and result.faces["easy"] == 5
     assert result.easy == pytest.approx(0.8)
+
+
+def _twelve_images() -> GroundTruth:
+    return GroundTruth.from_images([_image(f"i{k}", FOUR_FACES) for k in range(12)])
+
+
+def test_paired_difference_is_the_difference_of_the_two_aps_and_zero_against_itself():
+    gt = _twelve_images()
+    found_all = {key: _with_scores(FOUR_FACES, [0.9, 0.8, 0.7, 0.6]) for key in gt.images}
+    found_half = {key: _with_scores(FOUR_FACES[: 2 + k % 3], [0.9, 0.8, 0.7, 0.6][: 2 + k % 3])
+                  for k, key in enumerate(gt.images)}
+    diff = paired_ap_difference(found_half, found_all, gt, samples=200)
+    for s in SETTINGS:
+        assert diff.difference[s] == pytest.approx(getattr(evaluate(found_half, gt), s) - getattr(evaluate(found_all, gt), s))
+        assert diff.low[s] < diff.difference[s] < 0  # one finds fewer faces on every photo: never luck
+        assert diff.low[s] <= diff.high[s] < 0
+    same = paired_ap_difference(found_half, found_half, gt, samples=50)
+    assert all(same.difference[s] == same.low[s] == same.high[s] == 0 for s in SETTINGS)
+    assert (diff.images, diff.samples, diff.confidence) == (12, 200, 0.95)
+
+
+def test_paired_interval_straddles_zero_when_each_set_wins_on_different_photos():
+    gt = _twelve_images()
+    scores = [0.9, 0.8, 0.7, 0.6]
+    # Set a misses a face on the even photos, set b on the odd ones: equal AP, and which is
+    # ahead on a resample depends only on which photos it drew.
+    a = {key: _with_scores(FOUR_FACES[: 3 + k % 2], scores[: 3 + k % 2]) for k, key in enumerate(gt.images)}
+    b = {key: _with_scores(FOUR_FACES[: 4 - k % 2], scores[: 4 - k % 2]) for k, key in enumerate(gt.images)}
+    diff = paired_ap_difference(a, b, gt, samples=300)
+    assert diff.difference["hard"] == pytest.approx(0)
+    assert diff.low["hard"] < 0 < diff.high["hard"]
+    assert paired_ap_difference(a, b, gt, samples=300) == diff  # seeded: the same interval every run
+
+
+def test_paired_difference_refuses_sets_of_different_images():
+    gt = _twelve_images()
+    a = {key: _with_scores(FOUR_FACES, 1.0) for key in gt.images}
+    b = dict(list(a.items())[:-1])
+    with pytest.raises(ValueError, match="cover different images .1 in one only, e.g. 0--Parade/i11"):
+        paired_ap_difference(a, b, gt)
 
 
 def test_predictions_for_unknown_image_raise_naming_it():
@@ -276,9 +317,13 @@ def test_keep_lists_select_faces_by_height_as_the_official_settings_do(official_
 def test_ap_records_read_back_from_the_json_they_write():
     gt = GroundTruth.from_images([_image("a", FOUR_FACES)])
     scored = evaluate({("0--Parade", "a"): _with_scores(FOUR_FACES[:2], [0.9, 0.8])}, gt)
-    full = replace(scored, protocol="letterboxed 640", seconds=1.5, events={"0--Parade": replace(scored, curves={})})
+    against = paired_ap_difference({("0--Parade", "a"): _with_scores(FOUR_FACES[:2], [0.9, 0.8])},
+                                   {("0--Parade", "a"): _with_scores(FOUR_FACES, 1.0)}, gt, samples=5)
+    full = replace(scored, protocol="letterboxed 640", seconds=1.5, events={"0--Parade": replace(scored, curves={})},
+                   against=against)
     data = json.loads(json.dumps(full.to_json()))
-    assert set(data) == {"easy", "medium", "hard", "images", "faces", "curves", "protocol", "seconds", "events"}
+    assert set(data) == {"easy", "medium", "hard", "images", "faces", "curves", "protocol", "seconds", "events", "against"}
+    assert data["against"]["hard"] == {"difference": -0.5, "low": -0.5, "high": -0.5}
     assert "curves" not in data["events"]["0--Parade"]
     assert WiderAP.from_json(data) == full
     assert full.percent() == "50.0 / 50.0 / 50.0"
