@@ -29,7 +29,7 @@ from featherface.config import (
     InputSize,
 )
 from featherface.records import Manifest, ParityRecord
-from featherface.sdk.bundle import sha256_of, write_manifest
+from featherface.sdk.bundle import write_manifest
 from featherface.sdk.image_io import load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
@@ -102,7 +102,8 @@ def check_file(model_file: ModelFile, parity: ParitySet, size: InputSize) -> Par
     """Parity record of one final file against PyTorch (tensor and detection level); the
     file's output map, found by shape, goes into `model_file.output_map`."""
     try:
-        detector, outputs = verify_files.open_detector(model_file, parity.inputs, size, open_for_verification)
+        detector, outputs = verify_files.open_detector(model_file, parity.inputs, verify_files.build_spec(size, {}),
+                                                       open_for_verification)
     except OutputMapError as err:
         raise BuildError(str(err)) from None
     except Exception as err:  # a broken file fails the runtime in its own way
@@ -203,9 +204,8 @@ def build_bundle(
         if accuracy is not None:
             manifest.reference_accuracy = accuracy.manifest_reference(progress)
         golden = GOLDEN_IMAGES
-        write_golden(stage / "golden.npz", parity.inputs[:golden], parity.names[:golden],
-                     {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
-        manifest.golden = {"file": "golden.npz", "sha256": sha256_of(stage / "golden.npz"), "images": parity.names[:golden]}
+        manifest.golden = write_golden(stage, parity.inputs[:golden], parity.names[:golden],
+                                       {name: parity.reference[name][:golden] for name in OUTPUT_NAMES})
         candidates = [f for f in files if f.precision not in COMPARISON_PRECISIONS]
         manifest.preferred_file, manifest.preferred_by = preferred_here(
             target, candidates, parity.inputs, size, open_for_verification, progress)

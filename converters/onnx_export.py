@@ -1,4 +1,4 @@
-"""PyTorch -> ONNX: opset 17, dynamic batch (optionally dynamic height/width), simplified
+"""PyTorch -> ONNX: opset `ONNX_OPSET`, dynamic batch (optionally dynamic height/width), simplified
 with onnxslim, checked with onnx.checker, with the bundle's metadata embedded."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import numpy as np
 from featherface.choice import fastest
 from featherface.config import TARGET_SPECS, InputSize
 from featherface.records import PreferredBy
-from featherface.verify.files import ModelFile, open_file_detector
+from featherface.verify.files import ModelFile, build_spec, open_file_detector
 
 from .report_golden import model_latency
 
@@ -29,7 +29,7 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
     progress(f"timing {', '.join(names)} (model only, 1 thread) to choose the preferred file")
     times = {}
     for model_file in candidates:
-        detector = open_file_detector(model_file, size, open_file, num_threads=1)
+        detector = open_file_detector(model_file, build_spec(size, {}), open_file, num_threads=1)
         try:
             times[model_file.path.name] = model_latency(detector, inputs_nchw[:1])["p50_ms"]
         finally:

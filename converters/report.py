@@ -9,7 +9,7 @@ from typing import Callable
 from featherface.atomic import write_text_atomic
 from featherface.config import TARGETS
 from featherface.records import FileEntry, Manifest, ManifestError
-from featherface.sdk.bundle import BundleError, verified_file
+from featherface.sdk.bundle import MANIFEST_FILE, BundleError, is_bundle, verified_file
 from featherface.verify.parity import MATCH_IOU, ROBUST_MARGIN
 from featherface.widerface import SETTINGS
 
@@ -140,7 +140,7 @@ def _write_all(folder: Path, texts: dict[str, str]) -> list[Path]:
     return [write_text_atomic(folder / name, text) for name, text in texts.items()]
 
 
-def write_parity_report(bundle_dir: Path, manifest: Manifest) -> None:
+def write_parity_report(bundle_dir: Path, manifest: Manifest) -> list[Path]:
     """parity.md, parity.json and parity.html into the bundle (the files and golden.npz
     must already be there: the HTML page re-runs every file on the golden images)."""
     from .report_html import render
@@ -149,13 +149,13 @@ def write_parity_report(bundle_dir: Path, manifest: Manifest) -> None:
     tables = {"summary": [row.to_json() for row in table_rows([bundle])], "parity": {f.file: f.parity.to_json() for f in manifest.files}}
     texts = {"parity.md": markdown(bundle), "parity.json": json.dumps(tables, indent=2) + "\n",
              "parity.html": render(_title([bundle]), [bundle])}
-    _write_all(bundle_dir, texts)
+    return _write_all(bundle_dir, texts)
 
 
 def _read_manifest(bundle_dir: Path) -> Manifest:
     """The manifest, without the SDK's refusal of fields it does not know: a report must
     show fields newer than the SDK reading bundles."""
-    path = bundle_dir / "manifest.json"
+    path = bundle_dir / MANIFEST_FILE
     try:
         manifest = Manifest.from_json(json.loads(path.read_text()), str(path), strict=False)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -181,13 +181,12 @@ def write_report(path: Path, progress: Callable[[str], None] = lambda _: None) -
     of bundles (one combined report.md/.json/.html in it). Returns the files written."""
     if not path.is_dir():
         raise ReportError(f"{path}: no such directory (expected a bundle or a directory of bundles)")
-    if (path / "manifest.json").is_file():
+    if is_bundle(path):
         manifest = _read_manifest(path)
         progress(f"re-running the files of {path} on its golden images")
-        write_parity_report(path, manifest)
-        return [path / "parity.md", path / "parity.json", path / "parity.html"]
+        return write_parity_report(path, manifest)
     # Hidden directories are a build's staging or retired bundles, not bundles.
-    bundles = [p for p in path.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file()]
+    bundles = [p for p in path.iterdir() if not p.name.startswith(".") and is_bundle(p)]
     if not bundles:
         raise ReportError(f"{path}: not a bundle (no manifest.json) and holds no bundles (no */manifest.json)")
     from .report_html import render

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from featherface.config import OUTPUT_NAMES, InputSize
+from featherface.config import OUTPUT_NAMES
 from featherface.records import FileEntry, Manifest
-from featherface.sdk.detector import Detector
+from featherface.sdk.detector import Detector, ModelSpec
 from featherface.verify.check import detections_of, identity_letterboxes
-from featherface.verify.files import ModelFile, build_spec, open_detector
+from featherface.verify.files import ModelFile, open_detector
 from featherface.verify.golden import content_rgb, load_golden
 from featherface.verify.parity import Detections
 
@@ -81,10 +81,12 @@ class BundleView:
         return run.latency["p50_ms"] if run and run.latency else None
 
 
-def _run_file(bundle_dir: Path, entry: FileEntry, inputs: np.ndarray, reference: dict[str, np.ndarray], size: InputSize) -> FileRun:
+def _run_file(bundle_dir: Path, manifest: Manifest, entry: FileEntry, inputs: np.ndarray, reference: dict[str, np.ndarray]) -> FileRun:
+    """One file on the golden inputs, decoded as the SDK would (its manifest's pipeline)."""
     model_file = ModelFile(bundle_dir / entry.file, entry.format, entry.precision, 0.0, image_input=entry.image_input)
+    size = manifest.input.size
     try:
-        detector, outputs = open_detector(model_file, inputs, size, open_for_verification)
+        detector, outputs = open_detector(model_file, inputs, ModelSpec.from_manifest(manifest, entry), open_for_verification)
     except Exception as err:  # a runtime missing on this machine must not cost the whole report
         return FileRun({}, [], f"could not run here: {type(err).__name__}: {str(err).strip()[:160]}")
     errors = {name: np.abs(outputs[name].astype(np.float64) - reference[name]).ravel() for name in OUTPUT_NAMES}
@@ -102,7 +104,8 @@ def run_golden(bundle_dir: Path, manifest: Manifest) -> GoldenRun | None:
     if golden is None:
         return None
     size = manifest.input.size
-    reference = detections_of(golden.reference, identity_letterboxes(size, len(golden.inputs)), build_spec(size, {}))
+    reference = detections_of(golden.reference, identity_letterboxes(size, len(golden.inputs)),
+                              ModelSpec.from_manifest(manifest, manifest.files[0]))
     images = [content_rgb(chw, manifest.input.mean) for chw in golden.inputs]
-    files = {entry.file: _run_file(bundle_dir, entry, golden.inputs, golden.reference, size) for entry in manifest.files}
+    files = {entry.file: _run_file(bundle_dir, manifest, entry, golden.inputs, golden.reference) for entry in manifest.files}
     return GoldenRun(list(golden.names), images, reference, files)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from featherface.arg_types import int_at_least, output_folder
 from featherface.config import MAX_THREADS
+from featherface.errors import run_reporting
 
 DEFAULT_THREADS = (1, 2, 4)
 PROG = "featherface bench"
@@ -82,7 +82,13 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the bench as `args` (from add_bench_arguments) say; the exit status."""
+    """Run the bench as `args` (from add_bench_arguments) say; the exit status, and bad input
+    in one line naming `featherface bench` (`featherface` and `python -m` alike)."""
+    return run_reporting(PROG, lambda: _bench(args))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from featherface.sdk.bundle import is_bundle
     from featherface.sdk.image_io import load_image
 
     from .pick import pick
@@ -90,32 +96,17 @@ def run(args: argparse.Namespace) -> int:
     from .runner import choose_frame, run_bench
     from .targets import pick_baseline, resolve_targets
 
-    try:
-        if args.pick and not all((Path(i) / "manifest.json").is_file() for i in args.inputs):
-            raise ValueError("--pick compares every file of a bundle: pass bundle directories, not single model files")
-        notes: list[str] = []
-        targets = resolve_targets(list(args.inputs), notes)
-        baseline = pick_baseline(targets, args.baseline)
-        threads = effective_threads(args.threads, notes)
-        image = load_image(args.image) if args.image else None
-        frame, frame_info = choose_frame(targets, image, args.image)
-        report = run_bench(targets, threads, args.runs, args.warmup, baseline, frame, frame_info, notes, _progress)
-        written = write_reports(report, Path(args.out)) if args.out else []
-        picked = pick(report) if args.pick else []
-    except (ValueError, OSError, RuntimeError) as err:
-        # BenchError, BundleError and ImageError are ValueErrors, RuntimeUnavailable a
-        # RuntimeError: their messages name the input and the problem.
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # a bug or a runtime's own failure: still one line
-        if os.environ.get("FEATHERFACE_DEBUG"):
-            raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"{PROG}: error: unexpected {type(err).__name__}: {first} (set FEATHERFACE_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    if args.pick and not all(is_bundle(i) for i in args.inputs):
+        raise ValueError("--pick compares every file of a bundle: pass bundle directories, not single model files")
+    notes: list[str] = []
+    targets = resolve_targets(list(args.inputs), notes)
+    baseline = pick_baseline(targets, args.baseline)
+    threads = effective_threads(args.threads, notes)
+    image = load_image(args.image) if args.image else None
+    frame, frame_info = choose_frame(targets, image, args.image)
+    report = run_bench(targets, threads, args.runs, args.warmup, baseline, frame, frame_info, notes, _progress)
+    written = write_reports(report, Path(args.out)) if args.out else []
+    picked = pick(report) if args.pick else []
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

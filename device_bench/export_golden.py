@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from featherface.config import OUTPUT_NAMES, PARITY_THRESHOLDS
+from featherface.errors import run_reporting
 from featherface.records import priors_to_json
 from featherface.verify.golden import load_golden, recorded_float32_noise
 from featherface.verify.parity import error_bound
@@ -83,12 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("bundle", help="bundle directory (has manifest.json and golden.npz)")
     parser.add_argument("out", help="output directory (created)")
     args = parser.parse_args(argv)
-    try:
-        path = export_golden(args.bundle, args.out)
-    except (ValueError, OSError) as err:
-        print(f"export_golden: error: {err}", file=sys.stderr)
-        return 2
-    print(path)
+    return run_reporting(parser.prog, lambda: _print_export(args.bundle, args.out))
+
+
+def _print_export(bundle: str, out: str) -> int:
+    print(export_golden(bundle, out))
     return 0
 
 

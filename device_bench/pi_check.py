@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from featherface.config import DEPLOY_THRESHOLDS, NUM_LANDMARKS
-from featherface.sdk.bundle import BundleError, read_manifest
+from featherface.sdk.bundle import BundleError, is_bundle, read_manifest
 from featherface.sdk.sources import image_files, spread
 from featherface.verify.check import robust_floor
 
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = Layout(args.root.resolve())
     timings: dict[str, float] = {}
     try:
-        if not (bundle / "manifest.json").is_file():
+        if not is_bundle(bundle):
             raise PiCheckError(f"{bundle} is not a bundle (no manifest.json): run `make build` first, "
                                "or pass BUNDLE=path/to/pi4")
         files = bundle_files(bundle)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from featherface.arg_types import thread_count
+from featherface.errors import run_reporting
 
 if TYPE_CHECKING:
     from featherface.sdk.detector import Detector
@@ -79,24 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.warmup < args.frames or args.every < 1:
         parser.error(f"need 0 <= --warmup < --frames and --every >= 1, got {args.warmup}, {args.frames}, {args.every}")
 
+    return run_reporting(PROG, lambda: _soak(args))
+
+
+def _soak(args: argparse.Namespace) -> int:
     from featherface.sdk.detector import Detector
     from featherface.sdk.image_io import load_image
 
     from .device import current_rss_mb
 
-    try:
-        if current_rss_mb() is None:
-            raise RuntimeError("cannot read this process's resident memory here (install psutil)")
-        detector = Detector.load(args.bundle, num_threads=args.threads, file=args.file)
-        for path in args.image or []:
-            load_image(path)  # a bad photo fails now, in one line, not mid-run
-        result = run_soak(detector, args.image or synthetic_frames(), args.frames, args.warmup, args.every, current_rss_mb)
-    except (ValueError, OSError, RuntimeError) as err:  # BundleError, ImageError, RuntimeUnavailable
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    if current_rss_mb() is None:
+        raise RuntimeError("cannot read this process's resident memory here (install psutil)")
+    detector = Detector.load(args.bundle, num_threads=args.threads, file=args.file)
+    for path in args.image or []:
+        load_image(path)  # a bad photo fails now, in one line, not mid-run
+    result = run_soak(detector, args.image or synthetic_frames(), args.frames, args.warmup, args.every, current_rss_mb)
     growth = rss_growth_mb(result["rss_mb"], args.warmup)
     result.update(bundle=args.bundle, file=detector.model_file, growth_mb=growth, tolerance_mb=args.tolerance_mb,
                   ok=growth <= args.tolerance_mb)

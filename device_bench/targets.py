@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featherface.records import FileEntry, Manifest
-from featherface.sdk.bundle import BundleError, read_manifest, verified_file
+from featherface.sdk.bundle import BundleError, is_bundle, read_manifest, verified_file
 from featherface.sdk.detector import Detector, ModelSpec
 from featherface.sdk.runtimes import RuntimeUnavailable, open_runtime, runtime_name_for
 from featherface.verify.golden import Golden, load_golden
@@ -74,9 +74,9 @@ def _bundle_and_file(argument: str) -> tuple[Path, str | None]:
     path = Path(argument)
     if not path.exists():
         raise BenchError(f"{argument}: no such file or directory")
-    if path.is_dir() and (path / "manifest.json").is_file():
+    if path.is_dir() and is_bundle(path):
         return path, None
-    if (path.parent / "manifest.json").is_file():
+    if is_bundle(path.parent):
         return path.parent, path.name
     raise BenchError(f"{argument} is not a bundle (no manifest.json) nor a model file inside one")
 

@@ -24,6 +24,7 @@ from .config import (
     DEFAULT_INPUT_SIZE,
     DEPLOY_THRESHOLDS,
     INT8_AP_BUDGET,
+    ORIENTATIONS,
     PARITY_IMAGES,
     PRIORS,
     QUANTIZERS,
@@ -417,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="WIDER FACE root (WIDER_val/images, wider_face_split/, ground_truth/)")
     size = evaluate.add_mutually_exclusive_group()
     size.add_argument("--origin-size", action="store_true", help="the paper's protocol: each image at its original size")
-    size.add_argument("--input-size", type=input_shape, default=None, help="letterbox into N x N or WxH (default: 640, or the bundle's)")
+    size.add_argument("--input-size", type=input_shape, default=None, help=f"letterbox into N x N or WxH (default: {DEFAULT_INPUT_SIZE}, or the bundle's)")
     evaluate.add_argument("--out", required=True, help="prediction directory (<event>/<name>.txt)")
-    evaluate.add_argument("--orientation", choices=("landscape", "portrait"), default=None,
+    evaluate.add_argument("--orientation", choices=ORIENTATIONS, default=None,
                           help="only the photos wider than tall (landscape) or taller than wide (portrait); default: all")
     evaluate.add_argument("--by-event", action="store_true",
                           help="also the AP of each WIDER event (image folder) alone: shows whether a gap sits in scenes absent from training")

@@ -142,7 +142,8 @@ PARITY_THRESHOLDS: dict[str, ParityThresholds] = {
     "int8": ParityThresholds(abs_tolerance=None, min_recall=0.95, min_precision=0.95),
 }
 FLOAT32_NOISE_FACTOR = 3.0
-PARITY_IMAGES = 48  # validation images each file is checked on: enough faces (100+ at 640) that one face moves recall by under 1 %
+ORIENTATIONS = ("landscape", "portrait")  # `featherface eval --orientation`: photos wider or taller
+PARITY_IMAGES = 48  # validation images each file is checked on: enough faces that one face moves recall by under 1 %
 GOLDEN_IMAGES = 2  # real inputs stored with PyTorch's outputs for on-device parity
 
 # Full INT8 is judged on WIDER FACE AP against PyTorch FP32 at the same input size (points).

@@ -18,9 +18,17 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from featherface.config import ORIENTATIONS
 from featherface.sdk.image_io import load_image
 from featherface.widerface import (
-    GroundTruth, Key, WiderAP, evaluate, load_ground_truth, paired_ap_difference, read_predictions, write_predictions,
+    GroundTruth,
+    Key,
+    WiderAP,
+    evaluate,
+    load_ground_truth,
+    paired_ap_difference,
+    read_predictions,
+    write_predictions,
 )
 
 DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -35,9 +43,6 @@ def val_images(widerface_root: str | Path) -> list[tuple[str, str, Path]]:
     if not found:
         raise ValueError(f"no validation images (*.jpg) in {images}")
     return found
-
-
-ORIENTATIONS = ("landscape", "portrait")
 
 
 def oriented(images: list[tuple[str, str, Path]], orientation: str | None) -> list[tuple[str, str, Path]]:

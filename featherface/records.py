@@ -44,7 +44,7 @@ NUMBER = (_is(int, float), "a number")
 OBJECT = (_is(dict), "an object")
 NULL_OR_OBJECT = (lambda v: v is None or isinstance(v, dict), "null or an object")
 SHA256 = (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits")
-MANIFEST: Rules = {
+MANIFEST_RULES: Rules = {
     "format_version": INTEGER, "target": STRING, "arch": STRING,
     "checkpoint": NULL_OR_OBJECT,
     "input": OBJECT, "priors": OBJECT, "thresholds": OBJECT, "tools": OBJECT,
@@ -53,8 +53,8 @@ MANIFEST: Rules = {
     "preferred_file": STRING,
     "golden": NULL_OR_OBJECT,  # the bench checks inside (verify.golden)
 }
-MANIFEST_FIELDS = set(MANIFEST)
-OPTIONAL_FIELDS: Rules = {
+MANIFEST_FIELDS = set(MANIFEST_RULES)
+OPTIONAL_RULES: Rules = {
     "reference_accuracy": OBJECT,  # WIDER FACE AP of PyTorch, when the build measured it
     "preferred_by": OBJECT,  # who chose preferred_file (`featherface build` or `bench --pick`), where, when
 }
@@ -69,64 +69,64 @@ _PIXELS = (lambda v: _is(int)(v) and 0 < v <= MAX_INPUT_SIDE, f"an integer from 
 _POSITIVE_INTS = _list_of(lambda v: _is(int)(v) and v > 0, empty=False)
 # Values the SDK does not read but fixes by convention (config.MEAN_BGR's BGR order, pixels
 # unscaled): a manifest claiming another would be run wrongly, so it is refused.
-INPUT: Rules = {
+INPUT_RULES: Rules = {
     "name": STRING, "height": _PIXELS, "width": _PIXELS, "layout": STRING, "dtype": STRING,
     "channel_order": (lambda v: v == CHANNEL_ORDER, f"{CHANNEL_ORDER!r} (the order the SDK feeds)"),
     "mean": (_list_of(_in(-1e4, 1e4), 3), "3 finite numbers"),
     "scale": (lambda v: _is(int, float)(v) and v == 1, "1 (the SDK feeds mean-subtracted pixels unscaled)"), "resize": STRING,
 }
-PRIORS: Rules = {
+PRIORS_RULES: Rules = {
     "min_sizes": (_list_of(_POSITIVE_INTS, empty=False), "a list of lists of positive integers"),
     "steps": (_POSITIVE_INTS, "a list of positive integers"),
     "variances": (_list_of(_in(0, 10, low_open=True), 2), "2 positive numbers"),
     "clip": (_is(bool), "true or false"),
 }
-THRESHOLDS: Rules = {
+THRESHOLDS_RULES: Rules = {
     "score": (_in(0, 1), "a number in [0, 1]"), "nms_iou": (_in(0, 1), "a number in [0, 1]"),
     "top_k": (lambda v: _is(int)(v) and v >= 0, "an integer >= 0 (0: all)"),
 }
-CHECKPOINT: Rules = {"name": STRING, "sha256": SHA256}
-OUTPUT: Rules = {"name": STRING, "shape": (_list_of(_is(int), empty=False), "a list of integers")}
+CHECKPOINT_RULES: Rules = {"name": STRING, "sha256": SHA256}
+OUTPUT_RULES: Rules = {"name": STRING, "shape": (_list_of(_is(int), empty=False), "a list of integers")}
 # Open: an entry may hold records this code does not read (kept as they are).
-FILE_ENTRY: Rules = {
+FILE_ENTRY_RULES: Rules = {
     "file": STRING, "sha256": SHA256,
     "output_map": (lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values()), "an object of tensor names"),
 }
-FILE_ENTRY_OPTIONAL: Rules = {
+FILE_ENTRY_OPTIONAL_RULES: Rules = {
     "format": STRING, "precision": STRING, "size_bytes": INTEGER, "input": OBJECT,
     "parity": OBJECT, "quantization": OBJECT, "accuracy": OBJECT,
 }
-PARITY: Rules = {
+PARITY_RULES: Rules = {
     "status": (lambda v: v in ("pass", "fail"), '"pass" or "fail"'),
     "reasons": (_list_of(_is(str)), "a list of strings"),
     "thresholds": OBJECT, "tensor": OBJECT, "detections": OBJECT,
 }
-PARITY_OPTIONAL: Rules = {
+PARITY_OPTIONAL_RULES: Rules = {
     "error_bounds": OBJECT, "torch_fp32_vs_fp64": OBJECT, "images": (_list_of(_is(str)), "a list of strings"),
     "conversion_seconds": NUMBER,
 }
 NUMBER_OR_NULL = (lambda v: v is None or _is(int, float)(v), "a number or null")
 # An error is null where the bench wrote a non-finite one (JSON has no Infinity).
-OUTPUT_ERROR: Rules = {"max_abs_error": NUMBER_OR_NULL, "mean_abs_error": NUMBER_OR_NULL, "cosine": NUMBER, "finite": (_is(bool), "true or false")}
-DETECTION_AGREEMENT: Rules = {
+OUTPUT_ERROR_RULES: Rules = {"max_abs_error": NUMBER_OR_NULL, "mean_abs_error": NUMBER_OR_NULL, "cosine": NUMBER, "finite": (_is(bool), "true or false")}
+DETECTION_AGREEMENT_RULES: Rules = {
     "reference_faces": INTEGER, "candidate_faces": INTEGER, "matched": INTEGER, "recall": NUMBER, "precision": NUMBER,
     "robust_recall": NUMBER, "robust_precision": NUMBER, "mean_iou": NUMBER, "landmark_error": NUMBER,
 }
-MANIFEST_AP: Rules = {  # every key optional: a file's AP may be "not measured", with a reason
+MANIFEST_AP_RULES: Rules = {  # every key optional: a file's AP may be "not measured", with a reason
     "status": (lambda v: v in ("measured", "not measured"), '"measured" or "not measured"'), "protocol": STRING,
     "easy": NUMBER_OR_NULL, "medium": NUMBER_OR_NULL, "hard": NUMBER_OR_NULL, "images": INTEGER,
     "curves": OBJECT, "delta_vs_torch": OBJECT, "reason": STRING,
 }
-QUANTIZATION: Rules = {"tool": STRING}
+QUANTIZATION_RULES: Rules = {"tool": STRING}
 _MS_BY_FILE = (lambda v: isinstance(v, dict) and all(_is(int, float)(ms) for ms in v.values()), "an object of file -> ms")
 # A bench --pick of before 2026-12-06 wrote the chosen file's figures as plain numbers.
 _MS_BY_FILE_OR_NUMBER = (lambda v: _MS_BY_FILE[0](v) or _is(int, float)(v), "an object of file -> ms")
-PREFERRED_BY: Rules = {
+PREFERRED_BY_RULES: Rules = {
     "by": STRING, "device": STRING, "when": STRING,
     "threads": (lambda v: v is None or _is(int)(v), "null or an integer"),
     "model_p50_ms": _MS_BY_FILE_OR_NUMBER,
 }
-PREFERRED_BY_OPTIONAL: Rules = {"detect_p50_ms": _MS_BY_FILE_OR_NUMBER}
+PREFERRED_BY_OPTIONAL_RULES: Rules = {"detect_p50_ms": _MS_BY_FILE_OR_NUMBER}
 
 
 def check_fields(source: str, where: str, value: dict, rules: Rules, optional: Rules | None = None, closed: bool = True) -> None:
@@ -162,7 +162,7 @@ class OutputError:
 
     @classmethod
     def from_json(cls, data: Any, where: str, source: str = "") -> "OutputError":
-        check_fields(source, where, _object(data, where, source), OUTPUT_ERROR, closed=False)
+        check_fields(source, where, _object(data, where, source), OUTPUT_ERROR_RULES, closed=False)
         inf = float("inf")
         return cls(_or(data["max_abs_error"], inf), _or(data["mean_abs_error"], inf), data["cosine"], data["finite"])
 
@@ -187,8 +187,8 @@ class DetectionAgreement:
 
     @classmethod
     def from_json(cls, data: Any, where: str, source: str = "") -> "DetectionAgreement":
-        check_fields(source, where, _object(data, where, source), DETECTION_AGREEMENT, closed=False)
-        return cls(**{key: data[key] for key in DETECTION_AGREEMENT})
+        check_fields(source, where, _object(data, where, source), DETECTION_AGREEMENT_RULES, closed=False)
+        return cls(**{key: data[key] for key in DETECTION_AGREEMENT_RULES})
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -230,8 +230,8 @@ class ParityRecord:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "parity", source: str = "") -> "ParityRecord":
-        check_fields(source, where, _object(data, where, source), PARITY, PARITY_OPTIONAL, closed=False)
-        known = set(PARITY) | set(PARITY_OPTIONAL)
+        check_fields(source, where, _object(data, where, source), PARITY_RULES, PARITY_OPTIONAL_RULES, closed=False)
+        known = set(PARITY_RULES) | set(PARITY_OPTIONAL_RULES)
         values = {k: v for k, v in data.items() if k in known}
         values["tensor"] = {name: OutputError.from_json(e, f"{where}.tensor.{name}", source) for name, e in data["tensor"].items()}
         detections = data["detections"]
@@ -277,14 +277,14 @@ class ManifestAP:
 
     @classmethod
     def from_json(cls, data: Any, where: str, source: str = "") -> "ManifestAP":
-        check_fields(source, where, _object(data, where, source), {}, MANIFEST_AP, closed=False)
-        return cls(**{k: v for k, v in data.items() if k in MANIFEST_AP}, extra={k: v for k, v in data.items() if k not in MANIFEST_AP})
+        check_fields(source, where, _object(data, where, source), {}, MANIFEST_AP_RULES, closed=False)
+        return cls(**{k: v for k, v in data.items() if k in MANIFEST_AP_RULES}, extra={k: v for k, v in data.items() if k not in MANIFEST_AP_RULES})
 
     def to_json(self) -> dict:
-        record = {k: getattr(self, k) for k in MANIFEST_AP if k != "curves" and getattr(self, k) is not None}
+        record = {k: getattr(self, k) for k in MANIFEST_AP_RULES if k != "curves" and getattr(self, k) is not None}
         if self.curves:
             record["curves"] = self.curves
-        order = list(MANIFEST_AP)
+        order = list(MANIFEST_AP_RULES)
         return {**dict(sorted(record.items(), key=lambda item: order.index(item[0]))), **self.extra}
 
 
@@ -300,7 +300,7 @@ class QuantizationRecord:
     def from_json(cls, data: Any, where: str = "quantization", source: str = "") -> "QuantizationRecord":
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: `{where}` must be an object" if source else f"`{where}` must be an object")
-        check_fields(source, where, data, QUANTIZATION, closed=False)
+        check_fields(source, where, data, QUANTIZATION_RULES, closed=False)
         details = dict(data)
         return cls(details.pop("tool"), details)
 
@@ -330,8 +330,8 @@ class FileEntry:
 
     @classmethod
     def from_json(cls, data: dict, where: str = "files[0]", source: str = "") -> "FileEntry":
-        check_fields(source, where, data, FILE_ENTRY, FILE_ENTRY_OPTIONAL, closed=False)
-        known = set(FILE_ENTRY) | set(FILE_ENTRY_OPTIONAL)
+        check_fields(source, where, data, FILE_ENTRY_RULES, FILE_ENTRY_OPTIONAL_RULES, closed=False)
+        known = set(FILE_ENTRY_RULES) | set(FILE_ENTRY_OPTIONAL_RULES)
         return cls(
             file=data["file"], sha256=data["sha256"], output_map=dict(data["output_map"]),
             format=data.get("format"), precision=data.get("precision"), size_bytes=data.get("size_bytes"),
@@ -423,7 +423,7 @@ class PreferredBy:
     def from_json(cls, data: Any, preferred_file: str, source: str = "") -> "PreferredBy":
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: `preferred_by` must be an object" if source else "`preferred_by` must be an object")
-        check_fields(source, "preferred_by", data, PREFERRED_BY, PREFERRED_BY_OPTIONAL)
+        check_fields(source, "preferred_by", data, PREFERRED_BY_RULES, PREFERRED_BY_OPTIONAL_RULES)
 
         def by_file(value: Any) -> dict[str, float]:
             return dict(value) if isinstance(value, dict) else {preferred_file: value}
@@ -471,13 +471,13 @@ class Manifest:
         version = data.get("format_version")
         if version not in SUPPORTED_VERSIONS:
             raise ManifestError(f"{source}: format_version {version!r} is not supported (this SDK reads {SUPPORTED_VERSIONS})")
-        check_fields(source, "", data, MANIFEST, OPTIONAL_FIELDS, closed=strict)
-        for section, rules in (("input", INPUT), ("priors", PRIORS), ("thresholds", THRESHOLDS)):
+        check_fields(source, "", data, MANIFEST_RULES, OPTIONAL_RULES, closed=strict)
+        for section, rules in (("input", INPUT_RULES), ("priors", PRIORS_RULES), ("thresholds", THRESHOLDS_RULES)):
             check_fields(source, section, data[section], rules, closed=strict)
         if data["checkpoint"] is not None:
-            check_fields(source, "checkpoint", data["checkpoint"], CHECKPOINT, closed=strict)
+            check_fields(source, "checkpoint", data["checkpoint"], CHECKPOINT_RULES, closed=strict)
         for i, output in enumerate(data["outputs"]):
-            check_fields(source, f"outputs[{i}]", output, OUTPUT, closed=strict)
+            check_fields(source, f"outputs[{i}]", output, OUTPUT_RULES, closed=strict)
         names = sorted(output["name"] for output in data["outputs"])
         if names != sorted(OUTPUT_NAMES):
             raise ManifestError(f"{source}: `outputs` are {names}; this SDK reads {sorted(OUTPUT_NAMES)}")
@@ -486,15 +486,15 @@ class Manifest:
             files.append(FileEntry.from_json(entry, f"files[{i}]", source))
             if sorted(entry["output_map"]) != names:
                 raise ManifestError(f"{source}: `files[{i}].output_map` maps {sorted(entry['output_map'])}; expected {names}")
-        known = set(MANIFEST) | set(OPTIONAL_FIELDS)
-        inputs = {k: data["input"][k] for k in INPUT}
+        known = set(MANIFEST_RULES) | set(OPTIONAL_RULES)
+        inputs = {k: data["input"][k] for k in INPUT_RULES}
         return cls(
             format_version=version, target=data["target"], arch=data["arch"],
             checkpoint=Checkpoint(data["checkpoint"]["name"], data["checkpoint"]["sha256"]) if data["checkpoint"] else None,
             input=InputSpec(**{**inputs, "mean": tuple(inputs["mean"])}),
             priors=priors_from_json(data["priors"]),
             outputs=[OutputSpec(o["name"], list(o["shape"])) for o in data["outputs"]],
-            thresholds=Thresholds(**{k: data["thresholds"][k] for k in THRESHOLDS}),
+            thresholds=Thresholds(**{k: data["thresholds"][k] for k in THRESHOLDS_RULES}),
             tools=dict(data["tools"]), files=files, preferred_file=data["preferred_file"], golden=data["golden"],
             reference_accuracy=(ManifestAP.from_json(data["reference_accuracy"], "reference_accuracy", source)
                                 if "reference_accuracy" in data else None),

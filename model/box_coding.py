@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from featherface import priors as _np_priors
-from featherface.config import PRIORS, PriorConfig
+from featherface.config import NUM_LANDMARKS, PRIORS, PriorConfig
 
 __all__ = ["make_priors", "encode_boxes", "encode_landmarks", "iou_matrix"]
 
@@ -48,7 +48,7 @@ def encode_landmarks(
     matched: Tensor, priors: Tensor, variances: Sequence[float] = PRIORS.variances
 ) -> Tensor:
     """Landmarks [..., A, 10] as normalised (x, y) -> targets; inverse of the NumPy `decode_landmarks`."""
-    points = matched.reshape(*matched.shape[:-1], 5, 2)
+    points = matched.reshape(*matched.shape[:-1], NUM_LANDMARKS, 2)
     encoded = (points - priors[:, None, :2]) / (variances[0] * priors[:, None, 2:])
     return encoded.reshape(matched.shape)
 

@@ -13,7 +13,7 @@ import torch
 from .backbone import MobileNetV1
 from .bifpn import build_bifpn
 from .cbam import CBAM, residual_cbam
-from .heads import ANCHORS, RetinaStyleDetector
+from .heads import RetinaStyleDetector
 from .ssh import SSH, ChannelShuffle, conv_shuffle_block, deformable_conv3x3
 
 
@@ -24,12 +24,11 @@ class FeatherFaceV1Config:
     cbam: bool = True  # CBAM on the backbone outputs and on the BiFPN outputs
     cbam_reduction: int = 16
     conv_shuffle: bool = True  # shuffle + 1x1/dw3x3/1x1 block; False: parameter-free shuffle
-    anchors: int = ANCHORS
 
 
 class FeatherFaceV1(RetinaStyleDetector):
     def __init__(self, config: FeatherFaceV1Config = FeatherFaceV1Config()) -> None:
-        super().__init__(config.channels, config.anchors)
+        super().__init__(config.channels)
         self.config = config
         c = config.channels
         self.body = MobileNetV1()

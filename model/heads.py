@@ -31,12 +31,12 @@ class RetinaStyleDetector(nn.Module):
     """Base of every variant: subclasses compute per-level features; heads map them to
     loc [N, A, 4], conf [N, A, 2] (softmax outside training) and landmarks [N, A, 10]."""
 
-    def __init__(self, head_channels: int, anchors: int, shared_heads: bool = False) -> None:
+    def __init__(self, head_channels: int, shared_heads: bool = False) -> None:
         super().__init__()
         levels = 1 if shared_heads else 3  # shared: one head serves every level
-        self.ClassHead = head_list(head_channels, anchors, OUTPUT_WIDTHS["conf"], levels)
-        self.BboxHead = head_list(head_channels, anchors, OUTPUT_WIDTHS["loc"], levels)
-        self.LandmarkHead = head_list(head_channels, anchors, OUTPUT_WIDTHS["landmarks"], levels)
+        self.ClassHead = head_list(head_channels, ANCHORS, OUTPUT_WIDTHS["conf"], levels)
+        self.BboxHead = head_list(head_channels, ANCHORS, OUTPUT_WIDTHS["loc"], levels)
+        self.LandmarkHead = head_list(head_channels, ANCHORS, OUTPUT_WIDTHS["landmarks"], levels)
 
     def neck(self, backbone_levels: list[torch.Tensor]) -> list[torch.Tensor]:
         """Everything between the MobileNetV1 `body` and the heads."""

@@ -69,11 +69,19 @@ def get_variant(name: str) -> Variant:
         raise ValueError(f"unknown architecture {name!r}; expected one of: {', '.join(VARIANTS)}") from None
 
 
-def create_model(name: str, weights: str | Path | None = None) -> nn.Module:
-    """Build a variant in eval mode, loading `weights` strictly when given."""
+def create_model(name: str, weights: str | Path | None = None, *, pretrained: bool = True) -> nn.Module:
+    """Build a variant in eval mode with `weights` loaded strictly, or without them its
+    default weights (embedded, else ../shared's); `pretrained=False`: random initialisation.
+    ValueError when a pretrained variant has no default weights here."""
     from .checkpoint import load_weights
 
-    model = get_variant(name).build()
+    variant = get_variant(name)
+    model = variant.build()
+    if weights is None and pretrained:
+        weights = variant.find_default_weights()
+        if weights is None:
+            raise ValueError(f"{name} has no default weights here ({', '.join(map(str, variant.default_weights))}): "
+                             "pass weights=PATH, or pretrained=False for random initialisation")
     if weights is not None:
         load_weights(model, weights, arch=name)
     return model.eval()

@@ -6,13 +6,13 @@ import torch
 
 from .backbone import MobileNetV1
 from .fpn import FPN
-from .heads import ANCHORS, RetinaStyleDetector
+from .heads import RetinaStyleDetector
 from .ssh import SSH
 
 
 class RetinaFaceMNet(RetinaStyleDetector):
-    def __init__(self, channels: int = 64, anchors: int = ANCHORS) -> None:
-        super().__init__(channels, anchors)
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__(channels)
         self.body = MobileNetV1()
         self.fpn = FPN(MobileNetV1.out_channels, channels)
         self.ssh1, self.ssh2, self.ssh3 = (SSH(channels, channels) for _ in range(3))

@@ -53,8 +53,8 @@ class ChannelShuffle(nn.Module):
     """Channel shuffle viewing channels as [C/groups, groups] before transposing.
 
     Public code has both this view and [groups, C/groups] (each other's inverse for two
-    groups); both FeatherFace checkpoints find faces only with this one (measured on
-    WIDER val images: recall 1.0 against 0.0 with the other view).
+    groups); both FeatherFace checkpoints find faces only with this one (docs/measurements.md,
+    "Figures behind the code's thresholds and choices").
     """
 
     def __init__(self, groups: int = 2) -> None:

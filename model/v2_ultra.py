@@ -1,9 +1,9 @@
-"""FeatherFace V2 Ultra: our ~263K-parameter detector, distilled from a face-trained
+"""FeatherFace V2 Ultra: our small detector (`featherface info --arch v2-ultra`), distilled from a face-trained
 teacher that shares its MobileNetV1-0.25 backbone.
 
 The seed document names the parts but no trained or exportable implementation exists,
-so this is our design, shaped by one constraint: the shared backbone alone takes about
-half of RetinaFace-mnet0.25's time, so everything on top of it must be nearly free.
+so this is our design, shaped by one constraint: the shared backbone alone takes most of
+RetinaFace-mnet0.25's time (docs/design.md), so everything on top of it must be nearly free.
 Every submodule is registered, and there is no data-dependent Python branch.
 
 Default parts (`featherface info --arch v2-ultra` counts them):
@@ -14,7 +14,7 @@ Default parts (`featherface info --arch v2-ultra` counts them):
   `bifpn_cells` BiFPN cells (off by default: their fusion and swish ops cost time).
 - context: per level one depthwise-separable 3x3 block (+BN+ReLU each); `deep_context`
   adds a second one, dilated 2 and residual (an SSH-style wider context for small faces;
-  off: it bought 0.2 hard points in a side-by-side run, docs/design.md).
+  off: it bought no more than a seed's worth of AP, docs/design.md).
 - heads: a class / box / landmark 1x1 head per level (`level_heads`; off: one set shared by
   the three levels: fewer parameters, the same ops and time).
 ReLU everywhere on top of the backbone: an INT8 conv fuses it, whereas a LeakyReLU is
@@ -45,7 +45,7 @@ from featherface.model_names import INNOVATIONS  # noqa: F401  (re-exported; rea
 from .backbone import LEAKY_SLOPE, MobileNetV1
 from .bifpn import BiFPNCell
 from .cbam import CBAM
-from .heads import ANCHORS, RetinaStyleDetector
+from .heads import RetinaStyleDetector
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class FeatherFaceV2UltraConfig:
     bifpn_cells: int = 0
     attention: bool = False
     cbam_reduction: int = 16
-    anchors: int = ANCHORS
     feature_reuse: bool = True
     attention_multiplication: bool = False
     progressive_enhancement: bool = True
@@ -117,7 +116,7 @@ def _same_backbone_activation(module: nn.Module, state: dict, prefix: str, *_arg
 
 class FeatherFaceV2Ultra(RetinaStyleDetector):
     def __init__(self, config: FeatherFaceV2UltraConfig = FeatherFaceV2UltraConfig()) -> None:
-        super().__init__(config.channels, config.anchors, shared_heads=not config.level_heads)
+        super().__init__(config.channels, shared_heads=not config.level_heads)
         self.config = config
         c = config.channels
         self.body = MobileNetV1(slope=0.0 if config.relu_backbone else LEAKY_SLOPE)

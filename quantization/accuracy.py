@@ -41,7 +41,7 @@ class APBudget:
 def model_file_detect_fn(path: str | Path, size: InputSize, num_threads: int | None = None) -> DetectFn:
     """A WIDER FACE detect function over a model file (any runtime of the SDK), with the
     deployment preprocessing and the evaluation thresholds (`WIDER_EVAL_THRESHOLDS`)."""
-    detector = Detector(open_runtime(path, num_threads=num_threads), build_spec(size, {}, WIDER_EVAL_THRESHOLDS), Path(path).name)
+    detector = Detector(open_runtime(path, num_threads=num_threads), build_spec(size, {}), Path(path).name)
 
     def detect(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch, letterbox = detector.prepare(rgb)

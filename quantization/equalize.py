@@ -1,8 +1,9 @@
 """Cross-layer equalization of the MobileNetV1 backbone on its pre-activation ranges.
 
 Why (shared/docs/measured.md): full-INT8 RetinaFace-family detectors lose faces in the
-high-resolution stem. After BatchNorm folding some channels span 0.07 where the tensor's
-INT8 step is 0.029, and because LeakyReLU cannot be fused into an INT8 convolution the
+high-resolution stem. After BatchNorm folding some channels span less than three of the
+tensor's INT8 steps (docs/measurements.md, "Figures behind the code's thresholds and
+choices"), and because LeakyReLU cannot be fused into an INT8 convolution the
 conv output is requantized over its whole pre-activation range, negative tail included.
 Per-tensor activation scales then drown the small channels in noise.
 

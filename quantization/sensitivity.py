@@ -60,7 +60,8 @@ class _TensorDump:
 def normalised_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Mean squared error over the mean power of both tensors: the usual NMSE for small
     errors, but bounded (at most 4) where the float tensor is almost zero, such as a ReLU
-    that is off on these images (the plain NMSE of CBAM's MLP came out at 3e8)."""
+    that is off on these images, where the plain NMSE explodes (docs/measurements.md,
+    "Figures behind the code's thresholds and choices")."""
     reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
     power = (float(np.mean(np.square(reference))) + float(np.mean(np.square(candidate)))) / 2
     return float(np.mean(np.square(reference - candidate)) / max(power, 1e-12))

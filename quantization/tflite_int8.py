@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featherface.atomic import atomic_path
+from featherface.config import INPUT_NAME
 
 SIGNATURE = "serving_default"
 GRANULARITIES = ("channel", "tensor")
@@ -89,7 +90,7 @@ def calibrate(float_model: bytes, calibration_nhwc: np.ndarray, threads: int = 2
     """Activation ranges of every tensor (moving-average min/max) over the calibration
     images; reusable for any recipe of the same float file."""
     tool = _quantizer(float_model, Int8Recipe())
-    batches = [{"input": calibration_nhwc[i : i + 1]} for i in range(len(calibration_nhwc))]
+    batches = [{INPUT_NAME: calibration_nhwc[i : i + 1]} for i in range(len(calibration_nhwc))]
     # Its tqdm bar has no off switch; the build reports progress itself.
     with contextlib.redirect_stderr(io.StringIO()):
         return tool.calibrate({SIGNATURE: batches}, num_threads=threads)

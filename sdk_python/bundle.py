@@ -14,7 +14,9 @@ from pathlib import Path
 from featherface.atomic import write_text_atomic
 from featherface.records import MANIFEST_FIELDS, FileEntry, Manifest, ManifestError
 
-__all__ = ["MANIFEST_FIELDS", "BundleError", "read_manifest", "resolve_in_bundle", "sha256_of", "verified_checkpoint", "verified_file", "write_manifest"]
+__all__ = ["MANIFEST_FIELDS", "MANIFEST_FILE", "BundleError", "is_bundle", "read_manifest", "resolve_in_bundle", "sha256_of", "verified_checkpoint", "verified_file", "write_manifest"]
+
+MANIFEST_FILE = "manifest.json"  # what makes a directory a bundle
 
 
 class BundleError(ValueError):
@@ -37,15 +39,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_bundle(path: str | Path) -> bool:
+    """Whether `path` is a bundle directory: one that holds a manifest."""
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
     """manifest.json into `bundle_dir`, atomically (a reader never sees half of it)."""
-    return write_text_atomic(Path(bundle_dir) / "manifest.json", json.dumps(manifest.to_json(), indent=2) + "\n")
+    return write_text_atomic(Path(bundle_dir) / MANIFEST_FILE, json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def read_manifest(bundle_dir: str | Path) -> Manifest:
     """The bundle's manifest, validated (featherface.records.Manifest.from_json)."""
     bundle_dir = Path(bundle_dir)
-    path = bundle_dir / "manifest.json"
+    path = bundle_dir / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a bundle: no manifest.json")
     try:

@@ -216,11 +216,9 @@ class Detector:
             raise RuntimeError(f"this Detector ({self.model_file}) is closed{why}")
         return runtime
 
-    def thresholds(self, score: float | None = None) -> Thresholds:
-        """The thresholds in force: the options over the bundle's; `score` (featherface-pi's
-        --score) in place of the score threshold when given."""
-        thresholds = self.options.thresholds_over(self.spec.thresholds)
-        return thresholds if score is None else replace(thresholds, score=score)
+    def thresholds(self) -> Thresholds:
+        """The thresholds in force: the options over the bundle's."""
+        return self.options.thresholds_over(self.spec.thresholds)
 
     def prepare(self, image: ImageSource, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
         """Load and letterbox one image to the model's input: (NCHW float32 batch of 1, letterbox).

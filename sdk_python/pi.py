@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -25,7 +25,7 @@ from featherface.errors import run_reporting
 
 from .annotate import annotate, save_annotated
 from .detect_command import Skipped, annotated_name, face_json, refuse_output_among_inputs
-from .detector import Detector
+from .detector import Detector, DetectorOptions, StageSeconds
 from .image_io import ImageError, load_image
 from .sources import Frame, SourceError, expand_inputs, video_frames
 
@@ -100,19 +100,18 @@ class Span:
 
     start: float = field(default_factory=time.perf_counter)
     frames: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=lambda: {"pre": 0.0, "infer": 0.0, "post": 0.0})
+    seconds: StageSeconds = StageSeconds(0.0, 0.0, 0.0)
 
-    def add(self, pre: float, infer: float, post: float) -> None:
+    def add(self, seconds: StageSeconds) -> None:
         self.frames += 1
-        for key, seconds in (("pre", pre), ("infer", infer), ("post", post)):
-            self.stage_seconds[key] += seconds
+        self.seconds = StageSeconds(*(a + b for a, b in zip(astuple(self.seconds), astuple(seconds))))
 
     def line(self, now: float) -> str:
-        """'fps F | pre P ms | infer I ms | post Q ms': frames per wall-clock second (loading
+        """'fps F | pre P ms | model M ms | post Q ms': frames per wall-clock second (loading
         and saving included) and the mean milliseconds of each stage per frame."""
-        ms = {key: 1000 * seconds / self.frames for key, seconds in self.stage_seconds.items()}
-        return (f"fps {self.frames / max(now - self.start, 1e-9):5.1f} | pre {ms['pre']:6.1f} ms | "
-                f"infer {ms['infer']:6.1f} ms | post {ms['post']:5.1f} ms")
+        pre, model, post = (1000 * seconds / self.frames for seconds in astuple(self.seconds))
+        return (f"fps {self.frames / max(now - self.start, 1e-9):5.1f} | pre {pre:6.1f} ms | "
+                f"model {model:6.1f} ms | post {post:5.1f} ms")
 
 
 @dataclass
@@ -128,9 +127,9 @@ class Stats:
             self.run = Span()
             self.window = Span(start=self.run.start)
 
-    def add(self, pre: float, infer: float, post: float) -> None:
-        self.window.add(pre, infer, post)
-        self.run.add(pre, infer, post)
+    def add(self, seconds: StageSeconds) -> None:
+        self.window.add(seconds)
+        self.run.add(seconds)
 
     def report_if_due(self) -> None:
         now = time.perf_counter()
@@ -154,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_output_among_inputs([args.source], args.save, "--save")
     if args.show:
         _open_window()
-    detector = Detector.load(args.bundle, num_threads=args.threads, file=args.file)
-    thresholds = detector.thresholds(score=args.score)
+    detector = Detector.load(args.bundle, DetectorOptions(score_threshold=args.score, num_threads=args.threads), file=args.file)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
     saved_names: set[str] = set()
@@ -177,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
             except ImageError as err:
                 skipped.add(err)
                 continue
-            faces, seconds = detector.detect_timed(rgb, thresholds=thresholds)  # one input buffer for the whole stream
-            stats.add(seconds.pre, seconds.model, seconds.post)
+            faces, seconds = detector.detect_timed(rgb)  # one input buffer for the whole stream
+            stats.add(seconds)
             frames += 1
             if args.json:
                 timestamp = {} if frame.timestamp_ms is None else {"timestamp_ms": round(frame.timestamp_ms, 3)}
@@ -188,9 +186,6 @@ def run(args: argparse.Namespace) -> int:
             if args.show:
                 _show(rgb, faces)
             stats.report_if_due()
-    except SourceError as err:
-        print(f"featherface-pi: error: {err}", file=sys.stderr)
-        return 2
     finally:  # main() may be called in-process (tests, a caller's script): give Ctrl-C back
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)

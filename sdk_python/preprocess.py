@@ -16,7 +16,7 @@ from PIL import Image
 
 from featherface.config import MEAN_BGR, InputSize
 
-__all__ = ["FrameWriter", "Letterbox", "RESIZERS", "content_size", "letterbox", "normalize", "preprocess",
+__all__ = ["FrameWriter", "Letterbox", "RESIZERS", "content_size", "fill_rgb", "letterbox", "normalize", "preprocess",
            "preprocess_original_size", "resize_rgb"]
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -161,7 +161,9 @@ def _fitted(image_rgb: np.ndarray, size: int | InputSize, resizer: str | None,
     return content, Letterbox(scale, 0, 0, width, height)
 
 
-def _fill_rgb(mean_bgr: Sequence[float]) -> tuple[int, int, int]:
+def fill_rgb(mean_bgr: Sequence[float] = MEAN_BGR) -> tuple[int, int, int]:
+    """The RGB colour whose pixels become 0 after subtracting `mean_bgr`: the letterbox
+    padding, which training crops use too."""
     blue, green, red = (int(np.clip(_round_half_up(v), 0, 255)) for v in mean_bgr)
     return red, green, blue
 
@@ -179,7 +181,7 @@ def letterbox(
     content, box = _fitted(image_rgb, size, resizer)
     size = InputSize.of(size)
     canvas = np.empty((size.height, size.width, 3), dtype=np.uint8)
-    canvas[...] = _fill_rgb(mean_bgr)
+    canvas[...] = fill_rgb(mean_bgr)
     canvas[: content.shape[0], : content.shape[1]] = content
     return canvas, box
 

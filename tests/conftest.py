@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from featherface.paths import SHARED
@@ -24,6 +25,13 @@ def require_shared(relative: str) -> Path:
     return path
 
 
+def noise_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """A seeded uint8 image of uniform noise over 0-255: height x width x channels, or
+    height x width for channels=1."""
+    shape = (height, width, channels) if channels > 1 else (height, width)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
 @pytest.fixture
 def shared_weights() -> Path:
     return require_shared("weights")
@@ -38,7 +46,6 @@ def widerface_root() -> Path:
 def tiny_onnx_bundle(tmp_path_factory) -> Path:
     """A real tiny ONNX bundle (v2-ultra, seeded random weights, 64 px, golden vectors
     included) built by the converters from two generated images: no ../shared needed."""
-    import numpy as np
     import torch
     from PIL import Image
 
@@ -48,9 +55,8 @@ def tiny_onnx_bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-bundle")
     images = root / "images"
     images.mkdir()
-    rng = np.random.default_rng(0)
     for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(noise_image(48, 80, seed=i)).save(images / f"{i}.png")
     torch.manual_seed(0)
     model = get_variant("v2-ultra").build().eval()
     parity_set = make_parity_set(model, find_images(images, 2), 64)

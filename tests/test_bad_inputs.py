@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import require_shared
+from conftest import noise_image, require_shared
 from featherface import cli
 from featherface.model.registry import get_variant
 from featherface.quantization.calibration import CalibrationError, calibration_set, select_images
@@ -37,11 +37,6 @@ from featherface.sdk.runtimes import ModelFileError, RuntimeUnavailable
 
 BIN = Path(sys.executable).parent
 FAST_BENCH = ["--runs", "1", "--warmup", "0", "--threads", "1"]
-
-
-def noise(height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndarray:
-    shape = (height, width, channels) if channels > 1 else (height, width)
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
 def encoded(image: Image.Image, fmt: str, **params) -> bytes:
@@ -71,27 +66,27 @@ def write_16_bit_png(path: Path) -> np.ndarray:
 
 
 def write_cmyk_jpeg(path: Path) -> np.ndarray:
-    Image.fromarray(noise(48, 64)).convert("CMYK").save(path, quality=95)
+    Image.fromarray(noise_image(48, 64)).convert("CMYK").save(path, quality=95)
     with Image.open(path) as image:
         assert image.mode == "CMYK"
         return np.asarray(image.convert("RGB"))
 
 
 def write_grayscale_png(path: Path) -> np.ndarray:
-    gray = noise(48, 64, channels=1)
+    gray = noise_image(48, 64, channels=1)
     Image.fromarray(gray).save(path)
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
 def write_rgba_png(path: Path) -> np.ndarray:
-    rgba = noise(48, 64, channels=4)
+    rgba = noise_image(48, 64, channels=4)
     Image.fromarray(rgba).save(path)
     return rgba[..., :3]  # alpha dropped, not composited
 
 
 def write_palette_png(path: Path) -> np.ndarray:
-    palette = noise(256, 1, seed=1).reshape(256, 3)
-    indices = noise(48, 64, channels=1, seed=2)
+    palette = noise_image(256, 1, seed=1).reshape(256, 3)
+    indices = noise_image(48, 64, channels=1, seed=2)
     image = Image.frombytes("P", (64, 48), indices.tobytes())
     image.putpalette(palette.ravel().tolist())
     image.save(path)
@@ -101,7 +96,7 @@ def write_palette_png(path: Path) -> np.ndarray:
 def write_exif_rotated_jpeg(path: Path) -> np.ndarray:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    Image.fromarray(noise(40, 64)).save(path, exif=exif, quality=95)
+    Image.fromarray(noise_image(40, 64)).save(path, exif=exif, quality=95)
     with Image.open(path) as stored:
         return np.rot90(np.asarray(stored.convert("RGB")), k=-1)
 
@@ -124,8 +119,8 @@ def truncated(data: bytes) -> bytes:
 UNREADABLE: dict[str, tuple[Callable[[], bytes], str]] = {
     "zero_bytes.jpg": (lambda: b"", "empty file"),
     "text.jpg": (lambda: b"these are my notes, not a photo\n", "not an image"),
-    "truncated.jpg": (lambda: truncated(encoded(Image.fromarray(noise(64, 64)), "JPEG", quality=95)), "truncated"),
-    "truncated.png": (lambda: truncated(encoded(Image.fromarray(noise(64, 64)), "PNG")), "truncated"),
+    "truncated.jpg": (lambda: truncated(encoded(Image.fromarray(noise_image(64, 64)), "JPEG", quality=95)), "truncated"),
+    "truncated.png": (lambda: truncated(encoded(Image.fromarray(noise_image(64, 64)), "PNG")), "truncated"),
     "1x1.png": (lambda: encoded(Image.new("RGB", (1, 1)), "PNG"), "too small"),
     "1x10000.png": (lambda: encoded(Image.new("RGB", (1, 10000)), "PNG"), "too small"),
     "bomb.png": (lambda: png_declaring(20_000, 20_000), "decompression-bomb limit"),
@@ -295,7 +290,7 @@ CHECKPOINTS = ["nan", "other_variant", "truncated"]
 def parity_images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("parity-images")
     for i in range(2):
-        Image.fromarray(noise(48, 80, seed=i)).save(folder / f"{i}.png")
+        Image.fromarray(noise_image(48, 80, seed=i)).save(folder / f"{i}.png")
     return folder
 
 
@@ -304,7 +299,7 @@ def test_cli_build_with_an_unreadable_parity_image_writes_nothing(case, tmp_path
     """--images with a bad file among good ones: one line naming it, exit 2, no --out."""
     images = tmp_path / "images"
     images.mkdir()
-    Image.fromarray(noise(48, 80)).save(images / "0_good.png")
+    Image.fromarray(noise_image(48, 80)).save(images / "0_good.png")
     path, _ = write_image(case, images)
     out = tmp_path / "dist"
     status, stdout, err = run_cli(["build", "--target", "onnx", "--arch", "v2-ultra", "--input-size", "64",
@@ -508,7 +503,7 @@ def test_bad_bundle_is_refused_by_the_sdk_and_by_detect_eval_bench_and_the_pi_sc
     with pytest.raises(ModelFileError if case == "corrupt_model_resigned" else BundleError, match=re.escape(BUNDLES[case])):
         Detector.load(copy)
     image = tmp_path / "photo.png"
-    Image.fromarray(noise(48, 64)).save(image)
+    Image.fromarray(noise_image(48, 64)).save(image)
     for command in (
         ["detect", "--bundle", copy, image, "--json", "--out", tmp_path / "annotated"],
         ["eval", "--bundle", copy, "--data", tmp_path / "wider", "--out", tmp_path / "predictions"],
@@ -597,7 +592,7 @@ def test_torch_runtime_runs_the_bundles_network_like_its_onnx_file(bundle, detec
     reference = Detector.load(bundle, weights=bundle_weights)
     assert reference.model_file == bundle_weights.name and reference.runtime.input_layout == "NCHW"
     assert Detector.load(bundle, runtime="torch", weights=bundle_weights).model_file == bundle_weights.name
-    image = noise(48, 64, seed=3)
+    image = noise_image(48, 64, seed=3)
     batch, _ = detector.prepare(image)
     torch_outputs, onnx_outputs = reference.infer(batch), detector.infer(batch)
     assert list(torch_outputs) == ["loc", "conf", "landmarks"]

@@ -5,6 +5,7 @@ tiny (v2-ultra, random weights, 64 px)."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from bench_records import bench_report, bench_result
 
+from conftest import noise_image
 from featherface.bench import cli, runner
 from featherface.bench.device import cpu_model
 from featherface.bench.export_golden import export_golden
@@ -339,7 +341,7 @@ def test_soak_cycles_through_photos_and_prints_the_figures(bundle, tmp_path, cap
     photos = []
     for i, size in enumerate([(64, 48), (40, 90)]):
         photos += ["--image", str(tmp_path / f"{i}.png")]
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(noise_image(*size[::-1], seed=i)).save(tmp_path / f"{i}.png")
     assert soak.main([str(bundle), "--frames", "4", "--warmup", "1", "--every", "10", *photos]) == 0
     out = capsys.readouterr().out
     assert "frame       4: rss" in out and "4 frames in" in out and out.rstrip().endswith("ok")
@@ -429,7 +431,8 @@ def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles
     chosen = manifest.preferred_by
     assert chosen.by == "featherface bench --pick" and chosen.threads == 1 and chosen.device
     assert set(chosen.model_p50_ms) == set(chosen.detect_p50_ms) == {"model.onnx"}  # every file timed, as the build records
-    assert chosen.detect_p50_ms["model.onnx"] > chosen.model_p50_ms["model.onnx"] > 0
+    for timed in (chosen.model_p50_ms["model.onnx"], chosen.detect_p50_ms["model.onnx"]):  # recorded; no comparison of two runs
+        assert math.isfinite(timed) and timed > 0
     assert (bad / "manifest.json").read_text() == before
     assert f"{good}: preferred file is now model.onnx" in err and f"{bad}: nothing picked" in err
     Detector.load(good, num_threads=1).close()

@@ -5,12 +5,13 @@ video mode, and a non-square bundle end to end."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import noise_image, require_shared
 from featherface import cli
 from featherface.config import DEPLOY_THRESHOLDS, MEAN_BGR, PARITY_THRESHOLDS, PRIORS, InputSize, Thresholds
 from featherface.priors import anchor_count, make_priors
@@ -23,10 +24,6 @@ from featherface.verify.parity import Detections, detection_agreement
 CAMERA = InputSize(640, 480)
 # A full-INT8 file's input tensor as LiteRT describes it (scale and zero point of RetinaFace's).
 INT8_INPUT = {"dtype": np.int8, "quantization": (1.0572758913040161, -14)}
-
-
-def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
 # --- sizes ----------------------------------------------------------------------------------
@@ -107,7 +104,7 @@ def test_postprocessing_keeps_a_wide_inputs_width_and_height_apart():
 @pytest.mark.parametrize("frame, content", [((720, 1280), (360, 640)), ((1280, 720), (480, 270)), ((480, 640), (480, 640)),
                                             ((100, 50), (480, 240))])
 def test_letterbox_fits_landscape_and_portrait_frames_whole(frame, content):
-    canvas, box = pre.letterbox(noise(*frame), CAMERA)
+    canvas, box = pre.letterbox(noise_image(*frame), CAMERA)
     assert canvas.shape == (480, 640, 3)
     assert pre.content_size(*frame, CAMERA)[:2] == content
     assert box.scale == min(640 / frame[1], 480 / frame[0])
@@ -120,7 +117,7 @@ def test_faces_round_trip_through_a_non_square_input(frame):
     """A face in frame pixels -> model pixels -> offsets against the 640x480 priors -> decoded
     and mapped back: the same box and landmarks, for portrait and landscape frames."""
     height, width = frame
-    box = pre.letterbox(noise(height, width), CAMERA)[1]
+    box = pre.letterbox(noise_image(height, width), CAMERA)[1]
     face = np.array([0.3 * width, 0.4 * height, 0.5 * width, 0.7 * height])
     points = np.array([0.35, 0.5, 0.45, 0.5, 0.4, 0.55, 0.36, 0.62, 0.44, 0.62]) * np.tile([width, height], 5)
     priors = make_priors(480, 640)
@@ -143,22 +140,20 @@ def test_faces_round_trip_through_a_non_square_input(frame):
 
 
 def test_opencv_and_pillow_resize_to_the_same_content_size_and_close_pixels():
-    frame = np.asarray(Image.fromarray(noise(64, 80)).resize((1280, 1024), Image.Resampling.BILINEAR))
+    frame = np.asarray(Image.fromarray(noise_image(64, 80)).resize((1280, 1024), Image.Resampling.BILINEAR))
     fast = pre.letterbox(frame, CAMERA, resizer="opencv")[0]
     fallback = pre.letterbox(frame, CAMERA, resizer="pillow")[0]
     assert np.abs(fast.astype(int) - fallback).mean() < 2.0
 
 
+@pytest.mark.shared
 def test_opencv_and_pillow_resizing_find_the_same_faces_within_the_parity_bars(widerface_root):
     """RetinaFace (PyTorch FP32) at 640x480 on real photos, each resized by both: the fast
     path's faces against the fallback's, held to the FP32 file's parity bar."""
     torch = pytest.importorskip("torch")
     from featherface.model.registry import create_model
 
-    weights = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "retinaface_mnet025.pth"
-    if not weights.is_file():
-        pytest.skip(f"no {weights}")
-    model = create_model("retinaface-mnet025", weights)
+    model = create_model("retinaface-mnet025", require_shared("weights/retinaface_mnet025.pth"))
     photos = sorted((widerface_root / "WIDER_val" / "images").glob("*/*.jpg"))[::40][:8]
     floor = Thresholds(score=DEPLOY_THRESHOLDS.score - 0.1, nms_iou=DEPLOY_THRESHOLDS.nms_iou, top_k=DEPLOY_THRESHOLDS.top_k)
     priors = make_priors(480, 640)
@@ -192,7 +187,7 @@ def test_frame_writer_holds_bit_for_bit_what_preprocess_and_quantize_give(layout
     writer = pre.FrameWriter(CAMERA, MEAN_BGR, layout, np.dtype(dtype), lambda x: quantize_to(x, detail))
     first = None
     for i, shape in enumerate(FRAMES):
-        frame = noise(*shape, seed=i)
+        frame = noise_image(*shape, seed=i)
         tensor, box = writer.write(frame)
         expected, expected_box = pre.preprocess(frame, CAMERA, layout=layout)
         assert tensor.dtype == dtype and box == expected_box
@@ -205,34 +200,36 @@ def test_detect_reuses_one_input_buffer_and_video_mode_keeps_timestamps(tiny_onn
     from featherface.sdk import Detector, VideoFaces
 
     with Detector.load(tiny_onnx_bundle) as detector:
-        first, _ = detector.frame_input(noise(48, 80))
-        again, _ = detector.frame_input(noise(90, 40, seed=1))
+        first, _ = detector.frame_input(noise_image(48, 80))
+        again, _ = detector.frame_input(noise_image(90, 40, seed=1))
         assert again is first
-        frames = [(0.0, noise(48, 80)), (33.3, noise(48, 80, seed=2)), (66.7, noise(60, 80, seed=3))]
+        frames = [(0.0, noise_image(48, 80)), (33.3, noise_image(48, 80, seed=2)), (66.7, noise_image(60, 80, seed=3))]
         results = list(detector.detect_video(frames))
         assert [r.timestamp_ms for r in results] == [0.0, 33.3, 66.7]
         assert all(isinstance(r, VideoFaces) for r in results)
         assert results[1].faces == detector.detect(frames[1][1])
         with pytest.raises(ValueError, match="timestamps must increase: 66.7 ms after 66.7 ms"):
-            detector.detect_for_video(noise(48, 80), 66.7)
+            detector.detect_for_video(noise_image(48, 80), 66.7)
 
 
-def test_detect_timed_finds_what_detect_finds_and_times_each_stage(tiny_onnx_bundle):
-    """featherface-pi and the bench time `detect` through `detect_timed`: the same faces, three
-    stage times that add up to the total."""
+def test_detect_timed_finds_what_detect_finds_and_times_each_stage_within_the_call(tiny_onnx_bundle):
+    """featherface-pi and the bench time `detect` through `detect_timed`: the same faces, and
+    three stage times, none negative, that together fit inside the call's own wall time."""
     from featherface.config import Thresholds
     from featherface.sdk import Detector
 
     low = Thresholds(score=0.01, nms_iou=0.4, top_k=50)  # an untrained tiny network: keep some faces
     with Detector.load(tiny_onnx_bundle) as detector:
-        image = noise(48, 80, seed=4)
+        image = noise_image(48, 80, seed=4)
         tensor, letterbox = detector.frame_input(image)
         expected = detector.decode(detector.run_input(tensor), 0, letterbox, low)
+        started = time.perf_counter()
         faces, seconds = detector.detect_timed(image, thresholds=low)
+        elapsed = time.perf_counter() - started
         assert faces == expected and len(faces) > 0
         assert detector.detect_timed(image)[0] == detector.detect(image)
-    assert min(seconds.pre, seconds.model, seconds.post) > 0
-    assert seconds.total == seconds.pre + seconds.model + seconds.post
+    assert min(seconds.pre, seconds.model, seconds.post) >= 0
+    assert seconds.total <= elapsed
 
 
 # --- a non-square bundle end to end ----------------------------------------------------------
@@ -248,7 +245,7 @@ def test_a_non_square_onnx_bundle_is_built_checked_and_detects(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     for i, shape in enumerate([(48, 80), (80, 48)]):
-        Image.fromarray(noise(*shape, seed=i)).save(images / f"{i}.png")
+        Image.fromarray(noise_image(*shape, seed=i)).save(images / f"{i}.png")
     torch.manual_seed(0)
     model = get_variant("v2-ultra").build().eval()
     size = InputSize(96, 64)
@@ -262,9 +259,9 @@ def test_a_non_square_onnx_bundle_is_built_checked_and_detects(tmp_path):
     assert load_golden(bundle, manifest).inputs.shape[1:] == (3, 64, 96)
     with Detector.load(bundle) as detector:
         assert detector.spec.input_size == size
-        tensor, box = detector.frame_input(noise(200, 100))
+        tensor, box = detector.frame_input(noise_image(200, 100))
         assert tensor.shape == (1, 3, 64, 96) and box.scale == min(96 / 100, 64 / 200)
-        assert isinstance(detector.detect(noise(200, 100)), list)
+        assert isinstance(detector.detect(noise_image(200, 100)), list)
 
 
 def test_orientation_keeps_the_photos_wider_or_taller_than_square(tmp_path):
@@ -272,7 +269,7 @@ def test_orientation_keeps_the_photos_wider_or_taller_than_square(tmp_path):
 
     images = []
     for name, (height, width) in {"wide": (48, 80), "tall": (80, 48), "square": (64, 64)}.items():
-        Image.fromarray(noise(height, width)).save(tmp_path / f"{name}.jpg")
+        Image.fromarray(noise_image(height, width)).save(tmp_path / f"{name}.jpg")
         images.append(("event", name, tmp_path / f"{name}.jpg"))
     assert [name for _, name, _ in oriented(images, "landscape")] == ["wide"]
     assert [name for _, name, _ in oriented(images, "portrait")] == ["tall"]

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from conftest import noise_image
 from featherface.cli import main
 
 
@@ -15,9 +16,8 @@ from featherface.cli import main
 def images(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
-    rng = np.random.default_rng(1)
     for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray(noise_image(60, 90, seed=1 + i)).save(folder / f"{i}.png")
     return folder
 
 

@@ -51,7 +51,6 @@ def test_options_override_the_bundles_thresholds_one_value_each(tiny_onnx_bundle
     options = DetectorOptions(score_threshold=0.25, nms_iou=0.6, top_k=7, num_threads=1)
     with Detector.load(tiny_onnx_bundle, options) as detector:
         assert detector.thresholds() == Thresholds(score=0.25, nms_iou=0.6, top_k=7)
-        assert detector.thresholds(score=0.9) == Thresholds(score=0.9, nms_iou=0.6, top_k=7)
 
 
 def test_every_detect_applies_the_options(tiny_onnx_bundle, image):

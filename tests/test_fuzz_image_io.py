@@ -1,10 +1,10 @@
 """Fuzzing the image and detect path: any bytes named .jpg / .png, and any array, either
 load as an RGB image (and give faces inside it) or are refused with ImageError, never
-another exception. Bounded: a fixed number of examples, each with a deadline."""
+another exception. Bounded by a fixed number of examples; no per-example deadline (speed
+belongs to the benchmarks)."""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -69,7 +69,7 @@ def assert_faces_inside(faces, height: int, width: int) -> None:
         assert 0 <= face.score <= 1 and np.isfinite(face.landmarks).all()
 
 
-@settings(max_examples=200, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=mutated_images(), suffix=st.sampled_from([".jpg", ".png"]))
 def test_detect_on_any_bytes_gives_faces_inside_the_image_or_image_error(detector, tmp_path, data, suffix):
     path = tmp_path / f"fuzz{suffix}"
@@ -82,7 +82,7 @@ def test_detect_on_any_bytes_gives_faces_inside_the_image_or_image_error(detecto
         assert_faces_inside(faces, *load_image(path).shape[:2])
 
 
-@settings(max_examples=200, deadline=timedelta(seconds=5))
+@settings(max_examples=200, deadline=None)
 @given(
     image=arrays(
         dtype=st.sampled_from([np.uint8, np.uint16, np.float32]),

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import noise_image
 from featherface.sdk.detector import Detector
 
 
@@ -25,9 +25,8 @@ def _build_command(images, out) -> list[str]:
 def _images(tmp_path: Path) -> Path:
     images = tmp_path / "images"
     images.mkdir()
-    rng = np.random.default_rng(2)
     for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(noise_image(50, 70, seed=2 + i)).save(images / f"{i}.png")
     return images
 
 

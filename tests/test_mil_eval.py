@@ -78,7 +78,7 @@ def packages(tmp_path_factory) -> dict:
     """v2-ultra (seeded random init): FP32, FP16, int8 weights, 6-bit palette, image input."""
     directory = tmp_path_factory.mktemp("mil_eval_v2")
     torch.manual_seed(0)
-    model = create_model("v2-ultra")
+    model = create_model("v2-ultra", pretrained=False)
     x = _network_input(_image_like(1))
     traced = torch.jit.trace(model, x, check_trace=False)
     fp32 = _convert(traced, x, "FLOAT32")

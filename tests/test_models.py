@@ -123,6 +123,21 @@ def test_unknown_arch_is_refused_with_the_known_names():
         get_variant("v3-mega")
 
 
+def test_create_model_loads_the_default_weights_unless_told_not_to(tmp_path, monkeypatch):
+    embedded = create_model("v2-ultra")
+    default = get_variant("v2-ultra").find_default_weights()
+    assert default is not None and default.parent.name == "weights"  # embedded in the package
+    explicit = create_model("v2-ultra", default)
+    assert all(torch.equal(a, b) for a, b in zip(embedded.state_dict().values(), explicit.state_dict().values()))
+    torch.manual_seed(0)
+    random = create_model("v2-ultra", pretrained=False)
+    assert not all(torch.equal(a, b) for a, b in zip(embedded.state_dict().values(), random.state_dict().values()))
+    elsewhere = dataclasses.replace(VARIANTS["v2-ultra"], default_weights=(tmp_path / "absent.pth",))
+    monkeypatch.setitem(VARIANTS, "v2-ultra", elsewhere)
+    with pytest.raises(ValueError, match="v2-ultra has no default weights here .*absent.pth"):
+        create_model("v2-ultra")
+
+
 def test_v2_ultra_saves_and_loads_back_strictly_with_identical_outputs(tmp_path):
     original = randomise_norm_layers(build("v2-ultra", seed=1), seed=2).eval()
     path = save_weights(original, tmp_path / "nested" / "v2.pth")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import noise_image
 from featherface import cli
 from featherface.sdk import pi
 
@@ -19,7 +20,7 @@ from featherface.sdk import pi
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photo") / "noise.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(noise_image(60, 90)).save(path)
     return path
 
 

@@ -6,7 +6,9 @@ Runs on the tiny random-weight ONNX bundle of conftest and generated images; cam
 simulated (picamera2 absent, OpenCV failing to open), so no device is needed."""
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,9 +19,9 @@ from PIL import Image
 from featherface.sdk import pi
 from featherface.sdk.sources import SourceError
 
-FPS_LINE = re.compile(r"^fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| infer\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
+FPS_LINE = re.compile(r"^fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| model\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
 AVERAGE_LINE = re.compile(r"^average over (\d+) frames in [\d.]+ s: fps\s+[\d.]+ \| pre\s+[\d.]+ ms \| "
-                          r"infer\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
+                          r"model\s+[\d.]+ ms \| post\s+[\d.]+ ms$")
 
 
 def write_photo(path: Path, seed: int = 0) -> Path:
@@ -47,6 +49,19 @@ def test_short_folder_run_prints_fps_and_stage_times_then_an_average(tiny_onnx_b
     index, average = averages[0]
     assert int(average.group(1)) == 3
     assert max(fps_lines) < index < lines.index("featherface-pi: 3 frames, 0 skipped")
+
+
+@pytest.mark.parametrize("score, expected", [("0", 5), ("1", 0)])
+def test_score_replaces_the_bundles_threshold_for_every_frame(score, expected, tiny_onnx_bundle, folder, capsys):
+    """An untrained network scores every prior between 0 and 1: --score 0 keeps the top-k
+    (the bundle's, set to 5 here), --score 1 keeps none."""
+    bundle = Path(shutil.copytree(tiny_onnx_bundle, folder.parent / "bundle"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["thresholds"]["top_k"] = 5
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert pi.main(["--bundle", str(bundle), "--source", str(folder), "--score", score, "--json"]) == 0
+    frames = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [len(frame["faces"]) for frame in frames] == [expected] * 3
 
 
 def test_saved_frames_keep_their_source_file_names(tiny_onnx_bundle, folder, tmp_path):

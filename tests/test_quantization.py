@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import require_shared
+from conftest import noise_image, require_shared
 from featherface.quantization.accuracy import APBudget
 from featherface.quantization.calibration import CalibrationError, calibration_set, select_images
 from featherface.quantization.equalize import equalization_scales, equalize
@@ -21,9 +21,8 @@ from featherface.widerface import WiderAP
 
 def _photos(folder, count, size=(40, 64)):
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
     for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"img_{i:02d}.png")
+        Image.fromarray(noise_image(*size, seed=1 + i)).save(folder / f"img_{i:02d}.png")
     return folder
 
 

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from report_records import bundle_view
 
+from conftest import noise_image
 from featherface.cli import main
 from featherface.converters import report_images as images
 from featherface.converters import report_plots
@@ -120,6 +121,20 @@ def test_without_matplotlib_the_report_renders_with_a_note(bundle, monkeypatch):
     assert "81.7 (-0.30)" in page
 
 
+@pytest.mark.parametrize("score, top_k", [(0.0, 7), (1.0, 0)])
+def test_the_golden_rerun_decodes_with_the_bundles_own_thresholds(score, top_k, bundle):
+    """The report shows what the SDK would detect with this bundle: its manifest's score
+    threshold and top-k, not the build's defaults."""
+    from featherface.converters.report_golden import run_golden
+
+    data = _manifest(bundle)
+    data["thresholds"].update(score=score, top_k=top_k)
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    golden = run_golden(bundle, _typed_manifest(bundle))
+    counts = [len(d.scores) for d in golden.reference] + [len(d.scores) for run in golden.files.values() for d in run.detections]
+    assert counts == [7] * len(counts) if score == 0.0 else counts == [0] * len(counts)
+
+
 def test_a_directory_of_bundles_gets_one_combined_report(bundle):
     shutil.copytree(bundle, bundle.parent / "other")
     written = write_report(bundle.parent)
@@ -210,7 +225,7 @@ def test_build_of_every_target_writes_one_combined_report(tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
     for i in range(2):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        Image.fromarray(noise_image(48, 80, seed=i)).save(images / f"{i}.png")
     out = tmp_path / "dist"
     status = main(["build", "--target", "all", "--arch", "v2-ultra", "--input-size", "128", "--images", str(images),
                    "--no-int8", "--no-eval", "--out", str(out)])

@@ -3,6 +3,7 @@ virtual environment without torch or tensorflow detects faces with a built bundl
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sdk_venv(tmp_path_factory) -> Path:
+    """A fresh venv holding one runtime and then the repository with the dependencies its
+    pyproject declares (not --no-deps): a torch added there would be installed here."""
     venv = tmp_path_factory.mktemp("venv") / "sdk"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run(pip + ["numpy==2.3.5", "pillow", "onnxruntime"], check=True)
-    subprocess.run(pip + ["--no-deps", str(REPO_ROOT)], check=True)
+    subprocess.run(pip + ["onnxruntime"], check=True)
+    subprocess.run(pip + [str(REPO_ROOT)], check=True)
     return venv
 
 
@@ -56,7 +59,8 @@ def test_bench_runs_in_the_sdk_only_environment(sdk_venv, tiny_onnx_bundle, tmp_
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     (entry,) = report["results"]
-    assert entry["model_ms"]["p50"] > 0 and entry["total_ms"]["p50"] >= entry["model_ms"]["p50"] * 0.5
+    for stage in ("model_ms", "total_ms"):  # both timed; how they compare is the benchmark's business
+        assert math.isfinite(entry[stage]["p50"]) and entry[stage]["p50"] > 0, stage
     assert entry["parity"]["status"] == "pass"
     assert (out / "bench.json").is_file() and (out / "bench.md").is_file()
     assert "Traceback" not in result.stderr

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, NUM_LANDMARKS
+from featherface.config import DEFAULT_INPUT_SIZE, NUM_LANDMARKS
+from featherface.sdk.preprocess import fill_rgb
 
 __all__ = ["ABSENT", "AugmentConfig", "augment", "distort", "landmarks_present", "mirror", "mosaic", "random_square_crop", "MIRROR_ORDER"]
 
@@ -37,7 +38,7 @@ def landmarks_present(landmarks: np.ndarray) -> np.ndarray:
     return (landmarks != ABSENT).any(axis=1)
 
 
-MEAN_RGB = tuple(int(round(v)) for v in MEAN_BGR[::-1])
+MEAN_RGB = fill_rgb()  # the SDK's letterbox padding, so that training crops pad alike
 RESAMPLERS = (
     Image.Resampling.BILINEAR,
     Image.Resampling.BICUBIC,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from featherface.arg_types import square_input_size
 from featherface.config import DEFAULT_INPUT_SIZE, MAX_THREADS
+from featherface.errors import run_reporting
 from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
 from featherface.paths import WIDERFACE
 
@@ -100,7 +101,7 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     defaults = TrainConfig()  # one copy of every default
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
-    parser.add_argument("--epochs", type=_positive(int), help=f"epochs; fixes the OneCycle schedule (default {defaults.epochs}, the paper's; with --preset, the preset's)")
+    parser.add_argument("--epochs", type=_positive(int), help=f"epochs; fixes the OneCycle schedule (default {defaults.epochs}, the paper's; distill --preset: the preset's)")
     parser.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size, help="images per step and process (default %(default)s)")
     parser.add_argument("--input-size", type=square_input_size, default=defaults.input_size, help="square training size (default %(default)s)")
     parser.add_argument("--lr", type=_positive(float), default=defaults.lr, help="AdamW peak learning rate of OneCycle (default %(default)s)")
@@ -264,15 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError, RuntimeError) as err:
-        # CheckpointError is a ValueError; the messages name the input and what was expected.
-        print(f"featherface: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("featherface: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
+    return run_reporting("python -m featherface.training.cli", lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def kd_kl_loss(student_logits: Tensor, teacher_logits: Tensor, t: float, per: st
     iff the tempered distributions agree.
 
     per="prior": averaged over every prior of every image (the seed's form). With 16,800
-    priors at 640 and a few dozen on faces, that average is ~1e-3 and barely trains.
+    priors at 640 and a few dozen on faces, that average is tiny and barely trains.
     per="face": summed over all priors and divided by the teacher's expected number of
     face priors (the sum of its face probabilities, at least 1): the dense term then
     weighs about as much as the task's classification loss.

@@ -1,8 +1,8 @@
 """WIDER FACE validation AP of a torch model, through the SDK's own pre/postprocessing.
 
 Two protocols: the paper's (each image at its original size) and the deployment one
-(letterboxed into N x N, e.g. 640). Both use confidence > 0.02, NMS IoU 0.4, no top-k
-(featherface.config.WIDER_EVAL_THRESHOLDS). Predictions go through the standard
+(letterboxed into N x N, e.g. 640). Both use the evaluation thresholds
+(featherface.config.WIDER_EVAL_THRESHOLDS: a low score threshold, as AP needs). Predictions go through the standard
 prediction files (`write_predictions`, same truncation as the published RetinaFace
 scripts) and the official Easy/Medium/Hard evaluator. `featherface eval --arch` is its command.
 """

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featherface.config import NUM_LANDMARKS
+from featherface.config import NUM_LANDMARKS, PRIORS
 from featherface.model.box_coding import encode_boxes, encode_landmarks, iou_matrix
 
 from .run_config import LossConfig
@@ -62,8 +62,8 @@ def match(targets: Tensor, priors: Tensor, config: LossConfig = LossConfig()) ->
     for face in torch.nonzero(forced).flatten().tolist():
         best_face[best_prior[face]] = face
     positive = best_face_iou >= config.iou_threshold
-    loc = encode_boxes(boxes[best_face], priors, config.variances)
-    landm = encode_landmarks(landmarks[best_face], priors, config.variances)
+    loc = encode_boxes(boxes[best_face], priors, PRIORS.variances)
+    landm = encode_landmarks(landmarks[best_face], priors, PRIORS.variances)
     with_landmarks = positive & (flags[best_face] > 0)
     loc = torch.where(positive[:, None], loc, torch.zeros_like(loc))
     landm = torch.where(with_landmarks[:, None], landm, torch.zeros_like(landm))

@@ -20,6 +20,7 @@ import torch
 from featherface.arg_types import thread_count
 from featherface.atomic import write_text_atomic
 from featherface.config import DEFAULT_INPUT_SIZE, MEAN_BGR, PRIORS, WIDER_EVAL_THRESHOLDS
+from featherface.errors import run_reporting
 from featherface.paths import WIDERFACE
 from featherface.sdk.bundle import sha256_of
 from featherface.widerface import WiderAP
@@ -247,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.command) != len(args.run):
         parser.error(f"give one --command per --run ({len(args.run)} runs, {len(args.command)} commands)")
-    try:
-        return _write_card(args)
-    except (ValueError, OSError) as err:  # a run, weights file or variant that is not what the card needs
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting(parser.prog, lambda: _write_card(args))
 
 
 def _read_run(run_dir: Path) -> dict:

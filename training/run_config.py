@@ -7,7 +7,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from featherface.config import DEFAULT_INPUT_SIZE, PRIORS
+from featherface.config import DEFAULT_INPUT_SIZE
 from featherface.paths import WIDERFACE
 
 from .augment import AugmentConfig
@@ -30,7 +30,6 @@ class LossConfig:
     loc_weight: float = 2.0
     conf_weight: float = 1.0
     landmark_weight: float = 1.0
-    variances: tuple[float, float] = PRIORS.variances
 
 
 @dataclass(frozen=True)

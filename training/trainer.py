@@ -1,7 +1,7 @@
 """The training loop: plain MultiBoxLoss training or distillation from a frozen teacher
 (optionally phased: loss weights and backbone freezing per epoch, `distill_config.settings_at`),
 AdamW + OneCycle, per-epoch atomic checkpoints, resume, a time budget, and multi-process
-data parallelism under `torchrun` (gloo on CPU, nccl on CUDA).
+data parallelism under `torchrun` (gloo: the loop runs on the CPU).
 
 Files in `out_dir`: `last.pth` (the model's state dict, loadable by `load_weights`),
 `resume.pth` (epoch, model, optimizer and scheduler state), `log.csv` (one row per
@@ -44,7 +44,7 @@ from .outputs import WithFeatures
 from .run_config import TeacherConfig, TrainConfig
 from .teacher_cache import TeacherCache, used_priors
 
-__all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "process_group_backend", "train"]
+__all__ = ["TeacherConfig", "TrainConfig", "TrainResult", "build_student", "train"]
 
 WEIGHTS_FILE = "last.pth"
 RESUME_FILE = "resume.pth"
@@ -189,21 +189,16 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def process_group_backend(device: torch.device | str) -> str:
-    """nccl for CUDA tensors (PyTorch's GPU backend; gloo's GPU collectives are slower), gloo otherwise."""
-    return "nccl" if torch.device(device).type == "cuda" and torch.cuda.is_available() else "gloo"
-
-
 class _Distributed:
-    """Rank and world size under torchrun; a process group only when world size > 1.
-    The loop runs on the CPU for now, so the backend is gloo until it gains a device."""
+    """Rank and world size under torchrun; a process group (gloo, for CPU tensors) only when
+    world size > 1."""
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    def __init__(self) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.owned = False
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group(process_group_backend(device))
+            dist.init_process_group("gloo")
             self.owned = True
 
     @property

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from featherface.config import DEPLOY_THRESHOLDS, MEAN_BGR, OUTPUT_NAMES, OUTPUT_WIDTHS, PRIORS, InputSize, Thresholds
+from featherface.config import DEPLOY_THRESHOLDS, MEAN_BGR, OUTPUT_NAMES, OUTPUT_WIDTHS, PRIORS, InputSize
 from featherface.priors import anchor_count
 from featherface.records import ParityRecord, QuantizationRecord
 from featherface.sdk.detector import Detector, ModelSpec
@@ -57,16 +57,18 @@ def map_outputs(raw: dict[str, np.ndarray], anchors: int) -> dict[str, str]:
     return mapping
 
 
-def build_spec(size: int | InputSize, output_map: dict[str, str], thresholds: Thresholds = DEPLOY_THRESHOLDS) -> ModelSpec:
-    """The pipeline of a file built here: the build's constants (a bundle's manifest holds the same)."""
-    return ModelSpec(input_size=InputSize.of(size), mean_bgr=MEAN_BGR, priors=PRIORS, thresholds=thresholds, output_map=output_map)
+def build_spec(size: int | InputSize, output_map: dict[str, str]) -> ModelSpec:
+    """The pipeline of a file being built: the build's constants, which its manifest will hold
+    (a finished bundle's files run with `ModelSpec.from_manifest` instead)."""
+    return ModelSpec(input_size=InputSize.of(size), mean_bgr=MEAN_BGR, priors=PRIORS, thresholds=DEPLOY_THRESHOLDS,
+                     output_map=output_map)
 
 
-def open_file_detector(model_file: ModelFile, size: int | InputSize, open_file: OpenFile = open_with_sdk,
-                       thresholds: Thresholds = DEPLOY_THRESHOLDS, num_threads: int | None = None) -> Detector:
-    """The file as a `Detector` with the build's pipeline; its output map is found by shape
-    on its first run (`mapped_outputs`)."""
-    return Detector(open_file(model_file, num_threads), build_spec(size, {}, thresholds), model_file.path.name)
+def open_file_detector(model_file: ModelFile, spec: ModelSpec, open_file: OpenFile = open_with_sdk,
+                       num_threads: int | None = None) -> Detector:
+    """The file as a `Detector` running `spec`; an empty output map is found by shape on its
+    first run (`mapped_outputs`)."""
+    return Detector(open_file(model_file, num_threads), spec, model_file.path.name)
 
 
 def mapped_outputs(detector: Detector, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -76,9 +78,9 @@ def mapped_outputs(detector: Detector, raw: dict[str, np.ndarray]) -> dict[str, 
     return {name: raw[tensor] for name, tensor in detector.spec.output_map.items()}
 
 
-def open_detector(model_file: ModelFile, inputs_nchw: np.ndarray, size: int | InputSize, open_file: OpenFile = open_with_sdk,
-                  thresholds: Thresholds = DEPLOY_THRESHOLDS, num_threads: int | None = None) -> tuple[Detector, dict[str, np.ndarray]]:
-    """The file as a `Detector` (output map found by shape) and its outputs on `inputs_nchw`
-    (BGR minus mean) as loc / conf / landmarks."""
-    detector = open_file_detector(model_file, size, open_file, thresholds, num_threads)
+def open_detector(model_file: ModelFile, inputs_nchw: np.ndarray, spec: ModelSpec,
+                  open_file: OpenFile = open_with_sdk) -> tuple[Detector, dict[str, np.ndarray]]:
+    """The file as a `Detector` running `spec` and its outputs on `inputs_nchw` (BGR minus
+    mean) as loc / conf / landmarks."""
+    detector = open_file_detector(model_file, spec, open_file)
     return detector, mapped_outputs(detector, detector.run_raw(inputs_nchw))

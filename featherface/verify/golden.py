@@ -13,6 +13,7 @@ from featherface.config import INPUT_NAME, OUTPUT_NAMES
 from featherface.records import FileEntry, Manifest
 from featherface.sdk.bundle import BundleError, resolve_in_bundle, sha256_of
 
+GOLDEN_FILE = "golden.npz"
 GOLDEN_KEYS = (INPUT_NAME, *OUTPUT_NAMES)
 
 
@@ -25,9 +26,11 @@ class Golden:
     names: list[str]
 
 
-def write_golden(path: Path, inputs: np.ndarray, names: list[str], reference: dict[str, np.ndarray]) -> Path:
-    np.savez_compressed(path, input=inputs, names=np.array(names), **{name: reference[name] for name in OUTPUT_NAMES})
-    return path
+def write_golden(bundle: Path, inputs: np.ndarray, names: list[str], reference: dict[str, np.ndarray]) -> dict:
+    """golden.npz into the bundle; returns the manifest's `golden` entry, which `load_golden` reads."""
+    path = bundle / GOLDEN_FILE
+    np.savez_compressed(path, names=np.array(names), **{INPUT_NAME: inputs}, **{name: reference[name] for name in OUTPUT_NAMES})
+    return {"file": GOLDEN_FILE, "sha256": sha256_of(path), "images": list(names)}
 
 
 def load_golden(bundle: Path, manifest: Manifest) -> Golden | None:
@@ -52,7 +55,7 @@ def load_golden(bundle: Path, manifest: Manifest) -> Golden | None:
             raise
         raise BundleError(f"{path}: unreadable golden vectors ({err})") from None
     height, width = manifest.input.height, manifest.input.width
-    inputs = arrays.pop("input")
+    inputs = arrays.pop(INPUT_NAME)
     if inputs.ndim != 4 or inputs.shape[1:] != (3, height, width):
         raise BundleError(f"{path}: golden input shape {inputs.shape} is not [G, 3, {height}, {width}] (the manifest's input)")
     if any(len(a) != len(inputs) for a in arrays.values()):
