@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from featherface.config import DEPLOY_THRESHOLDS, NUM_LANDMARKS
+from featherface.errors import run_reporting
 from featherface.sdk.bundle import BundleError, is_bundle, read_manifest
 from featherface.sdk.sources import image_files, spread
 from featherface.verify.check import robust_floor
@@ -455,19 +456,19 @@ def summarize(report: BenchReport, detections: Mapping[str, dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_reporting(PROG, lambda: _check(args))
+
+
+def _check(args: argparse.Namespace) -> int:
     bundle = args.bundle.resolve()
     layout = Layout(args.root.resolve())
     timings: dict[str, float] = {}
-    try:
-        if not is_bundle(bundle):
-            raise PiCheckError(f"{bundle} is not a bundle (no manifest.json): run `make build` first, "
-                               "or pass BUNDLE=path/to/pi4")
-        files = bundle_files(bundle)
-        photos = [p.resolve() for p in args.photo] if args.photo else default_photos(PHOTOS)
-        emulator, name, litert = prepare(args, layout, timings)
-    except PiCheckError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+    if not is_bundle(bundle):
+        raise PiCheckError(f"{bundle} is not a bundle (no manifest.json): run `make build` first, "
+                           "or pass BUNDLE=path/to/pi4")
+    files = bundle_files(bundle)
+    photos = [p.resolve() for p in args.photo] if args.photo else default_photos(PHOTOS)
+    emulator, name, litert = prepare(args, layout, timings)
     _progress(f"emulated Pi ready ({name}; Python 3.11 arm64, ai-edge-litert {litert}) in "
               f"{sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 

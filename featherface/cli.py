@@ -298,8 +298,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for event, ap in (result.events or {}).items():
         print(f"  {event} ({ap.images} images, hard faces {ap.faces['hard']}): {_ap_text(ap)}", file=human)
     if result.against:
-        print(f"minus {args.against}, points with the 95 % interval of a paired bootstrap over the images: "
-              f"{result.against.percent()}", file=human)
+        print(f"minus {args.against}, points with the {result.against.confidence:.0%} interval of a paired bootstrap "
+              f"over the images: {result.against.percent()}", file=human)
     if args.json:
         print(json.dumps({**replace(result, protocol=protocol).to_json(), **subject,
                           **({"orientation": args.orientation} if args.orientation else {})}))

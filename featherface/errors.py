@@ -13,10 +13,11 @@ from featherface.quiet import runtime_noise_filtered
 EXPECTED: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)
 
 
-def run_reporting(prog: str, call: Callable[[], int], expected: tuple[type[BaseException], ...] = EXPECTED) -> int:
+def run_reporting(prog: str, call: Callable[[], int], expected: tuple[type[BaseException], ...] = EXPECTED,
+                  interrupted: str = "interrupted") -> int:
     """`call()`'s exit status; an error is one line on stderr: 2 for an `expected` one, 130
-    for Ctrl-C, 1 for anything else (a bug or a tool's own failure; FEATHERFACE_DEBUG=1
-    re-raises it for the traceback)."""
+    for Ctrl-C (the line says `interrupted`), 1 for anything else (a bug or a tool's own
+    failure; FEATHERFACE_DEBUG=1 re-raises it for the traceback)."""
     try:
         with runtime_noise_filtered():
             return call()
@@ -24,7 +25,7 @@ def run_reporting(prog: str, call: Callable[[], int], expected: tuple[type[BaseE
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
     except Exception as err:
         if os.environ.get("FEATHERFACE_DEBUG"):

@@ -125,9 +125,12 @@ def evaluate_detector(
         progress(f"scoring Easy / Medium / Hard AP of {len(images)} images")
     predictions = {k: v for k, v in read_predictions(out).items() if k in wanted}
     events = {event: _event_ap(predictions, gt, event) for event in dict.fromkeys(e for e, _, _ in images)} if by_event else None
-    difference = paired_ap_difference(predictions, baseline, gt) if baseline is not None else None
-    return replace(evaluate(predictions, gt), events=events, against=difference,
-                   seconds=round(time.perf_counter() - started, 1))
+    result = replace(evaluate(predictions, gt), events=events, seconds=round(time.perf_counter() - started, 1))
+    if baseline is None:
+        return result
+    if progress:
+        progress(f"paired bootstrap against {against} over the {len(images)} images")
+    return replace(result, against=paired_ap_difference(predictions, baseline, gt))
 
 
 def _baseline(folder: Path, wanted: set[Key]) -> dict[Key, np.ndarray]:

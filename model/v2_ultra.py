@@ -2,8 +2,8 @@
 teacher that shares its MobileNetV1-0.25 backbone.
 
 The seed document names the parts but no trained or exportable implementation exists,
-so this is our design, shaped by one constraint: the shared backbone alone takes most of
-RetinaFace-mnet0.25's time (docs/design.md), so everything on top of it must be nearly free.
+so this is our design, shaped by one constraint: the shared backbone alone takes about half
+of RetinaFace-mnet0.25's time (docs/design.md), so everything on top of it must be nearly free.
 Every submodule is registered, and there is no data-dependent Python branch.
 
 Default parts (`featherface info --arch v2-ultra` counts them):

@@ -23,7 +23,7 @@ KEPT = [
     "W0000 00:00:1796449609.679753    4072 op_level_cost_estimator.cc:699] Error in PredictCost() for the op",
     "E1205 06:01:02.123456    4072 interpreter.cc:12] something failed",
     "INFO: a line LiteRT never printed",
-    "fps  31.6 | pre    5.9 ms | infer    2.4 ms | post   0.3 ms",
+    "fps  31.6 | pre    5.9 ms | model    2.4 ms | post   0.3 ms",
 ]
 
 

@@ -548,6 +548,10 @@ def test_teacher_cache_stores_what_the_teacher_computes_and_a_second_run_reads_i
     first = train(config, _quiet)
     stored = sorted(p.name for p in (tmp_path / "cache").glob("*.pt"))
     assert stored == ["e000_r0_s00001.pt", "e000_r0_s00002.pt"]
+    # The matching rules in the cache's key, named as in the first caches (2026-12-05), which still load.
+    match = json.loads((tmp_path / "cache" / "fingerprint.json").read_text())["match"]
+    assert match == {"iou_threshold": 0.35, "force_min_iou": 0.2, "negative_ratio": 7, "loc_weight": 2.0,
+                     "conf_weight": 1.0, "landmark_weight": 1.0, "variances": [0.1, 0.2]}
 
     # The stored targets of step 1 against the teacher recomputed on that batch.
     dataset = WiderFaceDataset(parse_label_txt(tiny_label_txt)[0][:4], dataclasses.replace(config.augment, size=64), seed=config.seed)

@@ -142,7 +142,7 @@ def test_paired_difference_is_the_difference_of_the_two_aps_and_zero_against_its
     diff = paired_ap_difference(found_half, found_all, gt, samples=200)
     for s in SETTINGS:
         assert diff.difference[s] == pytest.approx(getattr(evaluate(found_half, gt), s) - getattr(evaluate(found_all, gt), s))
-        assert diff.low[s] < diff.difference[s] < 0  # one finds fewer faces on every photo: never luck
+        assert diff.low[s] < diff.difference[s] < 0  # never ahead on a photo, behind on two in three: never luck
         assert diff.low[s] <= diff.high[s] < 0
     same = paired_ap_difference(found_half, found_half, gt, samples=50)
     assert all(same.difference[s] == same.low[s] == same.high[s] == 0 for s in SETTINGS)
@@ -160,6 +160,17 @@ def test_paired_interval_straddles_zero_when_each_set_wins_on_different_photos()
     assert diff.difference["hard"] == pytest.approx(0)
     assert diff.low["hard"] < 0 < diff.high["hard"]
     assert paired_ap_difference(a, b, gt, samples=300) == diff  # seeded: the same interval every run
+
+
+def test_paired_difference_of_a_setting_without_faces_is_nan_without_a_warning(recwarn):
+    gt = GroundTruth.from_images([_image(f"i{k}", FOUR_FACES, keep={"easy": [], "medium": [0, 1], "hard": [0, 1, 2, 3]})
+                                  for k in range(6)])
+    a = {key: _with_scores(FOUR_FACES, 1.0) for key in gt.images}
+    b = {key: _with_scores(FOUR_FACES[:2], 1.0) for key in gt.images}
+    diff = paired_ap_difference(a, b, gt, samples=20)
+    assert np.isnan([diff.difference["easy"], diff.low["easy"], diff.high["easy"]]).all()
+    assert diff.difference["medium"] == 0 and diff.difference["hard"] == pytest.approx(0.5)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_paired_difference_refuses_sets_of_different_images():

@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_reporting("python -m featherface.training.cli", lambda: args.run(args))
+    return run_reporting("python -m featherface.training.cli", lambda: args.run(args),
+                         interrupted="interrupted (resume with --resume)")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from featherface.atomic import atomic_path, write_text_atomic
+from featherface.config import PRIORS
 from featherface.model.box_coding import make_priors
 from featherface.model.checkpoint import CheckpointError, load_backbone_weights, load_weights, read_state_dict, save_weights
 from featherface.model.registry import get_variant
@@ -140,7 +141,9 @@ def _teacher_cache(config: TrainConfig, source: str, images: int, augment: Augme
         "data": str(source), "images": images, "augment": dataclasses.asdict(augment),
         "seed": config.seed, "batch_size": config.batch_size, "processes": world, "input_size": config.input_size,
         "teacher": config.teacher.arch, "teacher_sha256": sha256_of(Path(weights)),
-        "match": dataclasses.asdict(config.loss), "regression_min_score": loss.regression_min_score,
+        # variances were a LossConfig field when the first caches were written: kept in the key so that they still match
+        "match": {**dataclasses.asdict(config.loss), "variances": list(PRIORS.variances)},
+        "regression_min_score": loss.regression_min_score,
     })
 
 
