@@ -418,6 +418,8 @@ def paired_ap_difference(
         only = sorted(set(predictions) ^ set(baseline))
         raise ValueError(f"the two prediction sets cover different images ({len(only)} in one only, e.g. "
                          f"{only[0][0]}/{only[0][1]}): a paired comparison needs the same images")
+    if not predictions:
+        raise ValueError("no images to compare")
     if samples < 1 or not 0 < confidence < 1:
         raise ValueError(f"samples must be >= 1 and confidence in (0, 1), got {samples} and {confidence}")
     sets = []
@@ -425,7 +427,8 @@ def paired_ap_difference(
         per_image = list(_image_counts(preds, gt, iou_threshold, thresh_num))
         sets.append((np.stack([c for _, c, _ in per_image]), np.stack([f for _, _, f in per_image])))
     (curves_a, faces), (curves_b, _) = sets
-    point = _ap_of_counts(curves_a.sum(0), faces.sum(0)) - _ap_of_counts(curves_b.sum(0), faces.sum(0))
+    point = (_ap_of_counts(curves_a.sum(0, dtype=np.float64), faces.sum(0))
+             - _ap_of_counts(curves_b.sum(0, dtype=np.float64), faces.sum(0)))
     rng, images = np.random.default_rng(seed), len(faces)
     resampled = np.empty((samples, len(SETTINGS)))
     for k in range(samples):
