@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from featherface.verify.files import ModelFile, OutputMapError, build_spec
 from featherface.verify.golden import write_golden
 from featherface.verify.parity import Detections
 
-from .export import BuildError, Exporter, ExportRequest, exporters
+from .export import BuildError, ExportRequest, exporters
 from .manifest import embedded_metadata, file_entry, new_manifest
 from .mil_eval import open_for_verification
 from .preference import preferred_here
@@ -166,21 +166,19 @@ def build_bundle(
     target: str, model: nn.Module, arch: str, checkpoint: Path | None, parity: ParitySet,
     size: InputSize, out_dir: Path, progress: Progress, int8: "Int8Options | None" = None,
     accuracy: "AccuracyCheck | None" = None, compression: "Compression | None" = None,
-    exporter_table: Mapping[str, Exporter] | None = None,
 ) -> Manifest:
     """Build one target's bundle into `out_dir/target`; returns its manifest.
 
     `int8`: how to make the pi4 INT8 files (None: FP32 and FP16 only). `accuracy`: WIDER
     FACE AP of every file that runs here, against PyTorch (None: parity only). `compression`:
-    the optional a14 files (None: none). `exporter_table`: target -> exporter (default:
-    `export.exporters()`; tests pass their own)."""
+    the optional a14 files (None: none). The target's exporter comes from `export.exporters()`."""
     if target not in TARGETS:
         raise BuildError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     bundle_dir = out_dir / target
     failure_report = out_dir / f"{target}.parity-failed.json"
     manifest = new_manifest(target, arch, checkpoint, size, TARGET_SPECS[target].layout)
     with staging_directory(bundle_dir) as stage:
-        exporter = (exporter_table or exporters())[target]
+        exporter = exporters()[target]
         files = exporter(ExportRequest(model, stage, size, embedded_metadata(manifest), progress, int8, accuracy, compression))
         for model_file in files:
             progress(f"checking {model_file.path.name} against PyTorch on {len(parity.names)} images")

@@ -462,9 +462,10 @@ def test_failed_parity_leaves_no_bundle_and_a_report(built, tmp_path, monkeypatc
     from featherface.converters import build
 
     exporters = onnx_copy_export(built.out / "onnx" / "model.onnx", scale_largest_weight)
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError) as failure:
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     message = str(failure.value)
     assert "parity failed" in message and "model.onnx" in message and "max abs error" in message
     assert_no_bundle(out)
@@ -481,10 +482,11 @@ def test_failed_parity_through_thresholds_leaves_no_bundle(built, tmp_path, monk
     from featherface.converters import build
 
     exporters = onnx_copy_export(built.out / "onnx" / "model.onnx")
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
     monkeypatch.setitem(build.PARITY_THRESHOLDS, "fp32", ParityThresholds(abs_tolerance=0.0, min_recall=1.01, min_precision=1.01))
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError, match="recall"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     assert_no_bundle(out)
     assert json.loads((out / "onnx.parity-failed.json").read_text())["model.onnx"]["status"] == "fail"
 
@@ -502,10 +504,11 @@ def test_swapped_conf_columns_fail_the_build(built, tmp_path, monkeypatch):
         return {**mapping, "conf": "conf_swapped"}
 
     exporters = onnx_copy_export(built.out / "onnx" / "model.onnx")
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
     monkeypatch.setattr(verify_files, "map_outputs", swapped)
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError, match="conf max abs error"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     assert_no_bundle(out)
     record = json.loads((out / "onnx.parity-failed.json").read_text())["model.onnx"]
     assert record["detections"]["robust_precision"] < 0.5
@@ -522,10 +525,11 @@ def test_swapped_loc_and_landmarks_fail_the_build(built, tmp_path, monkeypatch):
         return {**mapping, "loc": mapping["landmarks"], "landmarks": mapping["loc"]}
 
     exporters = onnx_copy_export(built.out / "onnx" / "model.onnx")
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
     monkeypatch.setattr(verify_files, "map_outputs", swapped)
     out = tmp_path / "dist"
     with pytest.raises((build.BuildError, ValueError), match="loc|landmarks"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     assert_no_bundle(out)
 
 
@@ -554,9 +558,10 @@ def test_broken_model_file_fails_cleanly_with_no_bundle(built, tmp_path, monkeyp
             path.write_bytes(data[: len(data) // 2])
 
     exporters = onnx_copy_export(built.out / "onnx" / "model.onnx", break_file)
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
     out = tmp_path / "dist"
     with pytest.raises(build.BuildError, match=r"^model\.onnx does not run: "):  # check_file wraps the runtime's error
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     assert_no_bundle(out)
 
 
@@ -571,8 +576,9 @@ def test_failed_rebuild_keeps_the_good_bundle(built, tmp_path, monkeypatch):
     good = built.out / "onnx" / "model.onnx"
 
     exporters = onnx_copy_export(good, scale_largest_weight)
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
     with pytest.raises(build.BuildError, match="parity failed"):
-        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+        build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     assert {p.name: p.read_bytes() for p in (out / "onnx").iterdir()} == before
     assert hidden_leftovers(out) == []
     assert (out / "onnx.parity-failed.json").exists()
@@ -580,7 +586,8 @@ def test_failed_rebuild_keeps_the_good_bundle(built, tmp_path, monkeypatch):
 
     # A good rebuild then replaces the bundle and clears the stale failure report.
     exporters = onnx_copy_export(good)
-    manifest = build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None, exporter_table=exporters)
+    monkeypatch.setattr(build, "exporters", lambda: exporters)  # the build's table of exporters, swapped
+    manifest = build.build_bundle("onnx", built.model, ARCH, built.checkpoint, built.parity, SIZE, out, lambda _: None)
     assert json.loads((out / "onnx" / "manifest.json").read_text()) == manifest.to_json()
     assert not (out / "onnx.parity-failed.json").exists()
     assert hidden_leftovers(out) == []
