@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -104,12 +104,13 @@ class Span:
 
     def add(self, seconds: StageSeconds) -> None:
         self.frames += 1
-        self.seconds = StageSeconds(*(a + b for a, b in zip(astuple(self.seconds), astuple(seconds))))
+        total = self.seconds
+        self.seconds = StageSeconds(total.pre + seconds.pre, total.model + seconds.model, total.post + seconds.post)
 
     def line(self, now: float) -> str:
         """'fps F | pre P ms | model M ms | post Q ms': frames per wall-clock second (loading
         and saving included) and the mean milliseconds of each stage per frame."""
-        pre, model, post = (1000 * seconds / self.frames for seconds in astuple(self.seconds))
+        pre, model, post = (1000 * seconds / self.frames for seconds in (self.seconds.pre, self.seconds.model, self.seconds.post))
         return (f"fps {self.frames / max(now - self.start, 1e-9):5.1f} | pre {pre:6.1f} ms | "
                 f"model {model:6.1f} ms | post {post:5.1f} ms")
 

@@ -12,7 +12,7 @@ import math
 import sys
 from collections.abc import Sequence
 
-from featherface.arg_types import square_input_size
+from featherface.arg_types import int_at_least, square_input_size
 from featherface.config import DEFAULT_INPUT_SIZE, MAX_THREADS
 from featherface.errors import run_reporting
 from featherface.model_names import ARCH_NAMES, INNOVATIONS, SWITCHES
@@ -42,14 +42,15 @@ def _size_or_zero(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{err} (or 0 for each image's original size)") from None
 
 
-def _number(kind, allow_zero: bool = False, maximum: float = math.inf):
-    """A finite `kind` above 0 (or from 0 when `allow_zero`), at most `maximum`: NaN, infinity
-    and negative values would be accepted by `kind` alone and misread by the trainer."""
+def _number(allow_zero: bool = False, maximum: float = math.inf):
+    """A finite float above 0 (or from 0 when `allow_zero`), at most `maximum`: NaN, infinity
+    and negative values would be accepted by float() alone and misread by the trainer
+    (integers: featherface.arg_types.int_at_least)."""
     bound = ("at least 0" if allow_zero else "positive") + (f" and at most {maximum:g}" if maximum < math.inf else "")
 
-    def parse(text: str):
+    def parse(text: str) -> float:
         try:
-            value = kind(text)
+            value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0) and value <= maximum):
@@ -57,14 +58,6 @@ def _number(kind, allow_zero: bool = False, maximum: float = math.inf):
         return value
 
     return parse
-
-
-def _positive(kind):
-    return _number(kind)
-
-
-def _non_negative(kind, maximum: float = math.inf):
-    return _number(kind, allow_zero=True, maximum=maximum)
 
 
 def _probability(text: str) -> float:
@@ -101,24 +94,24 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     defaults = TrainConfig()  # one copy of every default
     parser.add_argument("--data", default=str(WIDERFACE), help="WIDER FACE root, its WIDER_train folder, or a RetinaFace label.txt (default %(default)s)")
     parser.add_argument("--out", default=default_out, help="run directory: last.pth, resume.pth, log.csv, run.json (default %(default)s)")
-    parser.add_argument("--epochs", type=_positive(int), help=f"epochs; fixes the OneCycle schedule (default {defaults.epochs}, the paper's; distill --preset: the preset's)")
-    parser.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size, help="images per step and process (default %(default)s)")
+    parser.add_argument("--epochs", type=int_at_least(1), help=f"epochs; fixes the OneCycle schedule (default {defaults.epochs}, the paper's; distill --preset: the preset's)")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=defaults.batch_size, help="images per step and process (default %(default)s)")
     parser.add_argument("--input-size", type=square_input_size, default=defaults.input_size, help="square training size (default %(default)s)")
-    parser.add_argument("--lr", type=_positive(float), default=defaults.lr, help="AdamW peak learning rate of OneCycle (default %(default)s)")
-    parser.add_argument("--weight-decay", type=_non_negative(float), default=defaults.weight_decay, help="AdamW weight decay (default %(default)s)")
-    parser.add_argument("--warmup-fraction", type=_non_negative(float, maximum=1.0), default=defaults.warmup_fraction, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
+    parser.add_argument("--lr", type=_number(), default=defaults.lr, help="AdamW peak learning rate of OneCycle (default %(default)s)")
+    parser.add_argument("--weight-decay", type=_number(allow_zero=True), default=defaults.weight_decay, help="AdamW weight decay (default %(default)s)")
+    parser.add_argument("--warmup-fraction", type=_number(allow_zero=True, maximum=1.0), default=defaults.warmup_fraction, help="OneCycle's share of steps with a rising learning rate (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation, data order and augmentation (default %(default)s)")
-    parser.add_argument("--workers", type=_non_negative(int), default=defaults.workers, help="data-loading processes (default %(default)s: in the training process)")
-    parser.add_argument("--threads", type=_non_negative(int, maximum=MAX_THREADS), default=defaults.threads, help="torch threads per process (default: torch's choice)")
-    parser.add_argument("--max-minutes", type=_non_negative(float), default=defaults.max_minutes, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
-    parser.add_argument("--max-images", type=_non_negative(int), default=defaults.max_images, help="train on the first N images only (default: all)")
-    parser.add_argument("--log-every", type=_positive(int), default=defaults.log_every, help="progress line every N steps (default %(default)s)")
+    parser.add_argument("--workers", type=int_at_least(0), default=defaults.workers, help="data-loading processes (default %(default)s: in the training process)")
+    parser.add_argument("--threads", type=int_at_least(0, MAX_THREADS), default=defaults.threads, help="torch threads per process (default: torch's choice)")
+    parser.add_argument("--max-minutes", type=_number(allow_zero=True), default=defaults.max_minutes, help="wall-clock budget: stop after the epoch that would overrun it, and save (default: none)")
+    parser.add_argument("--max-images", type=int_at_least(0), default=defaults.max_images, help="train on the first N images only (default: all)")
+    parser.add_argument("--log-every", type=int_at_least(1), default=defaults.log_every, help="progress line every N steps (default %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from --out/resume.pth when present")
     parser.add_argument("--init-weights", help="start from this full checkpoint (strict)")
     parser.add_argument("--backbone-weights", help="ImageNet MobileNetV1-0.25 weights for the backbone (e.g. ../shared/weights/mobilenetV1X0.25_imagenet.tar)")
     parser.add_argument("--switch", action="append", default=[], choices=SWITCHES, metavar="SWITCH",
                         help=f"flip a v2-ultra switch from its default (repeatable): {', '.join(SWITCHES)}")
-    parser.add_argument("--channels", type=_positive(int), default=defaults.channels,
+    parser.add_argument("--channels", type=int_at_least(1), default=defaults.channels,
                         help="v2-ultra pyramid width (default: the variant's); a narrower --init-weights is widened, starting as itself")
     parser.add_argument("--crop-scales", type=_crop_scales, metavar="S,S,...",
                         help="square crop side as fractions of the image's short side, one drawn per try; above 1 zooms out "
@@ -129,7 +122,7 @@ def _add_training_options(parser: argparse.ArgumentParser, default_out: str) -> 
     parser.add_argument("--mosaic-grids", type=_mosaic_grids, default=AugmentConfig.mosaic_grids, metavar="N,N,...",
                         help="the mosaic's grid sides, one drawn per mosaic sample "
                         f"(default {','.join(map(str, AugmentConfig.mosaic_grids))}: 2x2 or 3x3)")
-    parser.add_argument("--min-face-size", type=_non_negative(float), default=AugmentConfig.min_face_size, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
+    parser.add_argument("--min-face-size", type=_number(allow_zero=True), default=AugmentConfig.min_face_size, help="drop faces smaller than this many pixels at the training size (default %(default)s)")
     parser.add_argument("--save", help="also write the final weights here (e.g. model/weights/v2_ultra.pth)")
 
 
@@ -145,18 +138,18 @@ def _add_distill_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-cache", metavar="DIR",
                         help="store the teacher's outputs per batch here, or read them when a run with the same data settings did")
     defaults = DistillConfig()  # the seed's recipe, one copy
-    parser.add_argument("--task-weight", type=_non_negative(float), default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
-    parser.add_argument("--kd-weight", type=_non_negative(float), default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
-    parser.add_argument("--feature-weight", type=_non_negative(float), default=defaults.feature_weight, help=f"feature alignment weight {from_defaults}")
-    parser.add_argument("--attention-weight", type=_non_negative(float), default=defaults.attention_weight, help=f"attention transfer weight {from_defaults}")
-    parser.add_argument("--box-weight", type=_non_negative(float), default=defaults.box_weight, help=f"box regression towards the teacher {from_defaults}")
-    parser.add_argument("--landmark-weight", type=_non_negative(float), default=defaults.landmark_weight,
+    parser.add_argument("--task-weight", type=_number(allow_zero=True), default=defaults.task_weight, help=f"MultiBoxLoss weight {from_defaults}")
+    parser.add_argument("--kd-weight", type=_number(allow_zero=True), default=defaults.kd_weight, help=f"T^2 KL(teacher || student) weight {from_defaults}")
+    parser.add_argument("--feature-weight", type=_number(allow_zero=True), default=defaults.feature_weight, help=f"feature alignment weight {from_defaults}")
+    parser.add_argument("--attention-weight", type=_number(allow_zero=True), default=defaults.attention_weight, help=f"attention transfer weight {from_defaults}")
+    parser.add_argument("--box-weight", type=_number(allow_zero=True), default=defaults.box_weight, help=f"box regression towards the teacher {from_defaults}")
+    parser.add_argument("--landmark-weight", type=_number(allow_zero=True), default=defaults.landmark_weight,
                         help=f"landmark regression towards the teacher on matched priors {from_defaults}")
-    parser.add_argument("--temperature-range", type=_non_negative(float), default=defaults.temperature_range,
+    parser.add_argument("--temperature-range", type=_number(allow_zero=True), default=defaults.temperature_range,
                         help=f"T(epoch) = range * (1 - epoch / epochs) + min {from_defaults}")
     parser.add_argument("--kd-per", choices=("prior", "face"), default=defaults.kd_per,
                         help=f"KL normalisation: mean over priors (the seed's) or per expected teacher face prior {from_defaults}")
-    parser.add_argument("--temperature-min", type=_non_negative(float), default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
+    parser.add_argument("--temperature-min", type=_number(allow_zero=True), default=defaults.temperature_min, help=f"see --temperature-range {from_defaults}")
 
 
 def train_config_from_args(args: argparse.Namespace, distill: bool):
@@ -248,7 +241,7 @@ def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--innovations", nargs="*", choices=INNOVATIONS, help="innovations to ablate (default: all five)")
     parser.add_argument("--no-distill-off-run", action="store_true", help="skip the run without distillation")
     parser.add_argument("--eval-size", type=_size_or_zero, default=DEFAULT_INPUT_SIZE, help="letterbox size for the AP column; 0 = original size (default %(default)s)")
-    parser.add_argument("--eval-limit", type=_non_negative(int), default=0, help="validation images per evaluation (default: all)")
+    parser.add_argument("--eval-limit", type=int_at_least(0), default=0, help="validation images per evaluation (default: all)")
     parser.add_argument("--latency-size", type=square_input_size, default=DEFAULT_INPUT_SIZE, help="input size of the MACs and latency columns (default %(default)s)")
     parser.set_defaults(run=_run_ablate, command_kind="ablate")
     return parser
