@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 
 from featherface.config import CHANNEL_ORDER, IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
+from featherface.quantization.calibration import PREPROCESSING
+from featherface.records import QuantizationRecord
 
 PALETTE_BITS = 6
 A8W8_CALIBRATION_IMAGES = 16  # a handful for min/max ranges (each one is a full evaluation by mil_eval)
@@ -126,10 +128,11 @@ def palettize_weights(source: str | Path, path: str | Path, nbits: int = PALETTE
     return save_mlpackage(compressed, path)
 
 
-def palette_record(nbits: int = PALETTE_BITS) -> dict:
+def palette_record(nbits: int = PALETTE_BITS) -> QuantizationRecord:
     """The manifest's `quantization` entry of a palettized file."""
-    return {"tool": "coremltools palettize_weights", "weights": f"{nbits}-bit palette per tensor, exact 1-D k-means",
-            "activations": "fp16", "kept_float": ["weights of 2048 elements or fewer (coremltools' weight_threshold)"]}
+    return QuantizationRecord("coremltools palettize_weights",
+                              kept_float=["weights of 2048 elements or fewer (coremltools' weight_threshold)"],
+                              details={"weights": f"{nbits}-bit palette per tensor, exact 1-D k-means", "activations": "fp16"})
 
 
 def activation_ranges(source: str | Path, samples: np.ndarray) -> dict[str, dict[str, float]]:
@@ -219,14 +222,15 @@ def calibration_ranges_given(ranges: dict[str, dict[str, float]]) -> Iterator[No
         setattr(module, CALIBRATION_STATS_FUNCTION, original)
 
 
-def a8w8_record(calibration: Path, images: int) -> dict:
+def a8w8_record(calibration: Path, images: int) -> QuantizationRecord:
     """The manifest's `quantization` entry of the experimental INT8-activation file."""
-    return {"tool": "coremltools linear_quantize_activations + linear_quantize_weights (ranges from mil_eval)",
-            "weights": "int8 per channel, symmetric", "activations": "int8 per tensor, asymmetric, min/max",
-            "calibration": {"source": str(calibration), "images": images,
-                            "preprocessing": "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"},
-            "minimum_deployment_target": "iOS17",
-            "kept_float": ["ops other than conv, pooling and add (activations fp16)"], "note": A8W8_NOTE}
+    return QuantizationRecord(
+        "coremltools linear_quantize_activations + linear_quantize_weights (ranges from mil_eval)",
+        kept_float=["ops other than conv, pooling and add (activations fp16)"],
+        details={"weights": "int8 per channel, symmetric", "activations": "int8 per tensor, asymmetric, min/max",
+                 "calibration": {"source": str(calibration), "images": images,
+                                 "preprocessing": PREPROCESSING},
+                 "minimum_deployment_target": "iOS17", "note": A8W8_NOTE})
 
 
 def save_mlpackage(mlmodel, path: str | Path) -> Path:

@@ -87,22 +87,21 @@ def _quantization_lines(manifests: list[Manifest]) -> list[str]:
         for entry in manifest.files:
             if entry.quantization is None:
                 continue
-            details = entry.quantization.details
-            kept = ", ".join(map(str, details.get("kept_float") or [])) or "nothing"
-            always = ", ".join(f"{name} ({ops} ops)" for name, ops in (details.get("always_float") or {}).items())
+            record = entry.quantization
+            kept = ", ".join(record.kept_float) or "nothing"
+            always = ", ".join(f"{name} ({ops} ops)" for name, ops in record.always_float.items())
             lines += [f"### `{entry.file}` ({manifest.target}, {entry.precision})", "",
                       f"Kept in float by the budget search: {kept}." + (f" Always float: {always}." if always else ""), ""]
-            if details.get("sensitivity"):
+            if record.sensitivity:
                 lines += ["| # | tensor | op | added NMSE |", "|---|---|---|---|"]
-                lines += [f"| {i} | `{row['tensor']}` | {row['op']} | {row['added_nmse']:.3g} |"
-                          for i, row in enumerate(details["sensitivity"][:SENSITIVITY_LINES], start=1)]
+                lines += [f"| {i} | `{error.tensor}` | {error.op} | {error.added_nmse:.3g} |"
+                          for i, error in enumerate(record.sensitivity[:SENSITIVITY_LINES], start=1)]
                 lines.append("")
-            for step in details.get("search") or []:
-                ap = " / ".join(f"{100 * step['accuracy'][s]:.1f}" for s in SETTINGS)
-                losses = " / ".join(f"{step['losses'][s]:.2f}" for s in SETTINGS)
-                size = step["accuracy"].get("size_bytes")
-                lines.append(f"- search step, float: {', '.join(step['kept_float']) or 'nothing'}: AP {ap} % (loss {losses} points)"
-                             + (f", {size / 1e6:.2f} MB" if size else "") + (", within budget" if step["holds"] else ""))
+            for step in record.search:
+                ap = " / ".join(f"{100 * step.ap[s]:.1f}" for s in SETTINGS)
+                losses = " / ".join(f"{step.losses[s]:.2f}" for s in SETTINGS)
+                lines.append(f"- search step, float: {', '.join(step.kept_float) or 'nothing'}: AP {ap} % (loss {losses} points)"
+                             + (f", {step.size_bytes / 1e6:.2f} MB" if step.size_bytes else "") + (", within budget" if step.holds else ""))
             lines.append("")
     return (["## Quantization", ""] + lines) if lines else []
 

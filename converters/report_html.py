@@ -245,12 +245,12 @@ def _quantization(bundles: list[BundleView], several: bool) -> str:
             parts.append(f'<p class="missing">per-layer sensitivity {NOT_MEASURED}</p>')
             continue
         record = entry.quantization
-        kept = record.details.get("kept_float") or []
-        parts.append(f"<p>Kept in float: <b>{_e(', '.join(map(str, kept)) or 'nothing')}</b>.</p>")
-        settings = {"tool": record.tool, **{k: v for k, v in record.details.items() if k != "kept_float" and not _is_table(v)}}
+        parts.append(f"<p>Kept in float: <b>{_e(', '.join(record.kept_float) or 'nothing')}</b>.</p>")
+        shown = {k: v for k, v in record.to_json().items() if k != "kept_float"}  # as the manifest holds it
+        settings = {k: v for k, v in shown.items() if not _is_table(v)}
         cells = "".join(f"<tr><th>{_e(k.replace('_', ' '))}</th><td>{_e(_compact(v))}</td></tr>" for k, v in settings.items())
         parts.append(f'<table class="settings"><tbody>{cells}</tbody></table>')
-        for key, rows in record.details.items():
+        for key, rows in shown.items():
             if _is_table(rows):
                 title = "Per-layer sensitivity, most sensitive first" if key == "sensitivity" else key.replace("_", " ").capitalize()
                 limit = SENSITIVITY_ROWS if key == "sensitivity" else None

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from featherface.records import QuantizationRecord
 from featherface.verify.files import ModelFile
 
 from .export import BuildError, ExportRequest, Progress, timed
@@ -44,7 +43,7 @@ def _compressed(stage: Path, size: int, progress: Progress, compression: "Compre
     if compression.palettize:
         progress("palettizing Core ML weights to 6 bits (k-means)")
         path, seconds = timed(lambda: palettize_weights(fp16, stage / "model_p6.mlpackage"))
-        made.append(ModelFile(path, "coreml", "p6", seconds, quantization=QuantizationRecord.from_json(palette_record())))
+        made.append(ModelFile(path, "coreml", "p6", seconds, quantization=palette_record()))
     if compression.a8w8:
         from featherface.quantization.calibration import calibration_set
 
@@ -55,5 +54,5 @@ def _compressed(stage: Path, size: int, progress: Progress, compression: "Compre
         samples = calibration_set(compression.calibration, size, compression.calibration_images, layout="NCHW")
         path = quantize_activations_int8(fp16, stage / "model_a8w8.mlpackage", samples)
         made.append(ModelFile(path, "coreml", "a8w8", time.perf_counter() - start,
-                              quantization=QuantizationRecord.from_json(a8w8_record(compression.calibration, len(samples)))))
+                              quantization=a8w8_record(compression.calibration, len(samples))))
     return made

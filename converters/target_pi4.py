@@ -6,7 +6,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from featherface.records import QuantizationRecord
 from featherface.verify.files import ModelFile
 
 from .export import ExportRequest
@@ -54,5 +53,5 @@ def convert(request: ExportRequest) -> list[ModelFile]:
 def _int8_files(result, seconds: float) -> list[ModelFile]:
     return [
         ModelFile(result.dynamic, "tflite", "dynamic_int8", seconds),
-        ModelFile(result.full, "tflite", "int8", seconds, quantization=QuantizationRecord.from_json(result.record)),
+        ModelFile(result.full, "tflite", "int8", seconds, quantization=result.record),
     ]

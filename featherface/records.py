@@ -1,7 +1,7 @@
 """The bundle's records as types: `Manifest` and its `FileEntry`s, each file's `ParityRecord`
-(its `OutputError`s and `DetectionAgreement`), `QuantizationRecord` and `ManifestAP`, and
-`PreferredBy`. One validating `from_json` and one `to_json` each; the converters write them,
-the SDK, the report and the bench read them.
+(its `OutputError`s and `DetectionAgreement`), `QuantizationRecord` (its `LayerError`s and
+`SearchStepRecord`s) and `ManifestAP`, and `PreferredBy`. One validating `from_json` and one
+`to_json` each; the converters write them, the SDK, the report and the bench read them.
 
 A bundle is untrusted input on a device. Refused (`ManifestError`, naming the field and
 what was expected): an unknown format version, a missing, unknown or mistyped field (nested
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import Any, Callable
 
 from featherface.config import CHANNEL_ORDER, MANIFEST_VERSION, MAX_INPUT_SIDE, OUTPUT_NAMES, InputSize, PriorConfig, Thresholds
@@ -118,6 +118,18 @@ MANIFEST_AP_RULES: Rules = {  # every key optional: a file's AP may be "not meas
     "curves": OBJECT, "delta_vs_torch": OBJECT, "reason": STRING,
 }
 QUANTIZATION_RULES: Rules = {"tool": STRING}
+_STRINGS = (_list_of(_is(str)), "a list of strings")
+# Open: what else a tool reports (calibration, ranges, budget, ...) is kept in `details`.
+QUANTIZATION_OPTIONAL_RULES: Rules = {
+    "kept_float": _STRINGS,
+    "always_float": (lambda v: isinstance(v, dict) and all(_is(int)(n) for n in v.values()), "an object of group -> op count"),
+    "sensitivity": (_list_of(_is(dict)), "a list of objects"), "search": (_list_of(_is(dict)), "a list of objects"),
+}
+LAYER_ERROR_RULES: Rules = {"op_index": INTEGER, "op": STRING, "tensor": STRING, "nmse": NUMBER, "added_nmse": NUMBER}
+_BY_SETTING = (lambda v: isinstance(v, dict) and all(_is(int, float)(v.get(s)) for s in SETTINGS),
+               "an object with numbers for easy, medium and hard")
+SEARCH_STEP_RULES: Rules = {"kept_float": _STRINGS, "accuracy": _BY_SETTING, "losses": _BY_SETTING,
+                            "holds": (_is(bool), "true or false")}
 _MS_BY_FILE = (lambda v: isinstance(v, dict) and all(_is(int, float)(ms) for ms in v.values()), "an object of file -> ms")
 # A bench --pick of before 2026-12-06 wrote the chosen file's figures as plain numbers.
 _MS_BY_FILE_OR_NUMBER = (lambda v: _MS_BY_FILE[0](v) or _is(int, float)(v), "an object of file -> ms")
@@ -288,24 +300,84 @@ class ManifestAP:
         return {**dict(sorted(record.items(), key=lambda item: order.index(item[0]))), **self.extra}
 
 
+@dataclass(frozen=True)
+class LayerError:
+    """One op of a full-INT8 file against its float file on the calibration images
+    (quantization.sensitivity): what the budget search ranks the float groups by."""
+
+    op_index: int
+    op: str
+    tensor: str
+    nmse: float  # mean squared error / mean power of the float and INT8 tensors
+    added_nmse: float  # nmse minus the worst nmse of its inputs: this op's own share
+
+    @classmethod
+    def from_json(cls, data: Any, where: str, source: str = "") -> "LayerError":
+        check_fields(source, where, _object(data, where, source), LAYER_ERROR_RULES, closed=False)
+        return cls(**{key: data[key] for key in LAYER_ERROR_RULES})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchStepRecord:
+    """One file the INT8 budget search measured: the groups it kept float, its AP (fractions)
+    and size, and the points it lost against PyTorch FP32."""
+
+    kept_float: tuple[str, ...]
+    ap: dict[str, float]  # by setting
+    losses: dict[str, float]  # by setting, in points
+    holds: bool
+    images: int | None = None
+    size_bytes: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Any, where: str, source: str = "") -> "SearchStepRecord":
+        check_fields(source, where, _object(data, where, source), SEARCH_STEP_RULES, closed=False)
+        accuracy = data["accuracy"]
+        return cls(tuple(data["kept_float"]), {s: accuracy[s] for s in SETTINGS}, {s: data["losses"][s] for s in SETTINGS},
+                   data["holds"], accuracy.get("images"), accuracy.get("size_bytes"))
+
+    def to_json(self) -> dict:
+        accuracy = {**self.ap, **{k: v for k, v in (("images", self.images), ("size_bytes", self.size_bytes)) if v is not None}}
+        return {"kept_float": list(self.kept_float), "accuracy": accuracy, "losses": self.losses, "holds": self.holds}
+
+
 @dataclass
 class QuantizationRecord:
-    """How a quantized file was made: the tool, and what it did, kept in float and measured
-    (`details`: calibration, budget, sensitivity, search, kept_float, comparison_files, ...)."""
+    """How a quantized file was made: the tool, what it kept in float and why, and the rest
+    of what it did and measured as it reported it (`details`: calibration, ranges, budget,
+    float_groups, comparison_files, ...), which the report shows as it is."""
 
     tool: str
+    _: KW_ONLY
+    kept_float: list[str] = field(default_factory=list)  # the budget search's groups, or what the tool keeps float
+    always_float: dict[str, int] = field(default_factory=dict)  # group -> ops float by design (a DCN's sampling)
+    sensitivity: list[LayerError] = field(default_factory=list)  # most sensitive op first
+    search: list[SearchStepRecord] = field(default_factory=list)  # the budget search, in order
     details: dict = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "quantization", source: str = "") -> "QuantizationRecord":
-        if not isinstance(data, dict):
-            raise ManifestError(f"{source}: `{where}` must be an object" if source else f"`{where}` must be an object")
-        check_fields(source, where, data, QUANTIZATION_RULES, closed=False)
-        details = dict(data)
-        return cls(details.pop("tool"), details)
+        check_fields(source, where, _object(data, where, source), QUANTIZATION_RULES, QUANTIZATION_OPTIONAL_RULES, closed=False)
+        typed = set(QUANTIZATION_RULES) | set(QUANTIZATION_OPTIONAL_RULES)
+        return cls(
+            tool=data["tool"], kept_float=list(data.get("kept_float", [])), always_float=dict(data.get("always_float", {})),
+            sensitivity=[LayerError.from_json(e, f"{where}.sensitivity[{i}]", source) for i, e in enumerate(data.get("sensitivity", []))],
+            search=[SearchStepRecord.from_json(s, f"{where}.search[{i}]", source) for i, s in enumerate(data.get("search", []))],
+            details={k: v for k, v in data.items() if k not in typed},
+        )
 
     def to_json(self) -> dict:
-        return {"tool": self.tool, **self.details}
+        record: dict = {"tool": self.tool, **self.details, "kept_float": list(self.kept_float)}
+        if self.always_float:
+            record["always_float"] = dict(self.always_float)
+        if self.sensitivity:
+            record["sensitivity"] = [e.to_json() for e in self.sensitivity]
+        if self.search:
+            record["search"] = [s.to_json() for s in self.search]
+        return record
 
 
 @dataclass

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from featherface.records import LayerError, SearchStepRecord
 from featherface.widerface import WiderAP
 
 from .accuracy import APBudget
 from .graph import STRUCTURAL_GROUPS, Graph
-from .sensitivity import LayerError
 
 RANKED_GROUP_SIZE = 8  # ops per group beyond the structural ones, most sensitive first
 RANKED_GROUPS = 3
@@ -30,12 +30,9 @@ class SearchStep:
     losses: dict[str, float]
     holds: bool
 
-    def to_json(self) -> dict:
+    def to_record(self) -> SearchStepRecord:
         """The manifest's search step: AP as fractions beside the file's size."""
-        accuracy = self.ap.headline() if self.ap else {}
-        if self.size_bytes is not None:
-            accuracy["size_bytes"] = self.size_bytes
-        return {"kept_float": self.kept_float, "accuracy": accuracy, "losses": self.losses, "holds": self.holds}
+        return SearchStepRecord(tuple(self.kept_float), self.ap.by_setting(), self.losses, self.holds, self.ap.images, self.size_bytes)
 
 
 @dataclass

@@ -22,12 +22,13 @@ import numpy as np
 import torch.nn as nn
 
 from featherface.config import CALIBRATION_IMAGES, QUANTIZERS, InputSize
+from featherface.records import QuantizationRecord
 from featherface.widerface import WiderAP
 
 from .accuracy import AccuracyCheck, APBudget
-from .calibration import calibration_set
+from .calibration import PREPROCESSING, calibration_set
 from .graph import SAMPLING_GROUP, read_graph, sampling_ops
-from .mixed_precision import BudgetNotMet, float_groups, search
+from .mixed_precision import BudgetNotMet, SearchResult, float_groups, search
 from .sensitivity import layer_errors
 from .tflite_int8 import Int8Recipe, calibrate, quantize, with_signature
 
@@ -58,7 +59,7 @@ class Int8Options:
 class Int8Result:
     full: Path
     dynamic: Path
-    record: dict  # what was done, kept in float, measured: goes into the manifest
+    record: QuantizationRecord  # what was done, kept in float, measured: goes into the manifest
 
 
 def calibration_inputs(options: Int8Options, size: InputSize, progress: Progress) -> np.ndarray:
@@ -88,17 +89,17 @@ def build_int8_onnx2tf(
     dynamic_path = _dynamic_int8(float_tflite, stage, options, progress)
     progress(f"full INT8 with onnx2tf on {len(calibration)} images")
     full_path = quantize_onnx2tf(onnx_path, stage / "model_int8.tflite", size, calibration, options.weight_granularity, options.io_type)
-    record: dict = {"tool": "onnx2tf", "calibration": _calibration_record(options, calibration), "ranges": "global min/max",
-                    "weights": f"per-{options.weight_granularity}", "input_output": io_types(full_path), "kept_float": []}
+    details: dict = {"calibration": _calibration_record(options, calibration), "ranges": "global min/max",
+                     "weights": f"per-{options.weight_granularity}", "input_output": io_types(full_path)}
     if accuracy is None:
-        record["budget"] = BUDGET_NOT_CHECKED
+        details["budget"] = BUDGET_NOT_CHECKED
     else:
         reference, measured = accuracy.reference(progress), accuracy.of_path(full_path)
-        record.update(budget=asdict(options.budget), reference_ap=reference.headline(), losses=options.budget.losses(reference, measured))
+        details.update(budget=asdict(options.budget), reference_ap=reference.headline(), losses=options.budget.losses(reference, measured))
         if not options.budget.holds(reference, measured):
-            raise BudgetNotMet.single(record["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
-    record["seconds"] = round(time.perf_counter() - started, 1)
-    return Int8Result(full_path, dynamic_path, record)
+            raise BudgetNotMet.single(details["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
+    details["seconds"] = round(time.perf_counter() - started, 1)
+    return Int8Result(full_path, dynamic_path, QuantizationRecord("onnx2tf", details=details))
 
 
 def io_types(path: Path) -> dict:
@@ -122,13 +123,13 @@ def _dynamic_int8(float_tflite: Path, stage: Path, options: Int8Options, progres
 
 def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
     return {"source": str(options.calibration), "images": int(len(calibration)),
-            "preprocessing": "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"}
+            "preprocessing": PREPROCESSING}
 
 
 def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], Path], accuracy: AccuracyCheck,
-                          budget: APBudget, progress: Progress) -> dict:
+                          budget: APBudget, progress: Progress) -> tuple[SearchResult, WiderAP]:
     """Keep the most sensitive groups float, one at a time, until the AP budget holds
-    (mixed_precision.search); the record's budget, reference, search steps and kept groups.
+    (mixed_precision.search): the search, and PyTorch FP32's AP it was measured against.
     Raises BudgetNotMet, which carries the steps, when even all groups float miss it."""
     reference = accuracy.reference(progress)
 
@@ -137,9 +138,7 @@ def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], P
         path = quantized(scopes)
         return accuracy.of_path(path), path.stat().st_size
 
-    result = search(groups, evaluate, reference, budget, progress)
-    return {"budget": asdict(budget), "reference_ap": reference.headline(), "search": [step.to_json() for step in result.steps],
-            "kept_float": result.final.kept_float}
+    return search(groups, evaluate, reference, budget, progress), reference
 
 
 def build_int8(
@@ -154,8 +153,7 @@ def build_int8(
     check of the AP budget (None: the budget is not checked, parity alone judges the file).
     """
     started = time.perf_counter()
-    record: dict = {
-        "tool": "ai-edge-quantizer",
+    details: dict = {
         "calibration": _calibration_record(options, calibration),
         "ranges": "moving-average min/max",
         "weights": f"per-{options.weight_granularity}",
@@ -183,23 +181,27 @@ def build_int8(
         # position is off by whole pixels, and ai-edge-quantizer 0.10 cannot quantize their
         # clamps (MAXIMUM with a constant: "Ranks of scales (3) and zps (3) must be ...").
         index_math = tuple(op.scope for op in sampling_ops(graph))
-        record["always_float"] = {SAMPLING_GROUP: len(index_math)} if index_math else {}
         progress("full INT8; per-layer sensitivity against the float file")
         first = quantized(index_math)
         errors = layer_errors(graph, scratch / "float.tflite", first, calibration[:SENSITIVITY_IMAGES])
-        record["sensitivity"] = [e.to_dict() for e in errors[:SENSITIVITY_REPORTED]]
         groups = [g for g in float_groups(graph, errors) if g.name != SAMPLING_GROUP]
-        record["float_groups"] = [{"name": g.name, "ops": len(g.scopes), "added_nmse": g.added_nmse} for g in groups]
+        details["float_groups"] = [{"name": g.name, "ops": len(g.scopes), "added_nmse": g.added_nmse} for g in groups]
 
         if accuracy is None:
-            record.update(budget=BUDGET_NOT_CHECKED, kept_float=[])
-            final = first
+            details["budget"] = BUDGET_NOT_CHECKED
+            steps, kept_float, final = [], [], first
         else:
-            record.update(_search_within_budget(groups, lambda scopes: quantized(index_math + scopes), accuracy, options.budget, progress))
+            result, reference = _search_within_budget(groups, lambda scopes: quantized(index_math + scopes), accuracy,
+                                                      options.budget, progress)
+            details.update(budget=asdict(options.budget), reference_ap=reference.headline())
+            steps, kept_float = [step.to_record() for step in result.steps], result.final.kept_float
             final = candidate  # the last file the search evaluated: the one within budget
-        record["kept_float_ops"] = len(index_math) + sum(len(g.scopes) for g in groups if g.name in record["kept_float"])
+        details["kept_float_ops"] = len(index_math) + sum(len(g.scopes) for g in groups if g.name in kept_float)
         full_path = stage / "model_int8.tflite"
         full_path.write_bytes(final.read_bytes())
-    record["input_output"] = io_types(full_path)
-    record["seconds"] = round(time.perf_counter() - started, 1)
+    details["input_output"] = io_types(full_path)
+    details["seconds"] = round(time.perf_counter() - started, 1)
+    record = QuantizationRecord("ai-edge-quantizer", kept_float=list(kept_float),
+                                always_float={SAMPLING_GROUP: len(index_math)} if index_math else {},
+                                sensitivity=errors[:SENSITIVITY_REPORTED], search=steps, details=details)
     return Int8Result(full_path, dynamic_path, record)

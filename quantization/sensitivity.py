@@ -7,26 +7,14 @@ normalised error minus the largest normalised error among its inputs.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from featherface.records import LayerError
 from featherface.sdk.runtimes import dequantize, quantize_to
 
 from .graph import Graph
-
-
-@dataclass(frozen=True)
-class LayerError:
-    op_index: int
-    op: str
-    tensor: str
-    nmse: float  # mean squared error / mean power of the float and INT8 tensors (normalised_error)
-    added_nmse: float  # nmse minus the worst nmse of its inputs: this op's own share
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _TensorDump:

@@ -4,6 +4,8 @@ The pi4 bundle of test_build.py (v1-489k, real checkpoint) exercises them end to
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -138,10 +140,20 @@ def test_the_loop_stops_as_soon_as_the_budget_holds():
 
 def test_a_search_step_is_written_in_the_manifest_shape_the_report_reads():
     step = search(GROUPS, _evaluator({0: 0.05, 2: 0.005}, []), REFERENCE, APBudget()).final
-    assert step.to_json() == {
+    assert step.to_record().to_json() == {
         "kept_float": ["stem"], "losses": {"easy": 0.5, "medium": 0.5, "hard": 0.5}, "holds": True,
         "accuracy": {"easy": pytest.approx(0.895), "medium": pytest.approx(0.845), "hard": pytest.approx(0.595), "images": 10, "size_bytes": 980},
     }
+
+
+def test_a_quantization_record_reads_back_what_it_wrote():
+    from featherface.records import LayerError, QuantizationRecord
+
+    step = search(GROUPS, _evaluator({0: 0.05, 2: 0.005}, []), REFERENCE, APBudget()).final.to_record()
+    record = QuantizationRecord("ai-edge-quantizer", kept_float=["stem"], always_float={"dcn sampling": 12},
+                                sensitivity=[LayerError(3, "CONV_2D", "stem/conv", 0.2, 0.1)], search=[step],
+                                details={"budget": {"easy": 1.0}, "comparison_files": {}})
+    assert QuantizationRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
 
 
 def test_full_int8_within_budget_keeps_nothing_float():

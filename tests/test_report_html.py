@@ -25,7 +25,7 @@ from featherface.converters import report_plots
 from featherface.converters.report import write_report
 from featherface.converters.report_golden import BundleView
 from featherface.converters.report_html import render
-from featherface.records import Manifest, ManifestAP, QuantizationRecord
+from featherface.records import LayerError, Manifest, ManifestAP, QuantizationRecord
 from featherface.verify.parity import Detections
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -66,11 +66,10 @@ def _with_measurements(manifest: Manifest) -> Manifest:
                                 delta_vs_torch={"easy": -0.3, "medium": -1.0, "hard": -1.0}, curves=_curves(0.85))
     quantized = replace(entry, file="model_int8.tflite", format="tflite", precision="int8",
                         accuracy=ManifestAP(status="not measured", reason="no WIDER FACE data here"),
-                        quantization=QuantizationRecord("onnx2tf", {
-                            "kept_float": ["head_conv"], "weights": "per-channel", "calibration": {"images": 200},
-                            "sensitivity": [{"op_index": 7, "op": "CONV_2D", "tensor": f"layer_{i}", "nmse": 0.5 / (i + 1),
-                                             "added_nmse": 0.1} for i in range(25)],
-                        }))
+                        quantization=QuantizationRecord(
+                            "onnx2tf", kept_float=["head_conv"],
+                            sensitivity=[LayerError(7, "CONV_2D", f"layer_{i}", 0.5 / (i + 1), 0.1) for i in range(25)],
+                            details={"weights": "per-channel", "calibration": {"images": 200}}))
     unmeasured = replace(entry, file="model_w8.mlpackage", format="coreml", precision="w8", accuracy=None)
     manifest.files += [quantized, unmeasured]
     return manifest
@@ -173,13 +172,23 @@ def test_differences_to_pytorch_are_marked_by_colour():
     assert edge(boxes[2]) == images.ONLY_FILE
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "bad-manifest", "no-parity"])
+# A manifest the SDK could run, with what the build measured missing or mistyped.
+DAMAGED_RECORDS = {
+    "no-parity": lambda entry: entry.pop("parity"),
+    "sensitivity-without-tensor": lambda entry: entry.update(quantization={
+        "tool": "t", "sensitivity": [{"op_index": 1, "op": "CONV_2D", "nmse": 0.1, "added_nmse": 0.1}]}),
+    "search-step-without-hard": lambda entry: entry.update(quantization={"tool": "t", "search": [
+        {"kept_float": [], "accuracy": {"easy": 0.9, "medium": 0.8}, "losses": {"easy": 0, "medium": 0, "hard": 0}, "holds": True}]}),
+}
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "bad-manifest", *DAMAGED_RECORDS])
 def test_report_of_a_bad_directory_is_one_line_and_status_2(problem, bundle, tmp_path, capsys):
     target = tmp_path / "bad"
-    if problem == "no-parity":  # a manifest the SDK runs, without what the build measured
+    if problem in DAMAGED_RECORDS:
         shutil.copytree(bundle, target)
         manifest = json.loads((target / "manifest.json").read_text())
-        del manifest["files"][-1]["parity"]
+        DAMAGED_RECORDS[problem](manifest["files"][-1])
         (target / "manifest.json").write_text(json.dumps(manifest))
     elif problem != "missing":
         target.mkdir()

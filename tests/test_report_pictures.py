@@ -8,7 +8,7 @@ from report_records import bundle_view, file_entry, manifest
 
 from featherface.converters.report_golden import BundleView, GoldenRun
 from featherface.converters.report_html import _detections, _quantization
-from featherface.records import QuantizationRecord
+from featherface.records import LayerError, QuantizationRecord, SearchStepRecord
 from featherface.verify.parity import Detections
 
 
@@ -27,9 +27,9 @@ def test_pictures_with_faces_come_before_pictures_without():
 
 
 def test_quantization_settings_are_a_table():
-    entry = file_entry("model_int8.tflite", "int8", quantization=QuantizationRecord("onnx2tf", {
-        "kept_float": ["stem"], "calibration_images": 200, "equalized": True,
-        "sensitivity": [{"tensor": "conv1", "op": "CONV_2D", "added_nmse": 0.01}]}))
+    entry = file_entry("model_int8.tflite", "int8", quantization=QuantizationRecord(
+        "onnx2tf", kept_float=["stem"], sensitivity=[LayerError(0, "CONV_2D", "conv1", 0.02, 0.01)],
+        details={"calibration_images": 200, "equalized": True}))
     page = _quantization([bundle_view(manifest([entry]))], several=False)
     assert '<table class="settings">' in page
     assert "<tr><th>calibration images</th><td>200</td></tr>" in page
@@ -50,9 +50,9 @@ def test_search_steps_show_ap_in_percent_and_losses_in_points():
 def test_markdown_search_steps_show_ap_in_percent_with_one_decimal():
     from featherface.converters.report import _quantization_lines
 
-    entry = file_entry("model_int8.tflite", "int8", quantization=QuantizationRecord("onnx2tf", {"kept_float": ["stem"], "search": [
-        {"kept_float": ["stem"], "accuracy": {"easy": 0.8171, "medium": 0.6829, "hard": 0.2634},
-         "losses": {"easy": 0.97, "medium": 0.88, "hard": 0.43}, "holds": True}]}))
+    step = SearchStepRecord(("stem",), {"easy": 0.8171, "medium": 0.6829, "hard": 0.2634},
+                            {"easy": 0.97, "medium": 0.88, "hard": 0.43}, holds=True)
+    entry = file_entry("model_int8.tflite", "int8", quantization=QuantizationRecord("onnx2tf", kept_float=["stem"], search=[step]))
     lines = _quantization_lines([manifest([entry])])
     assert "- search step, float: stem: AP 81.7 / 68.3 / 26.3 % (loss 0.97 / 0.88 / 0.43 points), within budget" in lines
 
