@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from featherface.sdk.runtimes import RUNTIMES
 from featherface.versions import package_versions
 
 from .records import DeviceInfo
 
-# Package names as installed (pip), in the order shown in reports.
-RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime", "onnxruntime", "coremltools", "numpy", "pillow")
+# Package names as installed (pip), in the order shown in reports: those of the runtimes
+# the bench runs (every one but torch), then the SDK's own.
+RUNTIME_PACKAGES = tuple(package for runtime in RUNTIMES if runtime.opener for package in runtime.packages) + ("numpy", "pillow")
 
 # ARM "CPU part" codes of /proc/cpuinfo (implementer 0x41, ARM Ltd), for boards whose
 # cpuinfo names no model (Raspberry Pi OS 64-bit, many Android kernels).

@@ -5,7 +5,6 @@ timing, so a bad argument fails in a second with one line, not after minutes of 
 """
 from __future__ import annotations
 
-import importlib.util
 import platform
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from featherface.records import FileEntry, Manifest
 from featherface.sdk.bundle import BundleError, is_bundle, read_manifest, verified_file
 from featherface.sdk.detector import Detector, ModelSpec
-from featherface.sdk.runtimes import RuntimeUnavailable, open_runtime, runtime_name_for
+from featherface.sdk.runtimes import COREML, RuntimeSpec, RuntimeUnavailable, open_runtime, runtime_for, runtime_name_for
 from featherface.verify.golden import Golden, load_golden
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
@@ -43,31 +42,16 @@ class Target:
 
     @property
     def is_coreml(self) -> bool:
-        return self.runtime_name == "coreml"
+        return self.runtime_name == COREML.name
 
 
-def runtime_available(runtime: str) -> str | None:
+def runtime_available(runtime: RuntimeSpec) -> str | None:
     """None if `runtime` can run here, else why not (checked without importing it)."""
-    def present(module: str) -> bool:
-        try:
-            return importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            return False
-
-    if runtime == "litert":
-        if not any(present(m) for m in ("ai_edge_litert", "tflite_runtime", "tensorflow")):
-            return "no TFLite runtime installed (pip install ai-edge-litert)"
-    elif runtime == "onnxruntime":
-        if not present("onnxruntime"):
-            return "onnxruntime is not installed (pip install onnxruntime)"
-    elif runtime == "coreml":
-        if platform.system() != "Darwin":
-            return "Core ML runs only on macOS/iOS (see device_bench/ios for iPhones)"
-        if not present("coremltools"):
-            return "coremltools is not installed (pip install coremltools)"
-    else:
-        return f"no runtime {runtime!r} in the bench"
-    return None
+    if runtime.opener is None:
+        return f"no runtime {runtime.name!r} in the bench"
+    if runtime.name == COREML.name and platform.system() != "Darwin":
+        return "Core ML runs only on macOS/iOS (see device_bench/ios for iPhones)"
+    return None if runtime.installed() else runtime.not_installed
 
 
 def _bundle_and_file(argument: str) -> tuple[Path, str | None]:
@@ -106,7 +90,7 @@ def resolve_targets(arguments: list[str], notes: list[str]) -> list[Target]:
                 notes.append(f"{bundle.name}/{file} given twice; benchmarked once")
                 continue
             try:
-                runtime = runtime_name_for(file)
+                runtime = runtime_for(file)
             except ValueError as err:
                 raise BenchError(str(err)) from None
             problem = runtime_available(runtime)
@@ -120,7 +104,7 @@ def resolve_targets(arguments: list[str], notes: list[str]) -> list[Target]:
             if bundle.resolve() not in goldens:
                 goldens[bundle.resolve()] = load_golden(bundle, manifest)
             golden = goldens[bundle.resolve()]
-            units = COMPUTE_UNITS if runtime == "coreml" else (None,)
+            units = COMPUTE_UNITS if runtime.name == COREML.name else (None,)
             targets.extend(Target(bundle, manifest, file, entry, golden, unit) for unit in units)
     if not targets:
         raise BenchError("nothing to benchmark here: " + "; ".join(notes or ["no model files"]))

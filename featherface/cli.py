@@ -316,6 +316,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .model_names import ARCH_NAMES
+    from .sdk.runtimes import RUNTIMES
 
     parser = argparse.ArgumentParser(
         prog="featherface",
@@ -398,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", type=output_folder, help="write annotated images into this folder (created if absent)")
     detect.add_argument("--score", type=score_threshold, default=None, help=f"score threshold in [0, 1] (default: the bundle's, {DEPLOY_THRESHOLDS.score} when built here)")
     detect.add_argument("--file", help="model file of the bundle (default: its preferred one)")
-    detect.add_argument("--runtime", choices=("litert", "onnxruntime", "coreml", "torch"),
+    detect.add_argument("--runtime", choices=tuple(runtime.name for runtime in RUNTIMES),
                         help="force a runtime (torch: the PyTorch reference, from the variant's default weights)")
     detect.add_argument("--threads", type=thread_count, default=None, help="inference threads, >= 1 (default: the runtime's)")
     detect.set_defaults(run=_cmd_detect)

@@ -23,7 +23,7 @@ from .bundle import read_manifest, verified_checkpoint, verified_file
 from .faces import Face, faces_from_arrays, postprocess_arrays
 from .image_io import ImageSource, load_image
 from .preprocess import FrameWriter, Letterbox, preprocess
-from .runtimes import Runtime, RuntimeUnavailable, TorchRuntime, open_runtime, require_torch
+from .runtimes import TORCH, Runtime, RuntimeUnavailable, TorchRuntime, open_runtime, require_torch
 
 
 def _is_number(value: object, kind: type) -> bool:
@@ -154,7 +154,7 @@ class Detector:
         if num_threads is not None:
             options = replace(options, num_threads=num_threads)
         manifest = read_manifest(bundle_dir)
-        if runtime == "torch" or weights is not None:
+        if runtime == TORCH.name or weights is not None:
             return cls._load_torch(manifest, runtime, options, file, weights)
         path, entry = verified_file(bundle_dir, manifest, file)
         return cls(open_runtime(path, runtime, options.num_threads), ModelSpec.from_manifest(manifest, entry), path.name, options)
@@ -163,7 +163,7 @@ class Detector:
     def _load_torch(
         cls, manifest: Manifest, runtime: str | None, options: DetectorOptions, file: str | None, weights: str | Path | None,
     ) -> "Detector":
-        if runtime not in (None, "torch"):
+        if runtime not in (None, TORCH.name):
             raise RuntimeUnavailable(f"runtime {runtime!r} cannot run checkpoint {weights}; checkpoints run with runtime 'torch'")
         if file is not None:
             raise ValueError(f"file={file!r} picks a model file of the bundle, and the torch runtime runs none: give one or the other")

@@ -7,9 +7,11 @@ network itself from its checkpoint (the reference the converted files were check
 """
 from __future__ import annotations
 
+import importlib.util
 import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -36,17 +38,6 @@ class Runtime(Protocol):
         """Release the interpreter, session or network (memory, threads)."""
 
 
-def runtime_name_for(path: str | Path) -> str:
-    suffix = Path(path).suffix
-    names = {
-        ".tflite": "litert", ".onnx": "onnxruntime", ".mlpackage": "coreml",
-        ".pth": "torch", ".pt": "torch", ".safetensors": "torch",
-    }
-    if suffix not in names:
-        raise ValueError(f"unknown model file type {suffix!r} for {path}; expected one of {', '.join(names)}")
-    return names[suffix]
-
-
 def _litert_interpreter_class():
     """LiteRT's interpreter, falling back to tflite-runtime, then tensorflow.lite."""
     try:
@@ -63,9 +54,7 @@ def _litert_interpreter_class():
         import tensorflow as tf
         return tf.lite.Interpreter
     except ImportError:
-        raise RuntimeUnavailable(
-            "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)"
-        ) from None
+        raise RuntimeUnavailable(LITERT.not_installed) from None
 
 
 class FloatInput:
@@ -134,7 +123,7 @@ class OnnxRuntime(FloatInput):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RuntimeUnavailable("onnxruntime is not installed: pip install onnxruntime") from None
+            raise RuntimeUnavailable(ONNXRUNTIME.not_installed) from None
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -164,7 +153,7 @@ class CoreMLRuntime(FloatInput):
         try:
             import coremltools as ct
         except ImportError:
-            raise RuntimeUnavailable("coremltools is not installed: pip install coremltools") from None
+            raise RuntimeUnavailable(COREML.not_installed) from None
         self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
         self.input_name = self.model.get_spec().description.input[0].name
 
@@ -209,27 +198,83 @@ def require_torch() -> None:
         import torch  # noqa: F401
     except ImportError:
         raise RuntimeUnavailable(
-            "the torch runtime needs PyTorch, which is not installed: pip install 'featherface[torch]', "
-            "or run the bundle's own model files (onnxruntime, LiteRT) without runtime='torch'"
+            f"{TORCH.not_installed}, or run the bundle's own model files (onnxruntime, LiteRT) without runtime='torch'"
         ) from None
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """One runtime as the SDK, the `featherface detect --runtime` choices, the bench's
+    availability check and its device report know it: `RUNTIMES` is the one list."""
+
+    name: str  # as `Detector.load(runtime=...)` and `--runtime` take it
+    suffixes: tuple[str, ...]  # the model files it runs
+    modules: tuple[str, ...]  # any one of them importable provides it (LiteRT: tried in this order)
+    packages: tuple[str, ...]  # pip distributions whose versions a bench report shows
+    missing: str  # what is wrong when none of `modules` is installed
+    install: str  # how to fix that
+    opener: Callable[..., Runtime] | None  # opens a file alone; None: torch runs a checkpoint from a bundle
+
+    @property
+    def not_installed(self) -> str:
+        return f"{self.missing}: {self.install}"
+
+    def installed(self) -> bool:
+        """Whether one of `modules` is importable here, found without importing it."""
+        return any(_importable(module) for module in self.modules)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+LITERT = RuntimeSpec(
+    "litert", (".tflite",), ("ai_edge_litert", "tflite_runtime", "tensorflow"), ("ai-edge-litert", "tflite-runtime"),
+    "no TFLite runtime installed", "pip install ai-edge-litert (or tflite-runtime)", LiteRTRuntime)
+ONNXRUNTIME = RuntimeSpec(
+    "onnxruntime", (".onnx",), ("onnxruntime",), ("onnxruntime",),
+    "onnxruntime is not installed", "pip install onnxruntime", OnnxRuntime)
+COREML = RuntimeSpec(
+    "coreml", (".mlpackage",), ("coremltools",), ("coremltools",),
+    "coremltools is not installed", "pip install coremltools", CoreMLRuntime)
+TORCH = RuntimeSpec(
+    "torch", (".pth", ".pt", ".safetensors"), ("torch",), ("torch",),
+    "the torch runtime needs PyTorch, which is not installed", "pip install 'featherface[torch]'", None)
+RUNTIMES: tuple[RuntimeSpec, ...] = (LITERT, ONNXRUNTIME, COREML, TORCH)
+
+
+def runtime_for(path: str | Path) -> RuntimeSpec:
+    """The runtime a model file's suffix needs."""
+    suffix = Path(path).suffix
+    for runtime in RUNTIMES:
+        if suffix in runtime.suffixes:
+            return runtime
+    known = ", ".join(s for runtime in RUNTIMES for s in runtime.suffixes)
+    raise ValueError(f"unknown model file type {suffix!r} for {path}; expected one of {known}")
+
+
+def runtime_name_for(path: str | Path) -> str:
+    return runtime_for(path).name
 
 
 def open_runtime(path: str | Path, runtime: str | None = None, num_threads: int | None = None) -> Runtime:
     """Open a model file with the runtime its format needs; a runtime named for a file of
     another format is refused (one runtime per format: naming another is a mistake)."""
-    expected = runtime_name_for(path)
-    name = runtime or expected
-    if name != expected:
+    expected = runtime_for(path)
+    name = runtime or expected.name
+    if name != expected.name:
         raise RuntimeUnavailable(
-            f"runtime {name!r} cannot open {Path(path).name}, which needs {expected!r}; leave the runtime unset"
+            f"runtime {name!r} cannot open {Path(path).name}, which needs {expected.name!r}; leave the runtime unset"
         )
     if not Path(path).exists():
         raise FileNotFoundError(f"model file not found: {path}")
-    runtimes = {"litert": LiteRTRuntime, "onnxruntime": OnnxRuntime, "coreml": CoreMLRuntime}
-    if name not in runtimes:  # a checkpoint: the torch runtime opens it from a bundle (Detector.load)
+    if expected.opener is None:  # a checkpoint: the torch runtime opens it from a bundle (Detector.load)
         raise RuntimeUnavailable(f"runtime {name!r} cannot open {path} on its own; use Detector.load(bundle, weights=...)")
     try:
-        return runtimes[name](path, num_threads)
+        return expected.opener(path, num_threads)
     except RuntimeUnavailable:
         raise
     except Exception as err:  # each runtime fails in its own way (ONNX Runtime: not even a RuntimeError)
