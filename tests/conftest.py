@@ -1,16 +1,19 @@
-"""Shared fixtures: the read-only ../shared material (weights, WIDER FACE subset).
+"""Shared fixtures: the read-only ../shared material (weights, WIDER FACE subset), tiny
+bundles, and the helpers several test files call (noise images, running a command).
 
-Tests needing it skip with a reason on a user's fresh clone; under CI (CI=true) a
+Tests needing ../shared skip with a reason on a user's fresh clone; under CI (CI=true) a
 missing ../shared is an error, never a silent skip.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pytest
 
+from featherface import cli
 from featherface.paths import SHARED
 
 
@@ -30,6 +33,27 @@ def noise_image(height: int, width: int, seed: int = 0, channels: int = 3) -> np
     height x width for channels=1."""
     shape = (height, width, channels) if channels > 1 else (height, width)
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def run_cli(argv: Sequence, capsys, main: Callable[[list[str]], int] | None = None) -> tuple[int, str, str]:
+    """`main(argv)` in-process (default: the `featherface` command's), every argument as a
+    string; argparse's own exits are turned into a status like the shell's."""
+    try:
+        status = (main or cli.main)([str(a) for a in argv])
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_error_line(err: str, prog: str = "featherface", details: bool = False) -> str:
+    """The error line of `err`, which holds nothing else but the bench's progress lines
+    (and indented detail lines if `details`)."""
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("bench: ")]
+    assert lines and lines[0].startswith(f"{prog}: error: "), err
+    assert all(line.startswith("  ") for line in lines[1:]) if details else len(lines) == 1, err
+    return lines[0]
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import noise_image, require_shared
-from featherface import cli
+from conftest import assert_one_error_line, noise_image, require_shared, run_cli
 from featherface.model.registry import get_variant
 from featherface.quantization.calibration import CalibrationError, calibration_set, select_images
 from featherface.sdk import pi
@@ -144,22 +143,6 @@ def bundle(tiny_onnx_bundle) -> Path:
 @pytest.fixture(scope="module")
 def detector(bundle) -> Detector:
     return Detector.load(bundle)
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_error_line(err: str, prog: str = "featherface", details: bool = False) -> str:
-    """The error line of `err`, which holds nothing else but the bench's progress lines
-    (and indented detail lines if `details`)."""
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if not line.startswith("bench: ")]
-    assert lines and lines[0].startswith(f"{prog}: error: "), err
-    assert all(line.startswith("  ") for line in lines[1:]) if details else len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", [*READABLE, *UNREADABLE])

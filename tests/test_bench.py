@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from bench_records import bench_report, bench_result
 
-from conftest import noise_image
+from conftest import noise_image, run_cli
 from featherface.bench import cli, runner
 from featherface.bench.device import cpu_model
 from featherface.bench.export_golden import export_golden
@@ -58,12 +58,6 @@ def corrupted(bundle, tmp_path_factory) -> Path:
     manifest["golden"]["sha256"] = sha256_of(golden)
     (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return copy
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    status = cli.main(argv)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def run_module(argv: list[str]) -> subprocess.CompletedProcess:
@@ -180,7 +174,7 @@ def test_parity_passes_on_the_build_and_fails_on_corrupted_golden_outputs(bundle
 
 
 def test_a_parity_failure_is_reported_as_failure(bundle, corrupted, capsys):
-    status, out, err = run_main([str(bundle), str(corrupted), *FAST, "--json"], capsys)
+    status, out, err = run_cli([str(bundle), str(corrupted), *FAST, "--json"], capsys, main=cli.main)
     report = json.loads(out)
     assert status == 1  # the report is still printed
     by_label = {r["label"]: r for r in report["results"]}
@@ -198,8 +192,8 @@ def test_report_json_has_the_contract_keys_and_files_are_written(bundle, tmp_pat
     second = tmp_path / "other" / "onnx"  # same directory name: labels must still differ
     shutil.copytree(bundle, second)
     out_dir = tmp_path / "report"
-    status, out, err = run_main(
-        [str(bundle), str(second), *FAST, "--json", "--out", str(out_dir), "--baseline", "other/onnx/model.onnx"], capsys
+    status, out, err = run_cli(
+        [str(bundle), str(second), *FAST, "--json", "--out", str(out_dir), "--baseline", "other/onnx/model.onnx"], capsys, main=cli.main
     )
     assert status == 0, err
     report = json.loads(out)
@@ -223,7 +217,7 @@ def test_report_json_has_the_contract_keys_and_files_are_written(bundle, tmp_pat
 
 
 def test_a_saved_report_reads_back_as_records_and_writes_out_the_same_json(bundle, capsys):
-    status, out, _ = run_main([str(bundle), *FAST, "--json"], capsys)
+    status, out, _ = run_cli([str(bundle), *FAST, "--json"], capsys, main=cli.main)
     saved = json.loads(out)
     report = BenchReport.from_json(saved)
     assert status == 0 and report.results[0].total_ms.n == 3 and report.settings.frame.width == saved["settings"]["frame"]["width"]
@@ -424,7 +418,7 @@ def test_bench_pick_writes_the_choice_and_who_made_it_and_leaves_failing_bundles
     shutil.copytree(bundle, good)
     shutil.copytree(corrupted, bad)
     before = (bad / "manifest.json").read_text()
-    status, _, err = run_main([str(good), str(bad), *FAST, "--pick"], capsys)
+    status, _, err = run_cli([str(good), str(bad), *FAST, "--pick"], capsys, main=cli.main)
     assert status == 1  # the corrupted bundle fails parity
     manifest = read_manifest(good)  # still a valid manifest for the SDK
     assert manifest.preferred_file == "model.onnx"
@@ -442,7 +436,7 @@ def test_bench_pick_of_a_single_model_file_is_refused_and_the_manifest_kept(bund
     copy = tmp_path / "onnx"
     shutil.copytree(bundle, copy)
     before = (copy / "manifest.json").read_text()
-    status, out, err = run_main([str(copy / "model.onnx"), *FAST, "--pick"], capsys)
+    status, out, err = run_cli([str(copy / "model.onnx"), *FAST, "--pick"], capsys, main=cli.main)
     assert status == 2 and out == ""
     assert err.strip().splitlines()[-1].endswith("--pick compares every file of a bundle: pass bundle directories, not single model files")
     assert (copy / "manifest.json").read_text() == before
@@ -452,7 +446,7 @@ def test_bench_out_under_a_file_is_refused_before_any_run(bundle, tmp_path, caps
     blocking = tmp_path / "face.jpg"
     blocking.write_bytes(b"x")
     with pytest.raises(SystemExit) as stop:
-        run_main([str(bundle), *FAST, "--out", str(blocking / "report")], capsys)
+        cli.main([str(bundle), *FAST, "--out", str(blocking / "report")])
     assert stop.value.code == 2
     assert f"{blocking} is a file, not a folder" in capsys.readouterr().err
 

@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_cli
 from featherface import __version__
-from featherface.cli import main
 from featherface.model.registry import get_variant
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPONENT_KEYS = {"backbone", "attention", "bifpn", "context", "heads", "other"}
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """main() in-process; argparse's own exits are turned into a status like the shell's."""
-    try:
-        status = main(argv)
-    except SystemExit as stop:
-        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def run_subprocess(argv: list[str]) -> subprocess.CompletedProcess:

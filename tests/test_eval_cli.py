@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import run_cli
 
-from conftest import require_shared
+from conftest import require_shared, run_cli
 from featherface.evaluation import evaluate_detector, val_images
 from featherface.widerface import load_ground_truth, read_prediction_file
 

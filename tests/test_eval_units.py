@@ -6,9 +6,8 @@ import json
 import re
 
 import pytest
-from test_cli import run_cli
 
-from conftest import require_shared
+from conftest import require_shared, run_cli
 
 HUMAN_AP = re.compile(r"AP easy (\d+\.\d) %, medium (\d+\.\d) %, hard (\d+\.\d) % \(\d+ s\)$")
 
