@@ -244,7 +244,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 def _eval_detect_fn(args: argparse.Namespace):
     """(detect function, protocol name, what was evaluated) for `featherface eval`."""
     from .config import WIDER_EVAL_THRESHOLDS
-    from .evaluation import protocol_name
+    from .evaluation import detector_detect_fn, protocol_name
 
     if args.bundle:
         from .sdk.detector import Detector
@@ -257,13 +257,7 @@ def _eval_detect_fn(args: argparse.Namespace):
         size = detector.spec.input_size
         if args.input_size and args.input_size != size:
             raise UsageError(f"the bundle's input size is {size}, not --input-size {args.input_size}")
-
-        def detect(rgb):
-            tensor, letterbox = detector.frame_input(rgb)
-            boxes, scores, _ = detector.decode_arrays(detector.run_input(tensor), 0, letterbox, WIDER_EVAL_THRESHOLDS)
-            return boxes, scores
-
-        return detect, protocol_name(size), {"bundle": args.bundle, "file": detector.model_file}
+        return detector_detect_fn(detector), protocol_name(size), {"bundle": args.bundle, "file": detector.model_file}
     if not args.arch:
         raise UsageError("pass --arch NAME (torch network) or --bundle DIR")
     if args.file:

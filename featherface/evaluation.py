@@ -13,12 +13,12 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image
 
-from featherface.config import ORIENTATIONS
+from featherface.config import ORIENTATIONS, WIDER_EVAL_THRESHOLDS
 from featherface.sdk.image_io import load_image
 from featherface.widerface import (
     GroundTruth,
@@ -31,7 +31,23 @@ from featherface.widerface import (
     write_predictions,
 )
 
+if TYPE_CHECKING:
+    from featherface.sdk.detector import Detector
+
 DetectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def detector_detect_fn(detector: "Detector") -> DetectFn:
+    """A model file's detect function: the path `Detector.detect` takes on a device
+    (`frame_input`, `run_input`), decoded at the evaluation thresholds (WIDER_EVAL_THRESHOLDS).
+    `featherface eval --bundle` and the build's AP check both measure it."""
+
+    def detect(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tensor, letterbox = detector.frame_input(rgb)
+        boxes, scores, _ = detector.decode_arrays(detector.run_input(tensor), 0, letterbox, WIDER_EVAL_THRESHOLDS)
+        return boxes, scores
+
+    return detect
 
 
 def val_images(widerface_root: str | Path) -> list[tuple[str, str, Path]]:

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from featherface.config import INT8_AP_BUDGET, WIDER_EVAL_THRESHOLDS, InputSize
-from featherface.evaluation import DetectFn, evaluate_detector
+from featherface.evaluation import DetectFn, detector_detect_fn, evaluate_detector
 from featherface.records import ManifestAP
 from featherface.sdk.detector import Detector
 from featherface.sdk.runtimes import open_runtime
@@ -39,17 +39,11 @@ class APBudget:
 
 
 def model_file_detect_fn(path: str | Path, size: InputSize, num_threads: int | None = None) -> DetectFn:
-    """A WIDER FACE detect function over a model file (any runtime of the SDK), with the
-    deployment preprocessing and the evaluation thresholds (`WIDER_EVAL_THRESHOLDS`)."""
+    """A WIDER FACE detect function over a model file being built (any runtime of the SDK):
+    `detector_detect_fn`, once its outputs are told apart by shape (it has no manifest yet)."""
     detector = Detector(open_runtime(path, num_threads=num_threads), build_spec(size, {}), Path(path).name)
-
-    def detect(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        batch, letterbox = detector.prepare(rgb)
-        outputs = mapped_outputs(detector, detector.run_raw(batch))
-        boxes, scores, _ = detector.decode_arrays(outputs, 0, letterbox, WIDER_EVAL_THRESHOLDS)
-        return boxes, scores
-
-    return detect
+    mapped_outputs(detector, detector.run_raw(np.zeros((1, 3, size.height, size.width), np.float32)))
+    return detector_detect_fn(detector)
 
 
 def wider_ap(detect: DetectFn, widerface_root: str | Path, progress: Callable[[str], None] | None = None) -> WiderAP:

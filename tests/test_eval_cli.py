@@ -121,6 +121,23 @@ def test_the_builds_accuracy_check_fills_the_manifest_fields(small_root, shared)
         assert check.of_file(ModelFile(onnx.with_suffix(".mlpackage"), "coreml", "fp32", 0.0)).status == "not measured"
 
 
+@pytest.mark.shared
+def test_the_builds_ap_of_a_file_is_what_eval_of_its_bundle_measures(small_root, shared, tmp_path):
+    """One detect path: the build (a file without a manifest yet, outputs told apart by
+    shape) and `featherface eval --bundle` (the manifest's output map) score alike."""
+    from featherface.config import InputSize
+    from featherface.evaluation import detector_detect_fn
+    from featherface.quantization.accuracy import model_file_detect_fn
+    from featherface.sdk.detector import Detector
+    from test_build import SIZE
+
+    bundle = shared.bundle("onnx")
+    built = evaluate_detector(model_file_detect_fn(bundle / "model.onnx", InputSize.of(SIZE)), small_root, tmp_path / "a")
+    with Detector.load(bundle) as detector:
+        evaluated = evaluate_detector(detector_detect_fn(detector), small_root, tmp_path / "b")
+    assert built.by_setting() == evaluated.by_setting() and built.images == evaluated.images == 4
+
+
 def _root_with(root: Path, small_root: Path, event: str) -> Path:
     """A WIDER FACE root holding `event` of `small_root` alone (linked)."""
     (root / "WIDER_val" / "images").mkdir(parents=True)
