@@ -20,8 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from featherface.config import CHANNEL_ORDER, IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
-from featherface.quantization.calibration import PREPROCESSING
+from featherface.config import CALIBRATION_PREPROCESSING, CHANNEL_ORDER, IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
 from featherface.records import QuantizationRecord
 
 PALETTE_BITS = 6
@@ -229,7 +228,7 @@ def a8w8_record(calibration: Path, images: int) -> QuantizationRecord:
         kept_float=["ops other than conv, pooling and add (activations fp16)"],
         details={"weights": "int8 per channel, symmetric", "activations": "int8 per tensor, asymmetric, min/max",
                  "calibration": {"source": str(calibration), "images": images,
-                                 "preprocessing": PREPROCESSING},
+                                 "preprocessing": CALIBRATION_PREPROCESSING},
                  "minimum_deployment_target": "iOS17", "note": A8W8_NOTE})
 
 

@@ -130,6 +130,7 @@ _BY_SETTING = (lambda v: isinstance(v, dict) and all(_is(int, float)(v.get(s)) f
                "an object with numbers for easy, medium and hard")
 SEARCH_STEP_RULES: Rules = {"kept_float": _STRINGS, "accuracy": _BY_SETTING, "losses": _BY_SETTING,
                             "holds": (_is(bool), "true or false")}
+SEARCH_STEP_ACCURACY_OPTIONAL_RULES: Rules = {"images": INTEGER, "size_bytes": INTEGER}
 _MS_BY_FILE = (lambda v: isinstance(v, dict) and all(_is(int, float)(ms) for ms in v.values()), "an object of file -> ms")
 # A bench --pick of before 2026-12-06 wrote the chosen file's figures as plain numbers.
 _MS_BY_FILE_OR_NUMBER = (lambda v: _MS_BY_FILE[0](v) or _is(int, float)(v), "an object of file -> ms")
@@ -310,38 +311,48 @@ class LayerError:
     tensor: str
     nmse: float  # mean squared error / mean power of the float and INT8 tensors
     added_nmse: float  # nmse minus the worst nmse of its inputs: this op's own share
+    extra: dict = field(default_factory=dict)  # fields this code does not read, kept as they are
 
     @classmethod
     def from_json(cls, data: Any, where: str, source: str = "") -> "LayerError":
         check_fields(source, where, _object(data, where, source), LAYER_ERROR_RULES, closed=False)
-        return cls(**{key: data[key] for key in LAYER_ERROR_RULES})
+        return cls(**{key: data[key] for key in LAYER_ERROR_RULES}, extra={k: v for k, v in data.items() if k not in LAYER_ERROR_RULES})
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**{key: getattr(self, key) for key in LAYER_ERROR_RULES}, **self.extra}
 
 
 @dataclass(frozen=True)
 class SearchStepRecord:
     """One file the INT8 budget search measured: the groups it kept float, its AP (fractions)
-    and size, and the points it lost against PyTorch FP32."""
+    and size, and the points it lost against PyTorch FP32. In the manifest the AP, image
+    count and size sit together under `accuracy`."""
 
-    kept_float: tuple[str, ...]
+    kept_float: list[str]
     ap: dict[str, float]  # by setting
     losses: dict[str, float]  # by setting, in points
     holds: bool
     images: int | None = None
     size_bytes: int | None = None
+    extra: dict = field(default_factory=dict)  # fields this code does not read, kept as they are
 
     @classmethod
     def from_json(cls, data: Any, where: str, source: str = "") -> "SearchStepRecord":
         check_fields(source, where, _object(data, where, source), SEARCH_STEP_RULES, closed=False)
         accuracy = data["accuracy"]
-        return cls(tuple(data["kept_float"]), {s: accuracy[s] for s in SETTINGS}, {s: data["losses"][s] for s in SETTINGS},
-                   data["holds"], accuracy.get("images"), accuracy.get("size_bytes"))
+        check_fields(source, f"{where}.accuracy", accuracy, {}, SEARCH_STEP_ACCURACY_OPTIONAL_RULES, closed=False)
+        known = set(SETTINGS) | set(SEARCH_STEP_ACCURACY_OPTIONAL_RULES)
+        extra = {k: v for k, v in data.items() if k not in SEARCH_STEP_RULES}
+        if any(k not in known for k in accuracy):
+            extra["accuracy"] = {k: v for k, v in accuracy.items() if k not in known}
+        return cls(list(data["kept_float"]), {s: accuracy[s] for s in SETTINGS}, {s: data["losses"][s] for s in SETTINGS},
+                   data["holds"], accuracy.get("images"), accuracy.get("size_bytes"), extra)
 
     def to_json(self) -> dict:
-        accuracy = {**self.ap, **{k: v for k, v in (("images", self.images), ("size_bytes", self.size_bytes)) if v is not None}}
-        return {"kept_float": list(self.kept_float), "accuracy": accuracy, "losses": self.losses, "holds": self.holds}
+        extra = dict(self.extra)
+        sizes = {k: v for k, v in (("images", self.images), ("size_bytes", self.size_bytes)) if v is not None}
+        accuracy = {**self.ap, **sizes, **extra.pop("accuracy", {})}
+        return {"kept_float": list(self.kept_float), "accuracy": accuracy, "losses": self.losses, "holds": self.holds, **extra}
 
 
 @dataclass
@@ -370,14 +381,11 @@ class QuantizationRecord:
         )
 
     def to_json(self) -> dict:
-        record: dict = {"tool": self.tool, **self.details, "kept_float": list(self.kept_float)}
-        if self.always_float:
-            record["always_float"] = dict(self.always_float)
-        if self.sensitivity:
-            record["sensitivity"] = [e.to_json() for e in self.sensitivity]
-        if self.search:
-            record["search"] = [s.to_json() for s in self.search]
-        return record
+        """The typed fields first (tool, what stayed float, the sensitivity table, the search),
+        then the tool's details; empty typed fields other than kept_float are left out."""
+        typed = {"always_float": dict(self.always_float), "sensitivity": [e.to_json() for e in self.sensitivity],
+                 "search": [s.to_json() for s in self.search]}
+        return {"tool": self.tool, "kept_float": list(self.kept_float), **{k: v for k, v in typed.items() if v}, **self.details}
 
 
 @dataclass

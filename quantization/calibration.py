@@ -17,9 +17,6 @@ from featherface.sdk.image_io import ImageError, load_image
 from featherface.sdk.preprocess import preprocess
 from featherface.sdk.sources import image_files, spread
 
-# What the manifest's quantization records say of the calibration images.
-PREPROCESSING = "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"
-
 
 class CalibrationError(ValueError):
     """No usable calibration set; the message names the directory and why."""

@@ -25,14 +25,14 @@ class FloatGroup:
 @dataclass
 class SearchStep:
     kept_float: list[str]  # group names
-    ap: WiderAP | None  # None: a file that could not be searched (`BudgetNotMet.single`)
+    ap: WiderAP
     size_bytes: int | None
     losses: dict[str, float]
     holds: bool
 
     def to_record(self) -> SearchStepRecord:
         """The manifest's search step: AP as fractions beside the file's size."""
-        return SearchStepRecord(tuple(self.kept_float), self.ap.by_setting(), self.losses, self.holds, self.ap.images, self.size_bytes)
+        return SearchStepRecord(list(self.kept_float), self.ap.by_setting(), self.losses, self.holds, self.ap.images, self.size_bytes)
 
 
 @dataclass
@@ -45,21 +45,17 @@ class SearchResult:
 
 
 class BudgetNotMet(RuntimeError):
-    """Every group was kept in float and the budget still does not hold."""
+    """The AP budget does not hold even with `kept_float` in float (every group the search
+    tried, or nothing for a file that cannot be searched); `steps` are the search's files."""
 
-    def __init__(self, result: SearchResult, budget: APBudget, why: str = "") -> None:
-        last = result.final
+    def __init__(self, kept_float: list[str], losses: dict[str, float], budget: APBudget, why: str = "",
+                 steps: list[SearchStep] | None = None) -> None:
         super().__init__(
             f"full INT8 stays outside the AP budget ({budget.describe()}) even with "
-            f"{', '.join(last.kept_float) or 'nothing'} in float: lost "
-            + ", ".join(f"{k} {v:.2f}" for k, v in last.losses.items()) + (f" ({why})" if why else "")
+            f"{', '.join(kept_float) or 'nothing'} in float: lost "
+            + ", ".join(f"{k} {v:.2f}" for k, v in losses.items()) + (f" ({why})" if why else "")
         )
-        self.result = result
-
-    @classmethod
-    def single(cls, losses: dict[str, float], budget: APBudget, why: str) -> "BudgetNotMet":
-        """The budget failed for a file that could not be searched."""
-        return cls(SearchResult([SearchStep([], None, None, losses, False)]), budget, why)
+        self.steps = steps or []
 
 
 def float_groups(graph: Graph, errors: list[LayerError]) -> list[FloatGroup]:
@@ -106,4 +102,4 @@ def search(
                  + (" (within budget)" if step.holds else ""))
         if step.holds:
             return result
-    raise BudgetNotMet(result, budget)
+    raise BudgetNotMet(result.final.kept_float, result.final.losses, budget, steps=result.steps)

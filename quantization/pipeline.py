@@ -21,12 +21,12 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from featherface.config import CALIBRATION_IMAGES, QUANTIZERS, InputSize
+from featherface.config import CALIBRATION_IMAGES, CALIBRATION_PREPROCESSING, QUANTIZERS, InputSize
 from featherface.records import QuantizationRecord
 from featherface.widerface import WiderAP
 
 from .accuracy import AccuracyCheck, APBudget
-from .calibration import PREPROCESSING, calibration_set
+from .calibration import calibration_set
 from .graph import SAMPLING_GROUP, read_graph, sampling_ops
 from .mixed_precision import BudgetNotMet, SearchResult, float_groups, search
 from .sensitivity import layer_errors
@@ -97,7 +97,7 @@ def build_int8_onnx2tf(
         reference, measured = accuracy.reference(progress), accuracy.of_path(full_path)
         details.update(budget=asdict(options.budget), reference_ap=reference.headline(), losses=options.budget.losses(reference, measured))
         if not options.budget.holds(reference, measured):
-            raise BudgetNotMet.single(details["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
+            raise BudgetNotMet([], details["losses"], options.budget, "onnx2tf cannot keep ops in float; the default quantizer can")
     details["seconds"] = round(time.perf_counter() - started, 1)
     return Int8Result(full_path, dynamic_path, QuantizationRecord("onnx2tf", details=details))
 
@@ -123,7 +123,7 @@ def _dynamic_int8(float_tflite: Path, stage: Path, options: Int8Options, progres
 
 def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
     return {"source": str(options.calibration), "images": int(len(calibration)),
-            "preprocessing": PREPROCESSING}
+            "preprocessing": CALIBRATION_PREPROCESSING}
 
 
 def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], Path], accuracy: AccuracyCheck,

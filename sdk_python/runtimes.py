@@ -209,7 +209,7 @@ class RuntimeSpec:
 
     name: str  # as `Detector.load(runtime=...)` and `--runtime` take it
     suffixes: tuple[str, ...]  # the model files it runs
-    modules: tuple[str, ...]  # any one of them importable provides it (LiteRT: tried in this order)
+    modules: tuple[str, ...]  # any one of them importable provides it (LiteRT's: _litert_interpreter_class's three)
     packages: tuple[str, ...]  # pip distributions whose versions a bench report shows
     missing: str  # what is wrong when none of `modules` is installed
     install: str  # how to fix that

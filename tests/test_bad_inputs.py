@@ -299,7 +299,7 @@ def test_cli_build_outside_the_ap_budget_says_which_options_help(parity_images, 
     from featherface.quantization.mixed_precision import BudgetNotMet
 
     def over_budget(*args, **kwargs):
-        raise BudgetNotMet.single({"easy": 1.3, "medium": 1.0, "hard": 0.4}, APBudget(), "test")
+        raise BudgetNotMet([], {"easy": 1.3, "medium": 1.0, "hard": 0.4}, APBudget(), "test")
 
     monkeypatch.setattr(build, "build_bundle", over_budget)
     status, stdout, err = run_cli(["build", "--target", "onnx", "--arch", "v2-ultra", "--input-size", "64",

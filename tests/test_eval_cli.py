@@ -131,11 +131,12 @@ def test_the_builds_ap_of_a_file_is_what_eval_of_its_bundle_measures(small_root,
     from featherface.sdk.detector import Detector
     from test_build import SIZE
 
-    bundle = shared.bundle("onnx")
-    built = evaluate_detector(model_file_detect_fn(bundle / "model.onnx", InputSize.of(SIZE)), small_root, tmp_path / "a")
-    with Detector.load(bundle) as detector:
-        evaluated = evaluate_detector(detector_detect_fn(detector), small_root, tmp_path / "b")
-    assert built.by_setting() == evaluated.by_setting() and built.images == evaluated.images == 4
+    for target, file in (("onnx", "model.onnx"), ("pi4", "model_int8.tflite")):  # a float input, and an INT8 one
+        bundle = shared.bundle(target)
+        built = evaluate_detector(model_file_detect_fn(bundle / file, InputSize.of(SIZE)), small_root, tmp_path / f"{target}-a")
+        with Detector.load(bundle, file=file) as detector:
+            evaluated = evaluate_detector(detector_detect_fn(detector), small_root, tmp_path / f"{target}-b")
+        assert built.by_setting() == evaluated.by_setting() and built.images == evaluated.images == 4, target
 
 
 def _root_with(root: Path, small_root: Path, event: str) -> Path:

@@ -156,6 +156,20 @@ def test_a_quantization_record_reads_back_what_it_wrote():
     assert QuantizationRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
 
 
+def test_a_quantization_record_keeps_fields_newer_than_this_code():
+    """`bench --pick` rewrites the manifest on a device: what a newer build wrote must survive."""
+    from featherface.records import QuantizationRecord
+
+    written = {
+        "tool": "ai-edge-quantizer", "kept_float": [], "calibration": {"images": 8},
+        "sensitivity": [{"op_index": 1, "op": "CONV_2D", "tensor": "t", "nmse": 0.2, "added_nmse": 0.1, "per_channel": [0.1]}],
+        "search": [{"kept_float": [], "accuracy": {"easy": 0.9, "medium": 0.8, "hard": 0.5, "images": 4, "size_bytes": 9, "fps": 3.0},
+                    "losses": {"easy": 0.1, "medium": 0.2, "hard": 0.3}, "holds": True, "seconds": 1.5}],
+        "a_newer_field": [1, 2],
+    }
+    assert QuantizationRecord.from_json(written).to_json() == written
+
+
 def test_full_int8_within_budget_keeps_nothing_float():
     result = search(GROUPS, _evaluator({0: 0.0}, []), REFERENCE, APBudget())
     assert result.final.kept_float == [] and len(result.steps) == 1
@@ -164,7 +178,7 @@ def test_full_int8_within_budget_keeps_nothing_float():
 def test_the_loop_fails_clearly_when_no_group_is_enough():
     with pytest.raises(BudgetNotMet, match="even with stem, heads, rest in float: lost easy 3.00") as caught:
         search(GROUPS, _evaluator({0: 0.05, 2: 0.04, 3: 0.035, 4: 0.03}, []), REFERENCE, APBudget())
-    assert len(caught.value.result.steps) == 4
+    assert len(caught.value.steps) == 4
 
 
 def test_budget_per_setting():

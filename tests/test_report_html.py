@@ -179,6 +179,9 @@ DAMAGED_RECORDS = {
         "tool": "t", "sensitivity": [{"op_index": 1, "op": "CONV_2D", "nmse": 0.1, "added_nmse": 0.1}]}),
     "search-step-without-hard": lambda entry: entry.update(quantization={"tool": "t", "search": [
         {"kept_float": [], "accuracy": {"easy": 0.9, "medium": 0.8}, "losses": {"easy": 0, "medium": 0, "hard": 0}, "holds": True}]}),
+    "search-step-size-not-a-number": lambda entry: entry.update(quantization={"tool": "t", "search": [
+        {"kept_float": [], "accuracy": {"easy": 0.9, "medium": 0.8, "hard": 0.5, "size_bytes": "big"},
+         "losses": {"easy": 0, "medium": 0, "hard": 0}, "holds": True}]}),
 }
 
 
