@@ -149,3 +149,26 @@ def test_manifest_ap_gives_the_builds_rounded_difference_else_computes_it():
     assert stored.delta_points(None) == {"easy": -0.9, "medium": 0.0, "hard": -1.0}
     assert ManifestAP.from_json(stored.to_json(), "accuracy") == stored
     assert list(stored.to_json()) == ["status", "easy", "medium", "hard", "delta_vs_torch"]
+
+
+def test_the_build_times_its_candidates_in_turns_so_a_slowdown_hits_them_alike(monkeypatch):
+    """A machine that slows down half-way must not rank the file timed second as slower."""
+    from featherface.converters import preference
+
+    clock = {"now": 0.0, "calls": 0}
+    order: list[str] = []
+
+    class Fake:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run_raw(self, batch) -> None:  # every run takes 10 ms, then 30 ms once 20 runs have passed
+            clock["calls"] += 1
+            clock["now"] += 0.010 if clock["calls"] <= 20 else 0.030
+            order.append(self.name)
+
+    monkeypatch.setattr(preference.time, "perf_counter", lambda: clock["now"])
+    times = preference.interleaved_p50_ms({"a.tflite": Fake("a.tflite"), "b.tflite": Fake("b.tflite")}, batch_nchw=None)
+    assert times["a.tflite"] == times["b.tflite"]
+    timed = order[2 * preference.LATENCY_WARMUP:]
+    assert timed[:4] == ["a.tflite", "b.tflite", "a.tflite", "b.tflite"]
