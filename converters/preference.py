@@ -3,7 +3,6 @@ report's "what to ship" rule (`featherface.choice.fastest`). On the device `feat
 --pick` chooses again: an x86 core and a Cortex-A72 do not rank INT8 and FP32 alike."""
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -13,10 +12,9 @@ import numpy as np
 from featherface.choice import fastest
 from featherface.config import TARGET_SPECS, InputSize
 from featherface.records import PreferredBy
-from featherface.sdk.detector import Detector
 from featherface.verify.files import ModelFile, build_spec, open_file_detector
 
-from .report_golden import LATENCY_RUNS, LATENCY_WARMUP
+from .report_golden import model_p50_ms
 
 
 def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.ndarray, size: InputSize,
@@ -33,23 +31,8 @@ def preferred_here(target: str, candidates: list[ModelFile], inputs_nchw: np.nda
     with ExitStack() as opened:
         detectors = {f.path.name: opened.enter_context(open_file_detector(f, build_spec(size, {}), open_file, num_threads=1))
                      for f in candidates}
-        times = interleaved_p50_ms(detectors, inputs_nchw[:1])
+        times = model_p50_ms(detectors, inputs_nchw[:1])
     choice = fastest(times, {f.path.name: f.path.stat().st_size for f in candidates})
     return choice, PreferredBy("featherface build", describe_device().line(), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                threads=1, model_p50_ms=times)
 
-
-def interleaved_p50_ms(detectors: dict[str, Detector], batch_nchw: np.ndarray) -> dict[str, float]:
-    """Median model time of each detector, its runs taken in turns with the others' (as the
-    bench does): a machine that slows down or speeds up mid-way then slows every file alike,
-    where timing one file after another ranked files by when they ran."""
-    for detector in detectors.values():
-        for _ in range(LATENCY_WARMUP):
-            detector.run_raw(batch_nchw)
-    times: dict[str, list[float]] = {name: [] for name in detectors}
-    for _ in range(LATENCY_RUNS):
-        for name, detector in detectors.items():
-            start = time.perf_counter()
-            detector.run_raw(batch_nchw)
-            times[name].append(1000 * (time.perf_counter() - start))
-    return {name: round(statistics.median(runs), 2) for name, runs in times.items()}

@@ -151,24 +151,40 @@ def test_manifest_ap_gives_the_builds_rounded_difference_else_computes_it():
     assert list(stored.to_json()) == ["status", "easy", "medium", "hard", "delta_vs_torch"]
 
 
-def test_the_build_times_its_candidates_in_turns_so_a_slowdown_hits_them_alike(monkeypatch):
-    """A machine that slows down half-way must not rank the file timed second as slower."""
-    from featherface.converters import preference
+def test_files_are_timed_in_turns_on_their_own_input_type(monkeypatch):
+    """A machine that slows down half-way must not rank the file timed second as slower, and a
+    full-INT8 file is timed on the INT8 tensor `frame_input` gives it on a device, not charged
+    for a conversion from float in Python."""
+    import numpy as np
+
+    from featherface.converters import report_golden
 
     clock = {"now": 0.0, "calls": 0}
-    order: list[str] = []
+    order: list[tuple[str, np.dtype]] = []
 
-    class Fake:
-        def __init__(self, name: str) -> None:
-            self.name = name
+    class FakeRuntime:
+        def __init__(self, name: str, dtype) -> None:
+            self.name, self.dtype = name, np.dtype(dtype)
 
-        def run_raw(self, batch) -> None:  # every run takes 10 ms, then 30 ms once 20 runs have passed
+        def quantize(self, x: np.ndarray) -> np.ndarray:
+            return x.astype(self.dtype)
+
+        def run(self, tensor: np.ndarray) -> None:  # every run takes 10 ms, then 30 ms once 20 runs have passed
             clock["calls"] += 1
             clock["now"] += 0.010 if clock["calls"] <= 20 else 0.030
-            order.append(self.name)
+            order.append((self.name, tensor.dtype))
 
-    monkeypatch.setattr(preference.time, "perf_counter", lambda: clock["now"])
-    times = preference.interleaved_p50_ms({"a.tflite": Fake("a.tflite"), "b.tflite": Fake("b.tflite")}, batch_nchw=None)
+    class FakeDetector:
+        def __init__(self, runtime: FakeRuntime) -> None:
+            self.runtime = runtime
+
+        def runtime_batch(self, batch: np.ndarray) -> np.ndarray:
+            return batch
+
+    monkeypatch.setattr(report_golden.time, "perf_counter", lambda: clock["now"])
+    detectors = {name: FakeDetector(FakeRuntime(name, dtype)) for name, dtype in (("a.tflite", np.float32), ("b.tflite", np.int8))}
+    times = report_golden.model_p50_ms(detectors, np.zeros((1, 3, 4, 4), np.float32))
     assert times["a.tflite"] == times["b.tflite"]
-    timed = order[2 * preference.LATENCY_WARMUP:]
-    assert timed[:4] == ["a.tflite", "b.tflite", "a.tflite", "b.tflite"]
+    timed = order[2 * report_golden.LATENCY_WARMUP:]
+    assert [name for name, _ in timed[:4]] == ["a.tflite", "b.tflite", "a.tflite", "b.tflite"]
+    assert {dtype for name, dtype in order if name == "b.tflite"} == {np.dtype(np.int8)}
