@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from featherface.config import CALIBRATION_PREPROCESSING, CHANNEL_ORDER, IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
+from featherface.config import CHANNEL_ORDER, IMAGE_INPUT_NAME, INPUT_NAME, MEAN_BGR, OUTPUT_NAMES, InputSize
 from featherface.records import QuantizationRecord
 
 PALETTE_BITS = 6
@@ -223,12 +223,13 @@ def calibration_ranges_given(ranges: dict[str, dict[str, float]]) -> Iterator[No
 
 def a8w8_record(calibration: Path, images: int) -> QuantizationRecord:
     """The manifest's `quantization` entry of the experimental INT8-activation file."""
+    from featherface.quantization.calibration import calibration_record
+
     return QuantizationRecord(
         "coremltools linear_quantize_activations + linear_quantize_weights (ranges from mil_eval)",
         kept_float=["ops other than conv, pooling and add (activations fp16)"],
         details={"weights": "int8 per channel, symmetric", "activations": "int8 per tensor, asymmetric, min/max",
-                 "calibration": {"source": str(calibration), "images": images,
-                                 "preprocessing": CALIBRATION_PREPROCESSING},
+                 "calibration": calibration_record(calibration, images),
                  "minimum_deployment_target": "iOS17", "note": A8W8_NOTE})
 
 

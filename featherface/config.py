@@ -149,8 +149,6 @@ GOLDEN_IMAGES = 2  # real inputs stored with PyTorch's outputs for on-device par
 # Full INT8 is judged on WIDER FACE AP against PyTorch FP32 at the same input size (points).
 INT8_AP_BUDGET: dict[str, float] = {"easy": 1.0, "medium": 1.0, "hard": 2.0}
 CALIBRATION_IMAGES = 200
-# How calibration images are prepared, as the manifest's quantization records say it.
-CALIBRATION_PREPROCESSING = "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"
 
 MANIFEST_VERSION = 1
 

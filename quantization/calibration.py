@@ -22,6 +22,13 @@ class CalibrationError(ValueError):
     """No usable calibration set; the message names the directory and why."""
 
 
+def calibration_record(source: str | Path, images: int) -> dict:
+    """The manifest's account of a calibration set (every quantized file's record): where it
+    came from, how many images, and that they were prepared as at inference."""
+    return {"source": str(source), "images": int(images),
+            "preprocessing": "featherface.sdk.preprocess.preprocess (letterbox, BGR, minus mean)"}
+
+
 def calibration_root(source: str | Path) -> Path:
     """A WIDER FACE root calibrates on its train split; any other directory on its images."""
     source = Path(source)

@@ -21,12 +21,12 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from featherface.config import CALIBRATION_IMAGES, CALIBRATION_PREPROCESSING, QUANTIZERS, InputSize
+from featherface.config import CALIBRATION_IMAGES, QUANTIZERS, InputSize
 from featherface.records import QuantizationRecord
 from featherface.widerface import WiderAP
 
 from .accuracy import AccuracyCheck, APBudget
-from .calibration import calibration_set
+from .calibration import calibration_record, calibration_set
 from .graph import SAMPLING_GROUP, read_graph, sampling_ops
 from .mixed_precision import BudgetNotMet, SearchResult, float_groups, search
 from .sensitivity import layer_errors
@@ -89,7 +89,7 @@ def build_int8_onnx2tf(
     dynamic_path = _dynamic_int8(float_tflite, stage, options, progress)
     progress(f"full INT8 with onnx2tf on {len(calibration)} images")
     full_path = quantize_onnx2tf(onnx_path, stage / "model_int8.tflite", size, calibration, options.weight_granularity, options.io_type)
-    details: dict = {"calibration": _calibration_record(options, calibration), "ranges": "global min/max",
+    details: dict = {"calibration": calibration_record(options.calibration, len(calibration)), "ranges": "global min/max",
                      "weights": f"per-{options.weight_granularity}", "input_output": io_types(full_path)}
     if accuracy is None:
         details["budget"] = BUDGET_NOT_CHECKED
@@ -121,11 +121,6 @@ def _dynamic_int8(float_tflite: Path, stage: Path, options: Int8Options, progres
     return quantize(with_signature(float_tflite), stage / "model_dynamic_int8.tflite", Int8Recipe("dynamic", options.weight_granularity), None)
 
 
-def _calibration_record(options: Int8Options, calibration: np.ndarray) -> dict:
-    return {"source": str(options.calibration), "images": int(len(calibration)),
-            "preprocessing": CALIBRATION_PREPROCESSING}
-
-
 def _search_within_budget(groups: list, quantized: Callable[[tuple[str, ...]], Path], accuracy: AccuracyCheck,
                           budget: APBudget, progress: Progress) -> tuple[SearchResult, WiderAP]:
     """Keep the most sensitive groups float, one at a time, until the AP budget holds
@@ -154,7 +149,7 @@ def build_int8(
     """
     started = time.perf_counter()
     details: dict = {
-        "calibration": _calibration_record(options, calibration),
+        "calibration": calibration_record(options.calibration, len(calibration)),
         "ranges": "moving-average min/max",
         "weights": f"per-{options.weight_granularity}",
         "equalization": "backbone, pre-activation ranges" if equalized_tflite else "off",
